@@ -1,0 +1,128 @@
+"""Running a (bound) pipeline spec on one unit of work."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..layout import SiteUnit
+from . import ops
+from .spec import (ExpandLabels, FillHoles, FilterObjects, Gaussian, Label, MeasureImage,
+                   MeasureObjects, Median, OpenMask, PipelineSpec, ProjectZ, Ratio, RemoveSmallObjects,
+                   Ring, SubtractBackground, Threshold, WatershedSplit, _Step)
+
+Reader = Callable[[int], np.ndarray]
+"""channel index -> ``(z, y, x)`` stack of the unit"""
+
+
+def _per_plane(func: Callable[[np.ndarray], np.ndarray], value: np.ndarray) -> np.ndarray:
+    """Apply a 2-D operation to a plane, or to each plane of a z-stack."""
+    if value.ndim == 2:
+        return func(value)
+    return np.stack([func(plane) for plane in value])
+
+
+def _per_plane_pair(func, value: np.ndarray, other: np.ndarray | None) -> np.ndarray:
+    """Like :func:`_per_plane`, for an operation that also takes a matching image."""
+    if other is not None and other.shape != value.shape:
+        raise ValueError(f"shapes differ: {value.shape} and {other.shape}")
+    if value.ndim == 2:
+        return func(value, other)
+    return np.stack([func(v, None if other is None else o)
+                     for v, o in zip(value, other if other is not None else [None] * len(value))])
+
+
+def _transform(step: _Step) -> Callable[[np.ndarray], np.ndarray]:
+    """The array function of a one-input, one-output step."""
+    if isinstance(step, Gaussian):
+        return lambda a: ops.gaussian(a, step.sigma)
+    if isinstance(step, Median):
+        return lambda a: ops.median(a, step.radius)
+    if isinstance(step, SubtractBackground):
+        return lambda a: ops.subtract_background(a, step.radius, step.method)
+    if isinstance(step, Threshold):
+        return lambda a: ops.threshold(a, step.method, step.value, step.factor)
+    if isinstance(step, FillHoles):
+        return ops.fill_holes
+    if isinstance(step, OpenMask):
+        return lambda a: ops.open_mask(a, step.radius)
+    if isinstance(step, RemoveSmallObjects):
+        return lambda a: ops.remove_small_objects(a, step.min_size)
+    if isinstance(step, Label):
+        return lambda a: ops.label(a, step.connectivity)
+
+    if isinstance(step, FilterObjects):
+        return lambda a: ops.filter_objects(a, step.min_area, step.max_area, step.exclude_border)
+    if isinstance(step, ExpandLabels):
+        return lambda a: ops.expand(a, step.distance)
+    if isinstance(step, Ring):
+        return lambda a: ops.ring(a, step.distance)
+    raise TypeError(f"no transform for step {step.op}")  # unreachable for validated specs
+
+
+def _load(spec: PipelineSpec, stack: np.ndarray) -> np.ndarray:
+    mode = spec.load.z
+    if mode == "stack":
+        return stack.astype(np.float32)
+    if mode == "middle":
+        return stack[stack.shape[0] // 2].astype(np.float32)
+    return ops.project_z(stack, mode)
+
+
+def _require_2d(step: _Step, name: str, value: np.ndarray) -> np.ndarray:
+    if value.ndim != 2:
+        raise ValueError(f"{step.op} needs a plane but '{name}' is a stack of {value.shape[0]}")
+    return value
+
+
+def run_unit(spec: PipelineSpec, read_channel: Reader) -> dict[str, float]:
+    """Measurements of one unit. ``spec`` must be bound to the plate
+    (:func:`~.spec.bind_to_plate`); ``read_channel`` returns a channel's z-stack."""
+    values: dict[str, np.ndarray] = {}
+    row: dict[str, float] = {}
+
+    def get(name: str) -> np.ndarray:
+        if name not in values:
+            values[name] = _load(spec, read_channel(int(name[2:])))  # validated: chN
+        return values[name]
+
+    for step in spec.steps:
+        if isinstance(step, ProjectZ):
+            values[step.output] = ops.project_z(get(step.input), step.method)
+        elif isinstance(step, MeasureObjects):
+            labels = _require_2d(step, step.labels, get(step.labels))
+            images = {n: _require_2d(step, n, get(n)) for n in step.intensity}
+            cols = ops.object_measurements(labels, images)
+            p = step.column_prefix
+            row[f"{p}_count"] = float(len(cols["label"]))
+            row[f"{p}_area_mean"] = _mean(cols["area"])
+            for n in step.intensity:
+                row[f"{p}_{n}_intensity_mean"] = _mean(cols[f"{n}_intensity"])
+        elif isinstance(step, MeasureImage):
+            mask = _require_2d(step, step.mask, get(step.mask)) if step.mask else None
+            for n in step.images:
+                image = _require_2d(step, n, get(n))
+                pixels = image[mask] if mask is not None else image
+                row[f"{n}_mean"] = _mean(pixels)
+                row[f"{n}_integrated"] = float(pixels.sum(dtype=np.float64))
+        elif isinstance(step, WatershedSplit):
+            weights = get(step.intensity) if step.intensity else None
+            values[step.output] = _per_plane_pair(
+                lambda m, w: ops.watershed_split(m, step.min_distance, step.smoothing, w),
+                get(step.input), weights)
+        elif isinstance(step, Ratio):
+            den = row[step.denominator]
+            row[step.output] = row[step.numerator] / den if den else float("nan")
+        else:
+            values[step.output] = _per_plane(_transform(step), get(step.input))  # type: ignore[attr-defined]
+    return row
+
+
+def _mean(a: np.ndarray) -> float:
+    return float(np.mean(a)) if len(a) else float("nan")
+
+
+def unit_reader(source, unit: SiteUnit) -> Reader:
+    """A :data:`Reader` for one unit of a :class:`~..pixels.PixelSource`."""
+    return lambda channel: source.read_stack(unit, channel)

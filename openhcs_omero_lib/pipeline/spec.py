@@ -1,0 +1,299 @@
+"""Pipeline specs: declarative, validated lists of whitelisted steps.
+
+A spec (YAML or JSON) names a pipeline, says how each unit of work (one site at one
+timepoint, every channel) is loaded, and lists steps. Each step is one operation of
+:mod:`.ops` with typed parameters, reading named values and writing one. Values are
+of three kinds: ``image`` (float planes; channels arrive as ``ch1``, ``ch2``, ...),
+``mask`` (booleans) and ``labels`` (objects). Measurement steps add columns to the
+unit's result row. A spec is data: nothing in it is ever executed as code.
+
+Grouping follows OpenHCS's components: a unit groups one (well, site, timepoint);
+channel and z vary inside it. With ``load.z: stack`` channels arrive as z-stacks and
+every image step applies plane by plane until a ``project_z`` step reduces them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+Name = Annotated[str, Field(pattern=_NAME, description="a value name: letters, digits, _")]
+CHANNEL_RE = re.compile(r"^ch(\d+)$")
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    reads: ClassVar[dict[str, str]] = {}
+    """field name -> kind of value it must name"""
+    writes: ClassVar[str | None] = None
+    """kind of value written to ``output``"""
+
+    def value_refs(self) -> list[tuple[str, str, str]]:
+        """``(field, value name, kind)`` of everything the step reads."""
+        found = []
+        for fld, kind in self.reads.items():
+            value = getattr(self, fld)
+            for name in (value if isinstance(value, (list, tuple)) else [value]):
+                if name is not None and name != "all":
+                    found.append((fld, name, kind))
+        return found
+
+
+class _ImageToImage(_Step):
+    reads: ClassVar[dict[str, str]] = {"input": "image"}
+    writes: ClassVar[str | None] = "image"
+    input: Name
+    output: Name
+
+
+class ProjectZ(_ImageToImage):
+    """Reduce a z-stack to one plane."""
+    op: Literal["project_z"]
+    method: Literal["max", "mean", "sum"] = "max"
+
+
+class Gaussian(_ImageToImage):
+    """Gaussian smoothing."""
+    op: Literal["gaussian"]
+    sigma: float = Field(gt=0, le=50, description="standard deviation in pixels")
+
+
+class Median(_ImageToImage):
+    """Median filter over a disk."""
+    op: Literal["median"]
+    radius: int = Field(ge=1, le=25)
+
+
+class SubtractBackground(_ImageToImage):
+    """Remove uneven illumination and background."""
+    op: Literal["subtract_background"]
+    radius: float = Field(gt=0, le=500, description="larger than the objects, in pixels")
+    method: Literal["gaussian", "tophat"] = "gaussian"
+
+
+class Threshold(_Step):
+    """Image to foreground mask."""
+    reads: ClassVar[dict[str, str]] = {"input": "image"}
+    writes: ClassVar[str | None] = "mask"
+    op: Literal["threshold"]
+    input: Name
+    output: Name
+    method: Literal["otsu", "li", "triangle", "yen", "mean", "manual"] = "otsu"
+    value: float | None = Field(default=None, description="the level, for method: manual")
+    factor: float = Field(default=1.0, gt=0, le=10, description="multiplies the computed level")
+
+    @model_validator(mode="after")
+    def _manual_needs_value(self) -> "Threshold":
+        if (self.method == "manual") != (self.value is not None):
+            raise ValueError("'value' is required with method: manual and only then")
+        return self
+
+
+class _MaskToMask(_Step):
+    reads: ClassVar[dict[str, str]] = {"input": "mask"}
+    writes: ClassVar[str | None] = "mask"
+    input: Name
+    output: Name
+
+
+class FillHoles(_MaskToMask):
+    op: Literal["fill_holes"]
+
+
+class OpenMask(_MaskToMask):
+    """Morphological opening: removes thin protrusions and specks."""
+    op: Literal["open"]
+    radius: int = Field(ge=1, le=25)
+
+
+class RemoveSmallObjects(_MaskToMask):
+    op: Literal["remove_small_objects"]
+    min_size: int = Field(ge=1, description="pixels")
+
+
+class Label(_Step):
+    """Connected components of a mask."""
+    reads: ClassVar[dict[str, str]] = {"input": "mask"}
+    writes: ClassVar[str | None] = "labels"
+    op: Literal["label"]
+    input: Name
+    output: Name
+    connectivity: Literal[1, 2] = 1
+
+
+class WatershedSplit(_Step):
+    """Objects of a mask with touching round objects split along their necks;
+    seeds from the distance to the background, weighted by ``intensity`` if given."""
+    reads: ClassVar[dict[str, str]] = {"input": "mask", "intensity": "image"}
+    writes: ClassVar[str | None] = "labels"
+    op: Literal["watershed_split"]
+    input: Name
+    output: Name
+    intensity: Name | None = Field(default=None, description="image whose brightness marks object centres")
+    min_distance: int = Field(default=4, ge=1, le=100, description="pixels between object centres")
+    smoothing: float = Field(default=0.0, ge=0, le=10)
+
+
+class _LabelsToLabels(_Step):
+    reads: ClassVar[dict[str, str]] = {"input": "labels"}
+    writes: ClassVar[str | None] = "labels"
+    input: Name
+    output: Name
+
+
+class FilterObjects(_LabelsToLabels):
+    op: Literal["filter_objects"]
+    min_area: int = Field(default=0, ge=0)
+    max_area: int | None = Field(default=None, ge=1)
+    exclude_border: bool = False
+
+
+class ExpandLabels(_LabelsToLabels):
+    """Grow each object by ``distance`` pixels without merging (cell bodies)."""
+    op: Literal["expand_labels"]
+    distance: float = Field(gt=0, le=100)
+
+
+class Ring(_LabelsToLabels):
+    """A band around each object (cytoplasm next to a nucleus)."""
+    op: Literal["ring"]
+    distance: float = Field(gt=0, le=100)
+
+
+class MeasureObjects(_Step):
+    """Count objects and average their area and mean intensities.
+
+    Adds ``<prefix>_count``, ``<prefix>_area_mean`` and, per intensity image,
+    ``<prefix>_<image>_intensity_mean`` (the mean over objects of each object's
+    mean intensity). ``intensity: all`` measures every loaded channel."""
+    reads: ClassVar[dict[str, str]] = {"labels": "labels", "intensity": "image"}
+    op: Literal["measure_objects"]
+    labels: Name
+    intensity: list[Name] | Literal["all"] = Field(default_factory=list)
+    prefix: Name | None = None
+
+    @property
+    def column_prefix(self) -> str:
+        return self.prefix or self.labels
+
+
+class MeasureImage(_Step):
+    """Whole-image mean and integrated intensity, inside ``mask`` when given."""
+    reads: ClassVar[dict[str, str]] = {"images": "image", "mask": "mask"}
+    op: Literal["measure_image"]
+    images: list[Name] = Field(min_length=1)
+    mask: Name | None = None
+
+
+class Ratio(_Step):
+    """A new column: ``numerator / denominator`` of two measured columns."""
+    op: Literal["ratio"]
+    numerator: Name
+    denominator: Name
+    output: Name
+
+
+Step = Annotated[
+    Union[ProjectZ, Gaussian, Median, SubtractBackground, Threshold, FillHoles, OpenMask,
+          RemoveSmallObjects, Label, WatershedSplit, FilterObjects, ExpandLabels, Ring,
+          MeasureObjects, MeasureImage, Ratio],
+    Field(discriminator="op"),
+]
+STEP_TYPES: dict[str, type[_Step]] = {
+    t.model_fields["op"].annotation.__args__[0]: t  # type: ignore[union-attr]
+    for t in Step.__origin__.__args__  # type: ignore[attr-defined]
+}
+
+
+class Load(BaseModel):
+    """How a unit's planes become the pipeline's starting images."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    channels: list[Annotated[int, Field(ge=1)]] | Literal["all"] = Field(
+        default="all", description="1-based channel indices to load, or all")
+    z: Literal["max", "mean", "middle", "stack"] = Field(
+        default="max", description="project z on load, take the middle plane, or keep the stack")
+
+
+class PipelineSpec(BaseModel):
+    """A whole pipeline."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name
+    description: str = ""
+    version: Literal[1] = 1
+    load: Load = Load()
+    steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_dataflow(self) -> "PipelineSpec":
+        """Every value is defined before it is read, and of the kind the step needs."""
+        kinds: dict[str, str] = {}
+        columns: set[str] = set()
+        explicit = None if self.load.channels == "all" else set(self.load.channels)
+        stacked = self.load.z == "stack"
+        for i, step in enumerate(self.steps):
+            for fld, name, kind in step.value_refs():
+                channel = CHANNEL_RE.match(name)
+                if name not in kinds and channel:
+                    if explicit is not None and int(channel.group(1)) not in explicit:
+                        raise ValueError(f"steps[{i}] ({step.op}) reads {name}, which load.channels leaves out")
+                    kinds[name] = "image"
+                if name not in kinds:
+                    raise ValueError(f"steps[{i}] ({step.op}) reads '{name}' in '{fld}', which no earlier step "
+                                     "writes (channels are ch1, ch2, ...)")
+                if kinds[name] != kind:
+                    raise ValueError(f"steps[{i}] ({step.op}) needs {kind} in '{fld}', but '{name}' is {kinds[name]}")
+            if stacked and isinstance(step, (MeasureObjects, MeasureImage)) and not any(
+                    isinstance(s, ProjectZ) for s in self.steps[:i]):
+                raise ValueError(f"steps[{i}] ({step.op}) measures a z-stack: add a project_z step "
+                                 "or set load.z to max, mean or middle")
+            if isinstance(step, Ratio):
+                for col in (step.numerator, step.denominator):
+                    if col not in columns:
+                        raise ValueError(f"steps[{i}] (ratio) uses column '{col}', which no earlier "
+                                         f"step measures; known: {sorted(columns)}")
+                columns.add(step.output)
+            elif isinstance(step, MeasureObjects):
+                p = step.column_prefix
+                columns |= {f"{p}_count", f"{p}_area_mean"}
+                if step.intensity != "all":
+                    columns |= {f"{p}_{n}_intensity_mean" for n in step.intensity}
+            elif isinstance(step, MeasureImage):
+                for n in step.images:
+                    columns |= {f"{n}_mean", f"{n}_integrated"}
+            if step.writes:
+                kinds[step.output] = step.writes  # type: ignore[attr-defined]
+        if not columns:
+            raise ValueError("the pipeline measures nothing: add a measure_objects or measure_image step")
+        return self
+
+    def channels_read(self) -> list[int]:
+        """Channel indices the steps read, in order."""
+        found = set()
+        for step in self.steps:
+            for _, name, _ in step.value_refs():
+                match = CHANNEL_RE.match(name)
+                if match:
+                    found.add(int(match.group(1)))
+        if self.load.channels != "all":
+            found &= set(self.load.channels)
+        return sorted(found)
+
+
+def bind_to_plate(spec: PipelineSpec, n_channels: int, channel_names: list[str] | None = None) -> PipelineSpec:
+    """The spec for a plate of ``n_channels``: ``all`` expanded to the loaded channels,
+    and every channel it reads checked to exist. Raises ValueError naming the channel."""
+    loaded = list(range(1, n_channels + 1)) if spec.load.channels == "all" else list(spec.load.channels)
+    names = channel_names or [f"w{i}" for i in range(1, n_channels + 1)]
+    have = ", ".join(f"ch{i} ({n})" for i, n in enumerate(names, start=1))
+    for c in sorted(set(loaded) | set(spec.channels_read())):
+        if c > n_channels:
+            raise ValueError(f"pipeline '{spec.name}' reads ch{c}, but the plate has {n_channels} "
+                             f"channel{'s' if n_channels != 1 else ''}: {have}")
+    data = spec.model_dump()
+    for step in data["steps"]:
+        if step.get("op") == "measure_objects" and step.get("intensity") == "all":
+            step["intensity"] = [f"ch{c}" for c in loaded]
+    return PipelineSpec.model_validate(data)
