@@ -1,0 +1,281 @@
+"""The ``openhcs-omero`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from . import __version__
+
+DEMO_CONFIG = dict(wells=24, sites=2, channels=2, size=256, seed=2026, touching=True, name="DEMO")
+DEMO_VERSION = 1
+
+
+class UserError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "openhcs-omero"
+
+
+def demo_plate() -> Path:
+    """The demo plate, generated on first use into the cache (atomically)."""
+    from .synthetic import SyntheticPlateConfig, make_plate
+
+    target = cache_dir() / f"demo-plate-v{DEMO_VERSION}"
+    if (target / "ground_truth.csv").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
+    try:
+        print(f"generating the demo plate in {target} (once)", file=sys.stderr)
+        make_plate(staging / "plate", SyntheticPlateConfig(**DEMO_CONFIG))
+        try:
+            (staging / "plate").rename(target)
+        except OSError:
+            if not (target / "ground_truth.csv").exists():  # not a concurrent first run
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _open_local_plate(folder: str):
+    from .imagexpress import ImageXpressSource, NotAPlateError
+
+    try:
+        return ImageXpressSource(folder)
+    except NotAPlateError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _load_pipeline(name_or_path: str):
+    from .pipeline.loading import PipelineError, resolve_pipeline
+
+    try:
+        return resolve_pipeline(name_or_path)[0]
+    except PipelineError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _progress_bar(disable: bool):
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int, errors: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="site", disable=disable or None, file=sys.stderr)
+        bar.set_postfix(errors=errors, refresh=False)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def _print_wells(results, limit: int = 30) -> None:
+    import pandas as pd
+
+    wells = results.wells
+    cols = ["well", "timepoint", "sites", "sites_failed"] + \
+        [c for c in wells.columns if c.endswith("_count")] + \
+        [c for c in wells.columns if c.endswith("_ratio_ch2") or c.endswith("area_mean")][:2]
+    if wells["timepoint"].nunique() == 1:
+        cols.remove("timepoint")
+    with pd.option_context("display.width", 120, "display.max_columns", 12, "display.precision", 2):
+        shown = wells[cols]
+        print(shown.head(limit).to_string(index=False))
+        if len(shown) > limit:
+            print(f"... {len(shown) - limit} more wells in wells.csv")
+
+
+def _compare_ground_truth(folder: Path, results) -> None:
+    from .synthetic import GROUND_TRUTH, read_ground_truth
+
+    if "nuclei_count" not in results.images or not (folder / GROUND_TRUTH).exists():
+        return
+    truth = read_ground_truth(folder)
+    within = total = 0
+    for row in results.images.itertuples():
+        expected = truth.get((row.well, row.site, row.timepoint))
+        if expected is None or row.error:
+            continue
+        total += 1
+        within += abs(row.nuclei_count - expected) <= 0.05 * expected
+    print(f"nuclei_count vs ground_truth.csv: {within}/{total} sites within 5%")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .engine import run_pipeline
+    from .results import LocalFolderSink
+
+    if args.demo == bool(args.plate):
+        raise UserError("give a plate folder or --demo (not both)")
+    folder = demo_plate() if args.demo else Path(args.plate)
+    spec = _load_pipeline(args.pipeline)
+    source = _open_local_plate(str(folder))
+    out = Path(args.out) if args.out else Path("results") / f"{source.layout.name}_{spec.name}"
+    print(source.layout.describe(), file=sys.stderr)
+    print(f"pipeline {spec.name}, {args.workers} worker(s), {source.layout.n_units} units", file=sys.stderr)
+    try:
+        results = run_pipeline(source, spec, workers=args.workers,
+                               progress=_progress_bar(args.no_progress), source_label=str(folder))
+    except ValueError as exc:  # the pipeline does not fit the plate
+        raise UserError(str(exc)) from None
+    finally:
+        source.close()
+    written = LocalFolderSink(out).write(results)
+    _print_wells(results)
+    s = results.summary
+    print(f"{s['timing']['units']} units in {s['timing']['seconds']:.1f} s, "
+          f"{s['units_failed']} failed; wrote {', '.join(written)}")
+    _compare_ground_truth(folder, results)
+    return 1 if s["units_failed"] == s["timing"]["units"] else 0
+
+
+def cmd_make_plate(args: argparse.Namespace) -> int:
+    from .synthetic import SyntheticPlateConfig, make_plate
+
+    try:
+        config = SyntheticPlateConfig(wells=args.wells, sites=args.sites, channels=args.channels,
+                                      z_planes=args.z, timepoints=args.timepoints, size=args.size,
+                                      seed=args.seed, touching=args.touching, name=args.name)
+        folder = make_plate(args.folder, config)
+    except (ValueError, FileExistsError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {folder} ({config.wells} wells, {config.sites} sites, {config.channels} channels, "
+          f"{config.z_planes} z, {config.timepoints} t)")
+    return 0
+
+
+def cmd_pipelines(args: argparse.Namespace) -> int:
+    from .pipeline.loading import parse_spec, preset_names, preset_text
+
+    for name in preset_names():
+        spec = parse_spec(preset_text(name), name)
+        print(f"{name}\n    {spec.description}")
+    return 0
+
+
+def cmd_show_pipeline(args: argparse.Namespace) -> int:
+    from .pipeline.loading import PipelineError, preset_text
+
+    try:
+        print(preset_text(args.name), end="")
+    except PipelineError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .engine import bind
+
+    spec = _load_pipeline(args.file)
+    if args.plate:
+        source = _open_local_plate(args.plate)
+        try:
+            bind(spec, source)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    print(f"{args.file}: pipeline '{spec.name}' is valid ({len(spec.steps)} steps)")
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from .virtual_backend import VirtualBackend
+
+    source = _open_local_plate(args.plate)
+    layout = source.layout
+    print(layout.describe())
+    backend = VirtualBackend(layout)
+    print(f"{layout.n_planes} planes; virtual paths under {backend.root}, e.g.:")
+    for i, path in enumerate(backend.list_files()):
+        if i >= args.samples:
+            break
+        print(f"  {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .executor import available_cores
+
+    parser = argparse.ArgumentParser(prog="openhcs-omero", description=(
+        "Run HCS image pipelines on ImageXpress plates (and, inside OMERO, on OMERO plates)."))
+    parser.add_argument("--version", action="version", version=f"openhcs-omero {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline on a plate and write images.csv, wells.csv, results.json")
+    run.add_argument("plate", nargs="?", help="ImageXpress plate folder")
+    run.add_argument("--demo", action="store_true", help="use the built-in synthetic demo plate")
+    run.add_argument("--pipeline", default="nuclei_count", help="preset name or spec file (default: nuclei_count)")
+    run.add_argument("--out", help="output folder (default: results/<plate>_<pipeline>)")
+    run.add_argument("--workers", type=_positive, default=available_cores(),
+                     help="worker processes (default: the cores available, %(default)s here)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    make = sub.add_parser("make-plate", help="write a synthetic ImageXpress plate with ground truth")
+    make.add_argument("folder")
+    make.add_argument("--wells", type=_positive, default=24)
+    make.add_argument("--sites", type=_positive, default=2)
+    make.add_argument("--channels", type=_positive, default=2)
+    make.add_argument("--z", type=_positive, default=1, help="z planes")
+    make.add_argument("--timepoints", type=_positive, default=1)
+    make.add_argument("--size", type=_positive, default=256, help="plane width and height in pixels")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--touching", action="store_true", help="place many nuclei against each other")
+    make.add_argument("--name", default="SYNTH", help="plate name (file prefix)")
+    make.set_defaults(func=cmd_make_plate)
+
+    pipes = sub.add_parser("pipelines", help="list the built-in pipeline presets")
+    pipes.set_defaults(func=cmd_pipelines)
+
+    show = sub.add_parser("show-pipeline", help="print a preset's spec (a starting point for your own)")
+    show.add_argument("name")
+    show.set_defaults(func=cmd_show_pipeline)
+
+    val = sub.add_parser("validate", help="check a pipeline spec file (and that a plate has its channels)")
+    val.add_argument("file")
+    val.add_argument("--plate", help="also check against this plate folder")
+    val.set_defaults(func=cmd_validate)
+
+    desc = sub.add_parser("describe", help="a plate's layout and sample virtual file names")
+    desc.add_argument("plate")
+    desc.add_argument("--samples", type=int, default=6)
+    desc.set_defaults(func=cmd_describe)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"openhcs-omero: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("openhcs-omero: interrupted; workers stopped, no results written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""One call from a pixel source and a pipeline spec to result tables."""
+
+from __future__ import annotations
+
+import time
+
+from .executor import ProgressCallback, run_units
+from .pipeline.spec import PipelineSpec, bind_to_plate
+from .pixels import PixelSource
+from .results import PlateResults, collect
+
+
+def bind(spec: PipelineSpec, source: PixelSource) -> PipelineSpec:
+    """The spec checked against the plate; ValueError names a missing channel."""
+    layout = source.layout
+    return bind_to_plate(spec, len(layout.channels), [c.name for c in layout.channels])
+
+
+def run_pipeline(source: PixelSource, spec: PipelineSpec, *, workers: int = 1,
+                 progress: ProgressCallback | None = None, source_label: str = "") -> PlateResults:
+    """Run ``spec`` on every unit of the plate behind ``source``."""
+    bound = bind(spec, source)
+    started = time.time()
+    results = run_units(bound, source, workers=workers, progress=progress)
+    return collect(source.layout, bound, results, source=source_label or source.layout.name,
+                   started=started, finished=time.time(), workers=workers)

@@ -1,0 +1,172 @@
+"""Result tables of a run and the sinks that store them.
+
+A run produces :class:`PlateResults`: ``images`` (one row per well, site and
+timepoint), ``wells`` (per-well aggregates: ``*_count`` columns summed over sites,
+every other measurement averaged) and ``summary`` (plate, pipeline, version,
+timing, errors). Sinks store them somewhere (a local folder here; OMERO in
+:mod:`openhcs_omero_lib.omero`) and must write all or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from . import __version__
+from .executor import UnitResult
+from .layout import PlateLayout, parse_well, row_letters
+from .pipeline.spec import PipelineSpec
+
+KEY_COLUMNS = ["well", "row", "column", "site", "timepoint"]
+IMAGES_CSV, WELLS_CSV, RESULTS_JSON = "images.csv", "wells.csv", "results.json"
+
+
+@dataclass
+class PlateResults:
+    images: pd.DataFrame
+    wells: pd.DataFrame
+    summary: dict[str, Any]
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return self.summary["errors"]
+
+    def files(self) -> dict[str, bytes]:
+        """The run as the three files every sink offers, by name."""
+        return {IMAGES_CSV: self.images.to_csv(index=False).encode(),
+                WELLS_CSV: self.wells.to_csv(index=False).encode(),
+                RESULTS_JSON: (json.dumps(self.summary, indent=2, default=_json_default) + "\n").encode()}
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def measurement_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in KEY_COLUMNS and c not in ("error", "image_id", "well_id")]
+
+
+def images_table(layout: PlateLayout, results: Sequence[UnitResult]) -> pd.DataFrame:
+    """One row per unit: keys, measurements in the order the pipeline made them, error."""
+    rows = []
+    for r in results:
+        row_num, col = parse_well(r.unit.well)
+        row = {"well": r.unit.well, "row": row_letters(row_num), "column": col,
+               "site": r.unit.site, "timepoint": r.unit.timepoint}
+        row.update(r.measurements)
+        row["error"] = r.error or ""
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    measured = [c for c in frame.columns if c not in KEY_COLUMNS and c != "error"]
+    frame = frame[KEY_COLUMNS + measured + ["error"]]
+    for c in measured:
+        if c.endswith("_count"):
+            frame[c] = frame[c].astype("Int64")  # counts stay whole numbers; failed units are <NA>
+    if layout.image_ids:
+        ids = [layout.image_ids.get((r.unit.well, r.unit.site)) for r in results]
+        frame.insert(len(KEY_COLUMNS), "image_id", pd.array(ids, dtype="Int64"))
+    return frame
+
+
+def wells_table(layout: PlateLayout, images: pd.DataFrame) -> pd.DataFrame:
+    """Per well and timepoint: sites measured and failed, counts summed, the rest averaged."""
+    measured = measurement_columns(images)
+    rows = []
+    for (well, t), group in images.groupby(["well", "timepoint"], sort=False):
+        ok = group[group["error"] == ""]
+        row_num, col = parse_well(well)
+        row: dict[str, Any] = {"well": well, "row": row_letters(row_num), "column": col, "timepoint": t,
+                               "sites": len(ok), "sites_failed": len(group) - len(ok)}
+        for c in measured:
+            values = pd.to_numeric(ok[c], errors="coerce")
+            if c.endswith("_count"):
+                row[c] = int(values.sum()) if len(ok) else None
+            else:
+                row[c] = float(values.mean()) if len(ok) else math.nan
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for c in measured:
+        if c.endswith("_count"):
+            frame[c] = frame[c].astype("Int64")
+    well_ids = {w.name: w.id for w in layout.wells if w.id is not None}
+    if well_ids:
+        frame.insert(4, "well_id", pd.array([well_ids.get(w) for w in frame["well"]], dtype="Int64"))
+    return frame
+
+
+def collect(layout: PlateLayout, spec: PipelineSpec, results: Sequence[UnitResult], *,
+            source: str, started: float, finished: float, workers: int) -> PlateResults:
+    """Tables and summary of a finished run."""
+    images = images_table(layout, results)
+    wells = wells_table(layout, images)
+    errors = [{"well": r.unit.well, "site": r.unit.site, "timepoint": r.unit.timepoint, "error": r.error}
+              for r in results if r.error]
+    summary = {
+        "plate": {"name": layout.name, "id": layout.plate_id, "source": source,
+                  "wells": len(layout.wells), "sites": layout.sites,
+                  "channels": [{"index": c.index, "name": c.name} for c in layout.channels],
+                  "z_planes": layout.z_planes, "timepoints": layout.timepoints,
+                  "plane_shape": list(layout.plane_shape), "dtype": layout.dtype,
+                  "pixel_size_um": layout.pixel_size_um},
+        "pipeline": {"name": spec.name, "spec": spec.model_dump(mode="json")},
+        "openhcs_omero_version": __version__,
+        "python": platform.python_version(),
+        "timing": {"started": started, "finished": finished, "seconds": round(finished - started, 3),
+                   "units": len(results),
+                   "units_per_second": round(len(results) / max(finished - started, 1e-9), 2)},
+        "workers": workers,
+        "units_failed": len(errors),
+        "errors": errors,
+    }
+    return PlateResults(images, wells, summary)
+
+
+class ResultSink(ABC):
+    """Somewhere results go. ``write`` stores everything or nothing and returns
+    descriptions of what it stored."""
+
+    @abstractmethod
+    def write(self, results: PlateResults) -> list[str]:
+        ...
+
+
+class LocalFolderSink(ResultSink):
+    """``images.csv``, ``wells.csv`` and ``results.json`` in a folder.
+
+    Files are written to a temporary folder beside the target and moved in only
+    when all are complete, so a failed run leaves no half-written output."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def write(self, results: PlateResults) -> list[str]:
+        parent = self.folder.resolve().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        files = results.files()
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=parent))
+        try:
+            for name, data in files.items():
+                (staging / name).write_bytes(data)
+            created = not self.folder.exists()
+            if created:
+                staging.rename(self.folder)
+                staging = None  # type: ignore[assignment]
+            else:
+                for name in files:
+                    os.replace(staging / name, self.folder / name)
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+        return [str(self.folder / name) for name in files]
