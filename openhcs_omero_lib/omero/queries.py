@@ -1,0 +1,58 @@
+"""Every HQL query the adapter sends, in one place.
+
+Keeping them here lets the test stand-in answer exactly these (and refuse others),
+and lets a reader see the adapter's whole cost on the server at a glance: a plate's
+layout costs :data:`PLATE_FINGERPRINT` when cached, plus :data:`PLATE_GRAPH` and
+:data:`PIXELS_CHANNELS` when not, whatever the plate's size.
+"""
+
+# Cheap check whether a cached layout is still current: any change to the plate or
+# to its well samples (fields added, images replaced) moves one of these values.
+PLATE_FINGERPRINT = (
+    "select p.id, p.details.group.id, p.details.updateEvent.id, count(ws.id), "
+    "max(ws.details.updateEvent.id) "
+    "from Plate p left outer join p.wells w left outer join w.wellSamples ws "
+    "where p.id = :id group by p.id, p.details.group.id, p.details.updateEvent.id"
+)
+
+# The plate with wells, fields, images, pixels and pixel types, in one round-trip.
+PLATE_GRAPH = (
+    "select distinct p from Plate p "
+    "left outer join fetch p.wells w "
+    "left outer join fetch w.wellSamples ws "
+    "left outer join fetch ws.image i "
+    "left outer join fetch i.pixels px "
+    "left outer join fetch px.pixelsType "
+    "where p.id = :id"
+)
+
+# Channel names and wavelengths of one image (a plate's images share channels).
+PIXELS_CHANNELS = (
+    "select px from Pixels px "
+    "join fetch px.channels c "
+    "join fetch c.logicalChannel "
+    "where px.id = :id"
+)
+
+# What an ID is when it is not the expected kind: {kind} is a model class name.
+OBJECT_EXISTS = "select o.id from {kind} o where o.id = :id"
+
+# The plates of a screen.
+SCREEN_PLATES = "select l.child.id from ScreenPlateLink l where l.parent.id = :id order by l.child.id"
+
+# Annotations of one namespace on objects of one kind: {kind} is Plate, Well or Image.
+ANNOTATION_LINKS = (
+    "select l from {kind}AnnotationLink l "
+    "join fetch l.child a "
+    "where l.parent.id in (:ids) and a.ns = :ns"
+)
+
+# Annotations whose namespace starts with a prefix, on objects of one kind.
+ANNOTATION_LINKS_NS_PREFIX = (
+    "select l from {kind}AnnotationLink l "
+    "join fetch l.child a "
+    "where l.parent.id in (:ids) and a.ns like :ns"
+)
+
+# A file annotation with its file, e.g. a pipeline spec attached by a user.
+FILE_ANNOTATION = "select a from FileAnnotation a join fetch a.file where a.id = :id"

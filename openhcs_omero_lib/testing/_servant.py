@@ -1,0 +1,89 @@
+"""Turning plain Python methods into Ice servants of OMERO's interfaces.
+
+OMERO declares its services with asynchronous dispatch (AMD): Ice calls
+``findAllByQuery_async(cb, query, params, current)`` and waits for ``cb``. The
+stand-in's services are written as plain methods returning values; :func:`servant`
+generates the ``_async`` entry points, and every call, synchronous or not, goes
+through :meth:`StandInServant._call`, which counts it, adds the configured latency,
+and raises any injected error.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable
+
+import Ice
+
+
+class StandInServant:
+    """Mixin for stand-in servants; ``server`` is the :class:`~.server.OmeroStandIn`."""
+
+    service_name = "?"
+    void: frozenset[str] = frozenset()
+
+    def __init__(self, server, session):
+        self.server = server
+        self.session = session
+
+    def _call(self, name: str, func: Callable[..., Any], args: tuple, current) -> Any:
+        self.server._before_call(f"{self.service_name}.{name}", self.session, current)
+        return func(self, *args, current=current)
+
+
+def _split_current(args: tuple, current):
+    """Ice passes the call's ``Current`` as the last positional argument."""
+    if args and type(args[-1]).__name__ == "Current":
+        return args[:-1], args[-1]
+    return args, current
+
+
+def _make_async(name: str, func: Callable[..., Any], void: bool):
+    def call_async(self, _cb, *args, current=None):
+        args, current = _split_current(args, current)
+        try:
+            result = self._call(name, func, args, current)
+        except Ice.Exception as exc:
+            _cb.ice_exception(exc)
+            return
+        except Exception as exc:  # a stand-in bug: report it as the server would
+            _cb.ice_exception(Ice.UnknownException(f"{type(exc).__name__}: {exc}"))
+            return
+        if void:
+            _cb.ice_response()
+        else:
+            _cb.ice_response(result)
+    call_async.__name__ = name + "_async"
+    return call_async
+
+
+def _make_sync(name: str, func: Callable[..., Any]):
+    @functools.wraps(func)
+    def call(self, *args, current=None):
+        args, current = _split_current(args, current)
+        return self._call(name, func, args, current)
+    return call
+
+
+def servant(api_base: type, name: str, void: set[str] = frozenset()):
+    """Class decorator: the public methods of the class implement ``api_base``'s
+    operations of the same names (AMD or not), counted as ``name.method``."""
+
+    def decorate(cls):
+        cls.service_name = name
+        cls.void = frozenset(void)
+        cls.api_base = api_base
+        for attr, func in list(vars(cls).items()):
+            if attr.startswith("_") or not inspect.isfunction(func):
+                continue
+            if not hasattr(api_base, attr) and not hasattr(api_base, attr + "_async"):
+                raise TypeError(f"{cls.__name__}.{attr} is not an operation of {api_base.__name__}")
+            if hasattr(api_base, attr + "_async"):
+                setattr(cls, attr + "_async", _make_async(attr, func, attr in void))
+                setattr(cls, attr, func)  # callable directly by other stand-in code
+            else:
+                setattr(cls, attr, _make_sync(attr, func))
+        return cls
+
+    return decorate

@@ -1,0 +1,348 @@
+"""An in-memory OMERO server on loopback, for tests without a real server.
+
+:class:`OmeroStandIn` replaces only OMERO's server side: a Glacier2 router and the
+services (query, update, raw pixels, raw file, tables, sessions, admin, delete
+commands) as Ice servants on ``127.0.0.1``. Clients are real ``omero.client`` and
+``BlitzGateway`` objects talking real Ice, so the adapter, omero-py and worker
+processes joining a session by its key all run their production code paths. It
+counts calls per service method (``calls``), can add latency to every call, and can
+make chosen calls fail.
+
+    with OmeroStandIn() as server:
+        plate_id = server.import_plate("path/to/imagexpress/folder")
+        conn = server.gateway()           # logged in as server.user
+        ...
+        server.calls["RawPixelsStore.getPlane"]
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any, Callable
+
+import Ice
+import omero
+import omero.clients
+import omero.model
+import omero.rtypes
+from omero.rtypes import rint, rlong, rstring
+
+from ..imagexpress import ImageXpressSource
+from .services import RouterServant, ServiceFactoryService
+from .store import Group, Session, Store, User, class_name
+
+
+class OmeroStandIn:
+    """See the module docstring. ``latency`` is added to every service call, in seconds."""
+
+    def __init__(self, latency: float = 0.0, user: str = "alice", password: str = "alice-password"):
+        self.store = Store()
+        self.latency = latency
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._injected: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._connections: dict[str, ServiceFactoryService] = {}
+        self.group: Group = self.store.add_group("lab", "rwra--")
+        self.user: User = self.store.add_user(user, password, [self.group])
+        self.password = password
+        self.tables_repo_id = self.store.next_id()
+        self._sources: list[ImageXpressSource] = []
+        self.open_stateful: collections.Counter[str] = collections.Counter()
+
+        self.communicator = Ice.initialize([
+            "--Ice.ThreadPool.Server.Size=4", "--Ice.ThreadPool.Server.SizeMax=64",
+            "--Ice.MessageSizeMax=262144", "--Ice.Warn.Connections=0",
+        ])
+        # Objects sent by clients (links, annotations) must arrive as omero.model.*I.
+        from omero import ObjectFactoryRegistrar
+
+        ObjectFactoryRegistrar.registerObjectFactory(self.communicator, None)
+        for of in list(omero.rtypes.ObjectFactories.values()):
+            of.register(self.communicator)
+        self.adapter = self.communicator.createObjectAdapterWithEndpoints("OmeroStandIn", "tcp -h 127.0.0.1 -p 0")
+        self.adapter.add(RouterServant(self), Ice.Identity("router", "OMERO.Glacier2"))
+        self.adapter.activate()
+        self.host = "127.0.0.1"
+        self.port = self.adapter.getEndpoints()[0].getInfo().port
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def router(self) -> str:
+        """The ``Ice.Default.Router`` a client needs (plain TCP: no SSL on loopback)."""
+        return f"OMERO.Glacier2/router:tcp -p {self.port} -h {self.host}"
+
+    def close(self) -> None:
+        for source in self._sources:
+            source.close()
+        self.communicator.destroy()
+
+    def __enter__(self) -> "OmeroStandIn":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- clients ----------------------------------------------------------------------------
+
+    def client_properties(self) -> dict[str, str]:
+        return {"omero.host": self.host, "omero.port": str(self.port), "Ice.Default.Router": self.router}
+
+    def client(self, user: str | None = None, password: str | None = None) -> omero.client:
+        """A real ``omero.client`` logged in to the stand-in."""
+        c = omero.client(host=self.host, port=self.port,
+                         pmap=[f"--Ice.Default.Router={self.router}"])
+        c.createSession(user or self.user.name, password or self.password)
+        return c
+
+    def gateway(self, user: str | None = None, password: str | None = None):
+        from omero.gateway import BlitzGateway
+
+        return BlitzGateway(client_obj=self.client(user, password))
+
+    # ---- what the router and services call ------------------------------------------------
+
+    def create_session(self, username: str, password: str, current) -> Any:
+        with self._lock:
+            existing = self.store.sessions.get(username)
+            if existing is not None and username == password:
+                if existing.closed:
+                    raise omero.RemovedSessionException(message="session is closed")
+                session = existing
+                self.calls["sessions.joined"] += 1
+            else:
+                user = self.store.users.get(username)
+                if user is None or user.password != password:
+                    import Glacier2
+                    raise Glacier2.PermissionDeniedException(reason="wrong user name or password")
+                session = Session(str(uuidlib.uuid4()), user, user.default_group)
+                self.store.sessions[session.uuid] = session
+                self.calls["sessions.created"] += 1
+            session.connections += 1
+        sf = ServiceFactoryService(self, session)
+        prx = self.adapter.add(sf, Ice.Identity(session.uuid, "sf-" + str(uuidlib.uuid4())))
+        self._connections[current.con.toString()] = sf
+        import Glacier2
+        return Glacier2.SessionPrx.uncheckedCast(prx)
+
+    def destroy_connection(self, connection) -> None:
+        sf = self._connections.pop(connection.toString(), None)
+        if sf is not None:
+            self.end_connection(sf)
+
+    def end_connection(self, sf: ServiceFactoryService) -> None:
+        with self._lock:
+            if sf.closed:
+                return
+            sf.closed = True
+            session = sf.session
+            session.connections -= 1
+            if not sf.detached and session.connections <= 0:
+                session.closed = True
+                self.calls["sessions.closed"] += 1
+
+    def add_servant(self, cls, session: Session, prx_type, **attrs):
+        servant = cls(self, session)
+        for key, value in attrs.items():
+            setattr(servant, key, value)
+        prx = self.adapter.add(servant, Ice.Identity(str(uuidlib.uuid4()), cls.service_name))
+        self.open_stateful[cls.service_name] += 1
+        return prx_type.uncheckedCast(prx)
+
+    def servant_of(self, prx):
+        return self.adapter.find(prx.ice_getIdentity())
+
+    def remove_servant(self, current) -> None:
+        servant = self.adapter.find(current.id)
+        if servant is not None:
+            self.adapter.remove(current.id)
+            self.open_stateful[type(servant).service_name] -= 1
+
+    def _before_call(self, key: str, session: Session, current) -> None:
+        with self._lock:
+            self.calls[key] += 1
+            injected = None
+            for rule in self._injected:
+                if rule["key"] == key:
+                    if rule["skip"] > 0:
+                        rule["skip"] -= 1
+                    elif rule["times"] != 0:
+                        rule["times"] -= 1
+                        injected = rule["error"]
+                    break
+        if self.latency:
+            time.sleep(self.latency)
+        if session.closed:
+            raise omero.RemovedSessionException(message="the session was closed")
+        if injected is not None:
+            raise injected() if callable(injected) else injected
+
+    # ---- test controls ----------------------------------------------------------------------
+
+    def fail(self, key: str, error: Exception | Callable[[], Exception], *, after: int = 0, times: int = -1) -> None:
+        """Make calls of ``key`` (``"IUpdate.saveAndReturnObject"``) raise ``error``,
+        after letting ``after`` calls through, ``times`` times (-1: always)."""
+        with self._lock:
+            self._injected.append({"key": key, "error": error, "skip": after, "times": times})
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._injected.clear()
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def session_of(self, client: omero.client) -> Session:
+        return self.store.sessions[client.getSessionId()]
+
+    # ---- content ----------------------------------------------------------------------------
+
+    def add_group(self, name: str, permissions: str = "rw----") -> Group:
+        return self.store.add_group(name, permissions)
+
+    def add_user(self, name: str, password: str, groups: list[Group]) -> User:
+        return self.store.add_user(name, password, groups)
+
+    def _owner_group(self, owner: User | None, group: Group | None) -> tuple[User, int]:
+        owner = owner or self.user
+        return owner, (group.id if group else owner.default_group)
+
+    def import_plate(self, folder: str | os.PathLike, *, name: str | None = None,
+                     owner: User | None = None, group: Group | None = None) -> int:
+        """Create Plate, Wells, WellSamples, Images, Pixels and Channels for an
+        ImageXpress folder; pixels are read from its files on demand."""
+        source = ImageXpressSource(folder)
+        self._sources.append(source)
+        layout = source.layout
+        owner, gid = self._owner_group(owner, group)
+        add = self.store.add
+        plate = omero.model.PlateI()
+        plate.setName(rstring(name or layout.name))
+        plate.setRows(rint(layout.rows))
+        plate.setColumns(rint(layout.columns))
+        plate = add(plate, owner, gid)
+        pid = plate.getId().getValue()
+        ptype = omero.model.PixelsTypeI()
+        ptype.setValue(rstring(layout.dtype))
+        for well in layout.wells:
+            w = omero.model.WellI()
+            w.setRow(rint(well.row - 1))
+            w.setColumn(rint(well.column - 1))
+            w.setPlate(omero.model.PlateI(pid, False))
+            w = add(w, owner, gid, {"plate": pid})
+            for site in range(1, layout.sites + 1):
+                image = omero.model.ImageI()
+                image.setName(rstring(f"{layout.name} {well.name} field {site}"))
+                image = add(image, owner, gid)
+                iid = image.getId().getValue()
+                px = omero.model.PixelsI()
+                px.setImage(omero.model.ImageI(iid, False))
+                px.setSizeX(rint(layout.plane_shape[1]))
+                px.setSizeY(rint(layout.plane_shape[0]))
+                px.setSizeZ(rint(layout.z_planes))
+                px.setSizeC(rint(len(layout.channels)))
+                px.setSizeT(rint(layout.timepoints))
+                px.setPixelsType(ptype)
+                if layout.pixel_size_um:
+                    px.setPhysicalSizeX(omero.model.LengthI(layout.pixel_size_um, "MICROMETER"))
+                    px.setPhysicalSizeY(omero.model.LengthI(layout.pixel_size_um, "MICROMETER"))
+                px.setDimensionOrder(omero.model.DimensionOrderI(1, False))
+                px = add(px, owner, gid, {"image": iid})
+                for channel in layout.channels:
+                    lc = omero.model.LogicalChannelI()
+                    lc.setName(rstring(channel.name))
+                    if channel.emission_wavelength:
+                        lc.setEmissionWave(omero.model.LengthI(channel.emission_wavelength, "NANOMETER"))
+                    lc = add(lc, owner, gid)
+                    ch = omero.model.ChannelI()
+                    ch.setPixels(omero.model.PixelsI(px.getId().getValue(), False))
+                    ch.setLogicalChannel(omero.model.LogicalChannelI(lc.getId().getValue(), False))
+                    add(ch, owner, gid, {"pixels": px.getId().getValue()})
+                self.store.pixels_data[px.getId().getValue()] = _plane_reader(source, well.name, site)
+                ws = omero.model.WellSampleI()
+                ws.setWell(omero.model.WellI(w.getId().getValue(), False))
+                ws.setImage(omero.model.ImageI(iid, False))
+                add(ws, owner, gid, {"well": w.getId().getValue()})
+        return pid
+
+    def add_dataset(self, name: str, *, owner: User | None = None, group: Group | None = None) -> int:
+        owner, gid = self._owner_group(owner, group)
+        ds = omero.model.DatasetI()
+        ds.setName(rstring(name))
+        return self.store.add(ds, owner, gid).getId().getValue()
+
+    def add_screen(self, name: str, plate_ids: list[int], *, owner: User | None = None,
+                   group: Group | None = None) -> int:
+        owner, gid = self._owner_group(owner, group)
+        screen = omero.model.ScreenI()
+        screen.setName(rstring(name))
+        sid = self.store.add(screen, owner, gid).getId().getValue()
+        for pid in plate_ids:
+            link = omero.model.ScreenPlateLinkI()
+            link.setParent(omero.model.ScreenI(sid, False))
+            link.setChild(omero.model.PlateI(pid, False))
+            self.store.add(link, owner, gid, {"parent": sid})
+        return sid
+
+    def add_file_annotation(self, data: bytes, name: str, *, mimetype: str = "text/plain",
+                            ns: str | None = None, owner: User | None = None,
+                            group: Group | None = None) -> int:
+        """A FileAnnotation as a user would upload one (e.g. a pipeline spec)."""
+        owner, gid = self._owner_group(owner, group)
+        ofile = omero.model.OriginalFileI()
+        ofile.setName(rstring(name))
+        ofile.setPath(rstring("/"))
+        ofile.setMimetype(rstring(mimetype))
+        ofile.setSize(rlong(len(data)))
+        ofile = self.store.add(ofile, owner, gid)
+        self.store.files[ofile.getId().getValue()] = bytearray(data)
+        ann = omero.model.FileAnnotationI()
+        ann.setFile(omero.model.OriginalFileI(ofile.getId().getValue(), False))
+        if ns:
+            ann.setNs(rstring(ns))
+        return self.store.add(ann, owner, gid).getId().getValue()
+
+    def delete_graph(self, targets: dict[str, list[int]], session: Session) -> dict[str, list[int]]:
+        """Delete annotations (with their links and files) as Delete2 does."""
+        store = self.store
+        deleted: dict[str, list[int]] = collections.defaultdict(list)
+        with store.lock:
+            for kind, ids in targets.items():
+                for oid in ids:
+                    obj = store.get(kind, oid)
+                    if obj is None:
+                        continue
+                    if store.owner_of(obj) != session.user.id and \
+                            store.groups[store.group_of(obj)].permissions[2:4] != "rw":
+                        raise omero.SecurityViolation(message=f"may not delete {kind}:{oid}")
+                    for link_kind in list(store.objects):
+                        if not link_kind.endswith("AnnotationLink"):
+                            continue
+                        for link in list(store.all(link_kind)):
+                            if class_name(link.getChild()) == kind and link.getChild().getId().getValue() == oid:
+                                store.remove(link_kind, link.getId().getValue())
+                                deleted[link_kind].append(link.getId().getValue())
+                    store.remove(kind, oid)
+                    deleted[kind].append(oid)
+                    if kind == "FileAnnotation" and obj.getFile() is not None:
+                        fid = obj.getFile().getId().getValue()
+                        store.remove("OriginalFile", fid)
+                        store.files.pop(fid, None)
+                        store.tables.pop(fid, None)
+                        deleted["OriginalFile"].append(fid)
+        return dict(deleted)
+
+
+def _plane_reader(source: ImageXpressSource, well: str, site: int):
+    def read(z: int, c: int, t: int):
+        return source.read_plane(well, site, c + 1, z + 1, t + 1)
+    return read
+
+
+__all__ = ["OmeroStandIn", "Path"]

@@ -1,0 +1,675 @@
+"""The stand-in's OMERO services, as Ice servants over :class:`~.store.Store`.
+
+Each class implements, under the same names and arguments, the operations of one
+OMERO interface that the adapter (and the omero-py code above it) calls. Queries are
+answered only for the HQL texts in :mod:`openhcs_omero_lib.omero.queries`; any other
+text raises ``omero.ApiUsageException``, so an adapter change that the stand-in does
+not model fails loudly instead of passing by accident.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid as uuidlib
+from typing import Any
+
+import Glacier2
+import Ice
+import numpy as np
+import omero
+import omero.api
+import omero.cmd
+import omero.grid
+import omero.model
+import omero.sys
+from omero.rtypes import rlong, rstring, unwrap
+
+from ..omero import queries as Q
+from ._servant import StandInServant, servant
+from .store import Session, Store, class_name
+
+_KINDS = ("Plate", "Well", "Image", "Screen", "Dataset", "Project", "FileAnnotation")
+
+
+def _ctx_group(current) -> int | None:
+    value = (current.ctx or {}).get("omero.group") if current else None
+    return int(value) if value not in (None, "") else None
+
+
+def _param(params, key):
+    if params is None or key not in params.map:
+        raise omero.ApiUsageException(message=f"query parameter :{key} not set")
+    return unwrap(params.map[key])
+
+
+def _shell(obj: Any) -> Any:
+    """A copy of ``obj`` with every collection unloaded, as a query returns an
+    object whose collections it did not fetch."""
+    new = copy.copy(obj)
+    for attr in list(vars(new)):
+        if attr.endswith("Seq"):
+            setattr(new, attr, [])
+            setattr(new, attr[:-3] + "Loaded", False)
+    new._details = copy.copy(obj._details)
+    return new
+
+
+def _fill(parent: Any, seq_attr: str, children: list[Any]) -> None:
+    setattr(parent, seq_attr, list(children))
+    setattr(parent, seq_attr[:-3] + "Loaded", True)
+
+
+def _ref(obj: Any) -> Any:
+    """An unloaded reference to ``obj``."""
+    return type(obj)(obj.getId().getValue(), False)
+
+
+# ---- query -------------------------------------------------------------------------------
+
+@servant(omero.api.IQuery, "IQuery")
+class QueryService(StandInServant, omero.api.IQuery):
+    def _visible(self, obj, current) -> bool:
+        return obj is not None and self.server.store.visible(obj, self.session, _ctx_group(current))
+
+    def _plate_graph(self, pid: int, current) -> list[Any]:
+        store = self.server.store
+        plate = store.get("Plate", pid)
+        if not self._visible(plate, current):
+            return []
+        out = _shell(plate)
+        wells = []
+        for well in sorted(store.children("Well", "plate", pid), key=lambda w: w.getId().getValue()):
+            w = _shell(well)
+            w.setPlate(_ref(plate))
+            samples = []
+            for ws in store.children("WellSample", "well", well.getId().getValue()):
+                s = _shell(ws)
+                s.setWell(_ref(well))
+                image = store.get("Image", ws.getImage().getId().getValue())
+                i = _shell(image)
+                pixels = []
+                for px in store.children("Pixels", "image", image.getId().getValue()):
+                    p = _shell(px)
+                    p.setImage(_ref(image))
+                    p.setPixelsType(copy.copy(px.getPixelsType()))
+                    pixels.append(p)
+                _fill(i, "_pixelsSeq", pixels)
+                s.setImage(i)
+                samples.append(s)
+            _fill(w, "_wellSamplesSeq", samples)
+            wells.append(w)
+        _fill(out, "_wellsSeq", wells)
+        return [out]
+
+    def _pixels_channels(self, pixels_id: int, current) -> list[Any]:
+        store = self.server.store
+        px = store.get("Pixels", pixels_id)
+        if not self._visible(px, current):
+            return []
+        p = _shell(px)
+        channels = []
+        for ch in store.children("Channel", "pixels", pixels_id):  # kept in index order
+            c = _shell(ch)
+            c.setPixels(_ref(px))
+            c.setLogicalChannel(copy.copy(store.get("LogicalChannel", ch.getLogicalChannel().getId().getValue())))
+            channels.append(c)
+        _fill(p, "_channelsSeq", channels)
+        return [p]
+
+    def _annotation_links(self, kind: str, ids: list[int], ns: str, like: bool, current) -> list[Any]:
+        store = self.server.store
+        wanted = set(ids)
+        found = []
+        for link in store.all(f"{kind}AnnotationLink"):
+            if link.getParent().getId().getValue() not in wanted or not self._visible(link, current):
+                continue
+            ann = store.resolve(link.getChild())
+            ann_ns = ann.getNs().getValue() if ann is not None and ann.getNs() else ""
+            if ann is None or not (ann_ns.startswith(ns.rstrip("%")) if like else ann_ns == ns):
+                continue
+            out = _shell(link)
+            out.setParent(_ref(link.getParent()))
+            child = _shell(ann)
+            if isinstance(ann, omero.model.FileAnnotationI) and ann.getFile() is not None:
+                child.setFile(_ref(ann.getFile()))
+            out.setChild(child)
+            found.append(out)
+        return found
+
+    def _file_annotation(self, aid: int, current) -> list[Any]:
+        store = self.server.store
+        ann = store.get("FileAnnotation", aid)
+        if not self._visible(ann, current):
+            return []
+        out = _shell(ann)
+        out.setFile(copy.copy(store.get("OriginalFile", ann.getFile().getId().getValue())))
+        return [out]
+
+    def _answer(self, query: str, params, current) -> list[Any]:
+        text = " ".join(query.split())
+        if text == Q.PLATE_GRAPH:
+            return self._plate_graph(_param(params, "id"), current)
+        if text == Q.PIXELS_CHANNELS:
+            return self._pixels_channels(_param(params, "id"), current)
+        if text == Q.FILE_ANNOTATION:
+            return self._file_annotation(_param(params, "id"), current)
+        for kind in ("Plate", "Well", "Image"):
+            if text == Q.ANNOTATION_LINKS.format(kind=kind):
+                return self._annotation_links(kind, _param(params, "ids"), _param(params, "ns"), False, current)
+            if text == Q.ANNOTATION_LINKS_NS_PREFIX.format(kind=kind):
+                return self._annotation_links(kind, _param(params, "ids"), _param(params, "ns"), True, current)
+        raise omero.ApiUsageException(message=f"the OMERO stand-in does not model this query: {text}")
+
+    def _project(self, query: str, params, current) -> list[list[Any]]:
+        text = " ".join(query.split())
+        store = self.server.store
+        if text == Q.PLATE_FINGERPRINT:
+            pid = _param(params, "id")
+            plate = store.get("Plate", pid)
+            if not self._visible(plate, current):
+                return []
+            samples = [ws for w in store.children("Well", "plate", pid)
+                       for ws in store.children("WellSample", "well", w.getId().getValue())]
+            events = [ws.getDetails().getUpdateEvent().getId().getValue() for ws in samples]
+            return [[rlong(pid), rlong(store.group_of(plate)),
+                     rlong(plate.getDetails().getUpdateEvent().getId().getValue()),
+                     rlong(len(samples)), rlong(max(events)) if events else None]]
+        if text == Q.SCREEN_PLATES:
+            sid = _param(params, "id")
+            screen = store.get("Screen", sid)
+            if not self._visible(screen, current):
+                return []
+            return [[rlong(l.getChild().getId().getValue())] for l in
+                    sorted(store.children("ScreenPlateLink", "parent", sid), key=lambda l: l.getChild().getId().getValue())]
+        for kind in _KINDS:
+            if text == Q.OBJECT_EXISTS.format(kind=kind):
+                obj = store.get(kind, _param(params, "id"))
+                return [[rlong(obj.getId().getValue())]] if self._visible(obj, current) else []
+        raise omero.ApiUsageException(message=f"the OMERO stand-in does not model this query: {text}")
+
+    def findAllByQuery(self, query, params, current=None):
+        return self._answer(query, params, current)
+
+    def findByQuery(self, query, params, current=None):
+        found = self._answer(query, params, current)
+        if len(found) > 1:
+            raise omero.ValidationException(message="findByQuery: more than one result")
+        return found[0] if found else None
+
+    def projection(self, query, params, current=None):
+        return self._project(query, params, current)
+
+
+# ---- update ------------------------------------------------------------------------------
+
+_LINK_KINDS = {"PlateAnnotationLink", "WellAnnotationLink", "ImageAnnotationLink", "ScreenAnnotationLink"}
+_ANNOTATION_KINDS = {"FileAnnotation", "MapAnnotation", "CommentAnnotation", "TagAnnotation"}
+
+
+@servant(omero.api.IUpdate, "IUpdate", void={"saveObject", "saveArray", "deleteObject"})
+class UpdateService(StandInServant, omero.api.IUpdate):
+    def _write_group(self, current) -> int:
+        group = _ctx_group(current)
+        if group == -1:
+            raise omero.SecurityViolation(message="Cannot write with omero.group=-1: choose a group")
+        return self.session.group if group is None else group
+
+    def _save(self, obj, group: int) -> Any:
+        store = self.server.store
+        kind = class_name(obj)
+        if obj.getId() is not None:
+            existing = store.get(kind, obj.getId().getValue())
+            if existing is None:
+                raise omero.ValidationException(message=f"{kind}:{obj.getId().getValue()} does not exist")
+            if not obj.isLoaded():
+                return existing
+            raise omero.ApiUsageException(message=f"the OMERO stand-in does not model updating {kind}")
+        if kind in _LINK_KINDS:
+            parent = store.resolve(obj.getParent())
+            if parent is None or not store.visible(parent, self.session, group):
+                raise omero.SecurityViolation(
+                    message=f"{class_name(obj.getParent())}:{obj.getParent().getId().getValue()} "
+                            f"is not in group {group} or not readable")
+            if not store.may_annotate(parent, self.session):
+                raise omero.SecurityViolation(
+                    message=f"user {self.session.user.name} may not annotate "
+                            f"{class_name(parent)}:{parent.getId().getValue()}")
+            child = self._save(obj.getChild(), group)
+            if store.group_of(child) != group:
+                raise omero.SecurityViolation(message="cannot link objects of different groups")
+            new = copy.copy(obj)
+            new._details = omero.model.DetailsI()
+            new.setParent(_ref(parent))
+            new.setChild(_ref(child))
+            return store.add(new, self.session.user, group)
+        if kind in _ANNOTATION_KINDS or kind == "OriginalFile":
+            new = copy.copy(obj)
+            new._details = omero.model.DetailsI()
+            if kind == "FileAnnotation":
+                file = self._save(obj.getFile(), group)
+                new.setFile(_ref(file))
+            stored = store.add(new, self.session.user, group)
+            if kind == "OriginalFile":
+                store.files[stored.getId().getValue()] = bytearray()
+            return stored
+        raise omero.ApiUsageException(message=f"the OMERO stand-in does not model saving a new {kind}")
+
+    def saveAndReturnObject(self, obj, current=None):
+        return _shell(self._save(obj, self._write_group(current)))
+
+    def saveObject(self, obj, current=None):
+        self._save(obj, self._write_group(current))
+
+    def saveAndReturnArray(self, graph, current=None):
+        group = self._write_group(current)
+        return [_shell(self._save(o, group)) for o in graph]
+
+    def saveArray(self, graph, current=None):
+        group = self._write_group(current)
+        for o in graph:
+            self._save(o, group)
+
+    def saveAndReturnIds(self, graph, current=None):
+        group = self._write_group(current)
+        return [self._save(o, group).getId().getValue() for o in graph]
+
+    def deleteObject(self, row, current=None):
+        self.server.delete_graph({class_name(row): [row.getId().getValue()]}, self.session)
+
+
+# ---- files and pixels --------------------------------------------------------------------
+
+@servant(omero.api.RawFileStore, "RawFileStore", void={"setFileId", "write", "close"})
+class RawFileStoreService(StandInServant, omero.api.RawFileStore):
+    file_id: int | None = None
+
+    def _file(self) -> bytearray:
+        if self.file_id is None:
+            raise omero.ApiUsageException(message="RawFileStore: setFileId() first")
+        return self.server.store.files[self.file_id]
+
+    def setFileId(self, fileId, current=None):
+        ofile = self.server.store.get("OriginalFile", fileId)
+        if ofile is None or not self.server.store.visible(ofile, self.session, _ctx_group(current)):
+            raise omero.SecurityViolation(message=f"OriginalFile:{fileId} is not readable")
+        self.file_id = fileId
+
+    def getFileId(self, current=None):
+        return self.file_id
+
+    def read(self, position, length, current=None):
+        return bytes(self._file()[position:position + length])
+
+    def size(self, current=None):
+        return len(self._file())
+
+    def exists(self, current=None):
+        return self.file_id is not None and self.file_id in self.server.store.files
+
+    def truncate(self, length, current=None):
+        data = self._file()
+        if length >= len(data):
+            return False
+        del data[length:]
+        return True
+
+    def write(self, buf, position, length, current=None):
+        data = self._file()
+        if len(data) < position:
+            data.extend(b"\0" * (position - len(data)))
+        data[position:position + length] = buf[:length]
+
+    def save(self, current=None):
+        store = self.server.store
+        size = len(self._file())
+        ofile = store.get("OriginalFile", self.file_id)
+        ofile.setSize(rlong(size))
+        store.touch(ofile)
+        return _shell(ofile)
+
+    def close(self, current=None):
+        self.server.remove_servant(current)
+
+
+@servant(omero.api.RawPixelsStore, "RawPixelsStore", void={"setPixelsId", "close"})
+class RawPixelsStoreService(StandInServant, omero.api.RawPixelsStore):
+    pixels_id: int | None = None
+
+    def _pixels(self):
+        if self.pixels_id is None:
+            raise omero.ApiUsageException(message="RawPixelsStore: setPixelsId() first")
+        return self.server.store.get("Pixels", self.pixels_id)
+
+    def _plane(self, z: int, c: int, t: int) -> np.ndarray:
+        px = self._pixels()
+        limits = (px.getSizeZ().getValue(), px.getSizeC().getValue(), px.getSizeT().getValue())
+        if not all(0 <= v < n for v, n in zip((z, c, t), limits)):
+            raise omero.ApiUsageException(message=f"plane z={z} c={c} t={t} outside {limits}")
+        plane = self.server.store.pixels_data[self.pixels_id](z, c, t)
+        return plane.astype(plane.dtype.newbyteorder(">"))  # OMERO sends big-endian
+
+    def setPixelsId(self, pixelsId, bypassOriginalFile, current=None):
+        px = self.server.store.get("Pixels", pixelsId)
+        if px is None or not self.server.store.visible(px, self.session, _ctx_group(current)):
+            raise omero.SecurityViolation(message=f"Pixels:{pixelsId} is not readable")
+        self.pixels_id = pixelsId
+
+    def getPixelsId(self, current=None):
+        return self.pixels_id
+
+    def getPlane(self, z, c, t, current=None):
+        return self._plane(z, c, t).tobytes()
+
+    def getTile(self, z, c, t, x, y, w, h, current=None):
+        return np.ascontiguousarray(self._plane(z, c, t)[y:y + h, x:x + w]).tobytes()
+
+    def getPlaneSize(self, current=None):
+        px = self._pixels()
+        return px.getSizeX().getValue() * px.getSizeY().getValue() * self.getByteWidth(current)
+
+    def getByteWidth(self, current=None):
+        return np.dtype(self._pixels().getPixelsType().getValue().getValue()).itemsize
+
+    def isSigned(self, current=None):
+        return np.dtype(self._pixels().getPixelsType().getValue().getValue()).kind == "i"
+
+    def isFloat(self, current=None):
+        return np.dtype(self._pixels().getPixelsType().getValue().getValue()).kind == "f"
+
+    def close(self, current=None):
+        self.server.remove_servant(current)
+
+
+# ---- tables ------------------------------------------------------------------------------
+
+@servant(omero.grid.Table, "Table")
+class TableService(StandInServant, omero.grid.Table):
+    file_id: int = 0
+
+    def _table(self) -> dict[str, Any]:
+        return self.server.store.tables[self.file_id]
+
+    def getOriginalFile(self, current=None):
+        return _shell(self.server.store.get("OriginalFile", self.file_id))
+
+    def initialize(self, cols, current=None):
+        table = self._table()
+        if table["headers"] is not None:
+            raise omero.ApiUsageException(message="table already initialized")
+        if len(cols) > 512:
+            raise omero.ApiUsageException(message="at most 512 columns")
+        table["headers"] = [type(c)(c.name, c.description, []) for c in cols]
+        table["columns"] = [[] for _ in cols]
+
+    def addData(self, cols, current=None):
+        table = self._table()
+        if table["headers"] is None:
+            raise omero.ApiUsageException(message="initialize() first")
+        if [c.name for c in cols] != [h.name for h in table["headers"]]:
+            raise omero.ApiUsageException(message="columns do not match the table's")
+        lengths = {len(c.values) for c in cols}
+        if len(lengths) > 1:
+            raise omero.ApiUsageException(message="columns of unequal length")
+        for store_col, col in zip(table["columns"], cols):
+            store_col.extend(col.values)
+        self.server.store.touch(self.server.store.get("OriginalFile", self.file_id))
+
+    def getHeaders(self, current=None):
+        return self._table()["headers"]
+
+    def getNumberOfRows(self, current=None):
+        cols = self._table()["columns"]
+        return len(cols[0]) if cols else 0
+
+    def read(self, colNumbers, start, stop, current=None):
+        table = self._table()
+        out = []
+        for n in colNumbers:
+            h = table["headers"][n]
+            out.append(type(h)(h.name, h.description, table["columns"][n][start:stop]))
+        return omero.grid.Data(columns=out, rowNumbers=list(range(start, min(stop, self.getNumberOfRows(current)))),
+                               lastModification=0)
+
+    def close(self, current=None):
+        self.server.remove_servant(current)
+
+
+@servant(omero.grid.SharedResources, "SharedResources")
+class SharedResourcesService(StandInServant, omero.grid.SharedResources):
+    def repositories(self, current=None):
+        repo = omero.model.OriginalFileI(self.server.tables_repo_id, False)
+        return omero.grid.RepositoryMap(descriptions=[repo], proxies=[None])
+
+    def areTablesEnabled(self, current=None):
+        return True
+
+    def newTable(self, repoId, path, current=None):
+        store = self.server.store
+        group = _ctx_group(current)
+        if group == -1:
+            raise omero.SecurityViolation(message="Cannot write with omero.group=-1: choose a group")
+        ofile = omero.model.OriginalFileI()
+        ofile.setName(rstring(path.rsplit("/", 1)[-1]))
+        ofile.setPath(rstring(path))
+        ofile.setMimetype(rstring("OMERO.tables"))
+        ofile = store.add(ofile, self.session.user, self.session.group if group is None else group)
+        store.files[ofile.getId().getValue()] = bytearray()
+        store.tables[ofile.getId().getValue()] = {"headers": None, "columns": None}
+        return self.server.add_servant(TableService, self.session, omero.grid.TablePrx, file_id=ofile.getId().getValue())
+
+    def openTable(self, file, current=None):
+        fid = file.getId().getValue()
+        if fid not in self.server.store.tables:
+            raise omero.ApiUsageException(message=f"OriginalFile:{fid} is not a table")
+        return self.server.add_servant(TableService, self.session, omero.grid.TablePrx, file_id=fid)
+
+
+# ---- sessions, admin, commands -------------------------------------------------------------
+
+@servant(omero.api.ISession, "ISession", void={"setInput", "setOutput"})
+class SessionService(StandInServant, omero.api.ISession):
+    def _session(self, uuid: str) -> Session:
+        session = self.server.store.sessions.get(uuid)
+        if session is None or session.closed:
+            raise omero.RemovedSessionException(message=f"session {uuid[:4]}... is closed")
+        return session
+
+    def getSession(self, sessionUuid, current=None):
+        s = self._session(sessionUuid)
+        out = omero.model.SessionI()
+        out.setUuid(rstring(s.uuid))
+        return out
+
+    def getReferenceCount(self, sessionUuid, current=None):
+        return self._session(sessionUuid).connections
+
+    def getInput(self, sess, key, current=None):
+        return self._session(sess).inputs.get(key)
+
+    def getOutput(self, sess, key, current=None):
+        return self._session(sess).outputs.get(key)
+
+    def setInput(self, sess, key, value, current=None):
+        self._session(sess).inputs[key] = value
+
+    def setOutput(self, sess, key, value, current=None):
+        self._session(sess).outputs[key] = value
+
+    def getInputKeys(self, sess, current=None):
+        return list(self._session(sess).inputs)
+
+    def getOutputKeys(self, sess, current=None):
+        return list(self._session(sess).outputs)
+
+    def getInputs(self, sess, current=None):
+        return dict(self._session(sess).inputs)
+
+    def getOutputs(self, sess, current=None):
+        return dict(self._session(sess).outputs)
+
+
+@servant(omero.api.IAdmin, "IAdmin")
+class AdminService(StandInServant, omero.api.IAdmin):
+    def getEventContext(self, current=None):
+        user, store = self.session.user, self.server.store
+        group = store.groups[self.session.group]
+        return omero.sys.EventContext(
+            shareId=-1, sessionId=1, sessionUuid=self.session.uuid, userId=user.id, userName=user.name,
+            sudoerId=None, sudoerName=None, groupId=group.id, groupName=group.name, isAdmin=False,
+            adminPrivileges=[], eventId=-1, eventType="User", memberOfGroups=list(user.groups),
+            leaderOfGroups=[], groupPermissions=omero.model.PermissionsI(group.permissions))
+
+    def getGroup(self, id, current=None):
+        group = self.server.store.groups.get(id)
+        if group is None:
+            raise omero.ApiUsageException(message=f"no group {id}")
+        out = omero.model.ExperimenterGroupI(group.id, True)
+        out.setName(rstring(group.name))
+        return out
+
+    def getExperimenter(self, id, current=None):
+        for user in self.server.store.users.values():
+            if user.id == id:
+                out = omero.model.ExperimenterI(user.id, True)
+                out.setOmeName(rstring(user.name))
+                return out
+        raise omero.ApiUsageException(message=f"no experimenter {id}")
+
+
+@servant(omero.cmd.Handle, "Handle")
+class HandleService(StandInServant, omero.cmd.Handle):
+    request: Any = None
+    response: Any = None
+
+    def getRequest(self, current=None):
+        return self.request
+
+    def getResponse(self, current=None):
+        return self.response
+
+    def getStatus(self, current=None):
+        return omero.cmd.Status(steps=1, currentStep=1, flags=[])
+
+    def cancel(self, current=None):
+        return False
+
+    def addCallback(self, cb, current=None):
+        pass
+
+    def removeCallback(self, cb, current=None):
+        pass
+
+    def close(self, current=None):
+        self.server.remove_servant(current)
+
+
+# ---- the session's entry point ---------------------------------------------------------------
+
+@servant(omero.api.ServiceFactory, "ServiceFactory", void={"setCallback", "closeOnDestroy", "detachOnDestroy", "destroy"})
+class ServiceFactoryService(StandInServant, omero.api.ServiceFactory):
+    detached = False
+    closed = False
+
+    def _stateless(self, cls, prx_type):
+        cache = self.__dict__.setdefault("_services", {})
+        if cls not in cache:
+            cache[cls] = self.server.add_servant(cls, self.session, prx_type)
+        return cache[cls]
+
+    def getQueryService(self, current=None):
+        return self._stateless(QueryService, omero.api.IQueryPrx)
+
+    def getUpdateService(self, current=None):
+        return self._stateless(UpdateService, omero.api.IUpdatePrx)
+
+    def getSessionService(self, current=None):
+        return self._stateless(SessionService, omero.api.ISessionPrx)
+
+    def getAdminService(self, current=None):
+        return self._stateless(AdminService, omero.api.IAdminPrx)
+
+    def sharedResources(self, current=None):
+        return self._stateless(SharedResourcesService, omero.grid.SharedResourcesPrx)
+
+    def createRawFileStore(self, current=None):
+        return self.server.add_servant(RawFileStoreService, self.session, omero.api.RawFileStorePrx)
+
+    def createRawPixelsStore(self, current=None):
+        return self.server.add_servant(RawPixelsStoreService, self.session, omero.api.RawPixelsStorePrx)
+
+    def submit(self, req, current=None):
+        handle = self.server.add_servant(HandleService, self.session, omero.cmd.HandlePrx)
+        servant_obj = self.server.servant_of(handle)
+        servant_obj.request = req
+        if isinstance(req, omero.cmd.Delete2):
+            try:
+                deleted = self.server.delete_graph(
+                    {k: list(v) for k, v in req.targetObjects.items()}, self.session)
+                servant_obj.response = omero.cmd.Delete2Response(deletedObjects=deleted)
+            except omero.ServerError as exc:
+                servant_obj.response = omero.cmd.ERR(category="graph", name=type(exc).__name__,
+                                                     parameters={"message": exc.message or ""})
+        else:
+            servant_obj.response = omero.cmd.ERR(category="stand-in", name="unsupported",
+                                                 parameters={"request": type(req).__name__})
+        return handle
+
+    def keepAlive(self, proxy, current=None):
+        return True
+
+    def keepAllAlive(self, proxies, current=None):
+        return []
+
+    def setCallback(self, callback, current=None):
+        pass
+
+    def closeOnDestroy(self, current=None):
+        self.detached = False
+
+    def detachOnDestroy(self, current=None):
+        self.detached = True
+
+    def destroy(self, current=None):
+        self.server.end_connection(self)
+
+
+class RouterServant(Glacier2.Router):
+    """The Glacier2 router clients log in through. Requests that clients route
+    through it arrive straight at the stand-in's adapter, which hosts every servant."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def getClientProxy(self, current=None):
+        return None  # clients send requests to the router's own endpoints
+
+    def getServerProxy(self, current=None):
+        return self.server.adapter.createProxy(Ice.Identity("server", "OMERO.Glacier2"))
+
+    def addProxies(self, proxies, current=None):
+        return []
+
+    def getCategoryForClient(self, current=None):
+        return "client-" + str(uuidlib.uuid4())
+
+    def createSession_async(self, _cb, userId, password, current=None):
+        try:
+            _cb.ice_response(self.server.create_session(userId, password, current))
+        except Ice.Exception as exc:
+            _cb.ice_exception(exc)
+
+    def createSessionFromSecureConnection_async(self, _cb, current=None):
+        _cb.ice_exception(Glacier2.PermissionDeniedException(reason="no secure connections here"))
+
+    def refreshSession_async(self, _cb, current=None):
+        _cb.ice_response()
+
+    def destroySession(self, current=None):
+        self.server.destroy_connection(current.con)
+
+    def getSessionTimeout(self, current=None):
+        return 600
+
+    def getACMTimeout(self, current=None):
+        return 0
+
