@@ -124,7 +124,7 @@ def _compare_ground_truth(folder: Path, results) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .engine import run_pipeline
+    from .engine import bind, run_pipeline
     from .results import LocalFolderSink
 
     if args.demo == bool(args.plate):
@@ -132,14 +132,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     folder = demo_plate() if args.demo else Path(args.plate)
     spec = _load_pipeline(args.pipeline)
     source = _open_local_plate(str(folder))
+    try:
+        bind(spec, source)  # a channel the plate lacks fails here, before any output
+    except ValueError as exc:
+        source.close()
+        raise UserError(str(exc)) from None
     out = Path(args.out) if args.out else Path("results") / f"{source.layout.name}_{spec.name}"
     print(source.layout.describe(), file=sys.stderr)
     print(f"pipeline {spec.name}, {args.workers} worker(s), {source.layout.n_units} units", file=sys.stderr)
     try:
         results = run_pipeline(source, spec, workers=args.workers,
                                progress=_progress_bar(args.no_progress), source_label=str(folder))
-    except ValueError as exc:  # the pipeline does not fit the plate
-        raise UserError(str(exc)) from None
     finally:
         source.close()
     written = LocalFolderSink(out).write(results)
@@ -214,10 +217,18 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"openhcs-omero: error: {self.prog.removeprefix('openhcs-omero ')}: {message}\n"
+                     if self.prog != "openhcs-omero" else f"openhcs-omero: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .executor import available_cores
 
-    parser = argparse.ArgumentParser(prog="openhcs-omero", description=(
+    parser = _Parser(prog="openhcs-omero", description=(
         "Run HCS image pipelines on ImageXpress plates (and, inside OMERO, on OMERO plates)."))
     parser.add_argument("--version", action="version", version=f"openhcs-omero {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -32,7 +32,7 @@ _FILE_RE = re.compile(
     r"(?:_s(?P<site>\d+))?"
     # A GUID may follow the wavelength directly, so a digit after _w<d> can be the GUID's.
     r"(?:_w(?:(?P<wave_guid>\d)(?=" + _GUID + r")|(?P<wave>\d+)))?"
-    r"(?P<rest>.*)\.tiff?$",
+    r"(?P<rest>(?:_thumb)?(?:" + _GUID + r")?)\.tiff?$",
     re.IGNORECASE,
 )
 _TIMEPOINT_RE = re.compile(r"^TimePoint_(\d+)$", re.IGNORECASE)

@@ -23,6 +23,8 @@ def _node_at(root: yaml.Node, loc: tuple[Any, ...]) -> yaml.Node:
     for part in loc:
         if isinstance(node, yaml.MappingNode) and isinstance(part, str):
             match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if match is None and part in STEP_TYPES:
+                continue  # pydantic names the union member (e.g. 'gaussian'); not a key
             if match is None:
                 # An unexpected key: point at the key itself.
                 key = next((k for k, _ in node.value if getattr(k, "value", None) == part), None)

@@ -1,0 +1,65 @@
+"""Shared fixtures: small synthetic plates, generated once per test session.
+
+Every plate lives under pytest's session temporary folder; nothing is written into
+the user's home or the project. Plates are small (128-256 px, a few wells) so the
+whole suite stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from openhcs_omero_lib import synthetic
+from openhcs_omero_lib.synthetic import SyntheticPlateConfig
+
+# Re-exported so that any test can ask for the ``omero_sandbox`` fixture.
+from omero_helpers import omero_sandbox  # noqa: F401
+
+
+@dataclass(frozen=True)
+class Plate:
+    """A generated plate folder and the configuration it was generated from."""
+
+    folder: Path
+    config: SyntheticPlateConfig
+
+
+def _make(tmp_path_factory: pytest.TempPathFactory, label: str, **config) -> Plate:
+    cfg = SyntheticPlateConfig(**config)
+    folder = tmp_path_factory.mktemp(label) / "plate"
+    synthetic.make_plate(folder, cfg)
+    return Plate(folder, cfg)
+
+
+@pytest.fixture(scope="session")
+def small_plate(tmp_path_factory) -> Plate:
+    """4 wells x 2 sites, 2 channels, 128 px: for executor, results and CLI tests."""
+    return _make(tmp_path_factory, "small", wells=4, sites=2, channels=2, size=128, seed=11, name="SMALL")
+
+
+@pytest.fixture(scope="session")
+def multi_plate(tmp_path_factory) -> Plate:
+    """3 wells x 2 sites, 2 channels, 2 z, 2 timepoints, 128 px: for the reader."""
+    return _make(tmp_path_factory, "multi", wells=3, sites=2, channels=2, z_planes=2, timepoints=2,
+                 size=128, seed=5, name="MULTI")
+
+
+@pytest.fixture(scope="session")
+def normal_plate(tmp_path_factory) -> Plate:
+    """12 wells x 2 sites, 2 channels, 256 px: accuracy and translocation."""
+    return _make(tmp_path_factory, "normal", wells=12, sites=2, channels=2, size=256)
+
+
+@pytest.fixture(scope="session")
+def touching_plate(tmp_path_factory) -> Plate:
+    """16 wells x 2 sites with many touching nuclei."""
+    return _make(tmp_path_factory, "touching", wells=16, sites=2, channels=2, size=256, touching=True)
+
+
+@pytest.fixture(scope="session")
+def zt_plate(tmp_path_factory) -> Plate:
+    """4 wells x 2 sites, 3 z planes, 3 timepoints."""
+    return _make(tmp_path_factory, "zt", wells=4, sites=2, channels=1, z_planes=3, timepoints=3, size=256)

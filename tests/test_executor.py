@@ -1,0 +1,191 @@
+"""The executor: identical results for any number of workers, failing units as data,
+progress reports, and Ctrl-C that stops every worker and writes nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from openhcs_omero_lib import engine, imagexpress, synthetic
+from openhcs_omero_lib.executor import run_units
+from openhcs_omero_lib.imagexpress import ImageXpressSource
+from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
+from openhcs_omero_lib.results import LocalFolderSink
+
+
+def _spec(name: str = "nuclei_count"):
+    return parse_spec(preset_text(name), name)
+
+
+def test_results_identical_for_one_and_two_workers(small_plate):
+    with ImageXpressSource(small_plate.folder) as source:
+        one = engine.run_pipeline(source, _spec(), workers=1)
+        two = engine.run_pipeline(source, _spec(), workers=2)
+    assert len(one.images) == small_plate.config.wells * small_plate.config.sites
+    assert (one.images["error"] == "").all()
+    assert one.images["nuclei_count"].sum() > 0
+    pd.testing.assert_frame_equal(one.images, two.images, check_exact=True)
+    pd.testing.assert_frame_equal(one.wells, two.wells, check_exact=True)
+    assert one.summary["workers"] == 1 and two.summary["workers"] == 2
+
+
+@pytest.fixture
+def broken_plate(small_plate, tmp_path):
+    """A copy of the small plate with one TIFF (well A02, site 2, channel 2) deleted."""
+    copy = tmp_path / "broken"
+    shutil.copytree(small_plate.folder, copy)
+    victim = ImageXpressSource(copy).path_of("A02", 2, 2)
+    victim.unlink()
+    return copy
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failing_unit_becomes_an_error_row(broken_plate, tmp_path, workers):
+    calls: list[tuple[int, int, int]] = []
+    with ImageXpressSource(broken_plate) as source:
+        total = source.layout.n_units
+        results = engine.run_pipeline(source, _spec(), workers=workers,
+                                      progress=lambda *a: calls.append(a))
+    images = results.images
+    assert len(images) == total == 8
+    failed = images[images["error"] != ""]
+    assert len(failed) == 1
+    bad = failed.iloc[0]
+    assert (bad["well"], bad["site"], bad["timepoint"]) == ("A02", 2, 1)
+    assert bad["error"].startswith("FileNotFoundError")
+    assert "A02" in bad["error"] and "\n" not in bad["error"]
+    assert pd.isna(bad["nuclei_count"])
+    ok = images[images["error"] == ""]
+    assert ok["nuclei_count"].notna().all() and (ok["nuclei_count"] > 0).all()
+    assert ok["nuclei_area_mean"].notna().all()
+    assert results.summary["units_failed"] == 1
+    assert [(e["well"], e["site"]) for e in results.errors] == [("A02", 2)]
+
+    # Progress: starts at 0, done counts rise, ends at (total, total, errors).
+    assert calls[0] == (0, total, 0)
+    assert calls[-1] == (total, total, 1)
+    dones = [c[0] for c in calls]
+    assert all(a < b for a, b in zip(dones, dones[1:])), dones
+    assert all(c[1] == total for c in calls)
+    errors = [c[2] for c in calls]
+    assert errors == sorted(errors)
+
+    # wells.csv as written by the local sink.
+    out = tmp_path / "out"
+    LocalFolderSink(out).write(results)
+    wells = pd.read_csv(out / "wells.csv").set_index("well")
+    assert wells.loc["A02", "sites_failed"] == 1
+    assert wells.loc["A02", "sites"] == 1
+    assert (wells.drop(index="A02")["sites_failed"] == 0).all()
+    assert wells.loc["A02", "nuclei_count"] == ok.loc[ok["well"] == "A02", "nuclei_count"].sum()
+
+
+def test_progress_counts_every_unit_in_process(small_plate):
+    calls = []
+    with ImageXpressSource(small_plate.folder) as source:
+        run_units(engine.bind(_spec(), source), source, workers=1, progress=lambda *a: calls.append(a))
+    total = small_plate.config.wells * small_plate.config.sites
+    assert calls == [(i, total, 0) for i in range(total + 1)]
+
+
+@pytest.mark.parametrize("workers", [0, -1])
+def test_workers_below_one_is_an_error(small_plate, workers):
+    with ImageXpressSource(small_plate.folder) as source:
+        spec = engine.bind(_spec(), source)
+        with pytest.raises(ValueError, match="workers"):
+            run_units(spec, source, workers=workers)
+        with pytest.raises(ValueError, match="workers"):
+            engine.run_pipeline(source, _spec(), workers=workers)
+
+
+def test_run_units_subset_keeps_order(small_plate):
+    with ImageXpressSource(small_plate.folder) as source:
+        spec = engine.bind(_spec(), source)
+        units = list(source.layout.units())[::-1][:3]
+        results = run_units(spec, source, units=units, workers=1)
+    assert [r.unit for r in results] == units
+    assert [r.index for r in results] == [0, 1, 2]
+    assert all(r.error is None and r.measurements["nuclei_count"] > 0 for r in results)
+
+
+# ---- Ctrl-C ------------------------------------------------------------------------
+
+def _big_plate(folder: Path) -> Path:
+    """96 wells x 4 sites at 512 px (several seconds of work for two workers), made fast:
+    four sites are rendered and every well links to them."""
+    cfg = synthetic.SyntheticPlateConfig(wells=96, sites=4, channels=1, size=512, name="BIG")
+    layout = synthetic.layout_for(cfg)
+    folder.mkdir(parents=True)
+    imagexpress.write_htd(folder / "BIG.HTD", layout)
+    first = {}
+    for site in range(1, cfg.sites + 1):
+        planes, _ = synthetic.render_site(cfg, "A01", site, 1)
+        first[site] = imagexpress.write_plane(folder, layout, "A01", site, 1, 1, 1, planes[(1, 1)])
+    for unit in layout.units():
+        if unit.well == "A01":
+            continue
+        target = imagexpress.plane_dir(folder, layout, 1, 1) / imagexpress.image_filename(layout, unit.well,
+                                                                                           unit.site, 1)
+        try:
+            os.link(first[unit.site], target)
+        except OSError:
+            shutil.copyfile(first[unit.site], target)
+    return folder
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).with_name("openhcs-omero")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "openhcs_omero_lib.cli"]
+
+
+def _workers(proc: psutil.Process) -> list[psutil.Process]:
+    found = []
+    for child in proc.children(recursive=True):
+        try:
+            if any("spawn_main" in part for part in child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_ctrl_c_stops_workers_and_writes_nothing(tmp_path):
+    plate = _big_plate(tmp_path / "big")
+    out = tmp_path / "results" / "out"
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = subprocess.Popen(_cli() + ["run", str(plate), "--workers", "2", "--out", str(out), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 60
+        while not _workers(parent):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no worker process started"
+            time.sleep(0.05)
+        time.sleep(1.5)  # the workers are busy now
+        assert proc.poll() is None, "the run finished before it could be interrupted"
+        children = parent.children(recursive=True)
+        assert _workers(parent)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr.splitlines()[-1]
+    assert "Traceback" not in stderr
+    assert not out.exists()
+    if out.parent.exists():  # not even a staging folder is left behind
+        assert list(out.parent.iterdir()) == []
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"processes left running: {alive}"
