@@ -186,7 +186,8 @@ def test_run_workers_must_be_positive(value, tmp_path, small_plate, capsys):
         main(["run", str(small_plate.folder), "--workers", value, "--out", str(out)])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "--workers" in err.splitlines()[-1]
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("openhcs-omero: error:") and "--workers" in err
     assert not out.exists()
 
 

@@ -330,6 +330,9 @@ class OmeroStandIn:
                                 deleted[link_kind].append(link.getId().getValue())
                     store.remove(kind, oid)
                     deleted[kind].append(oid)
+                    if kind == "OriginalFile":
+                        store.files.pop(oid, None)
+                        store.tables.pop(oid, None)
                     if kind == "FileAnnotation" and obj.getFile() is not None:
                         fid = obj.getFile().getId().getValue()
                         store.remove("OriginalFile", fid)

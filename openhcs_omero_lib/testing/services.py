@@ -360,6 +360,10 @@ class RawPixelsStoreService(StandInServant, omero.api.RawPixelsStore):
     def getPlane(self, z, c, t, current=None):
         return self._plane(z, c, t).tobytes()
 
+    def getStack(self, c, t, current=None):
+        px = self._pixels()
+        return b"".join(self._plane(z, c, t).tobytes() for z in range(px.getSizeZ().getValue()))
+
     def getTile(self, z, c, t, x, y, w, h, current=None):
         return np.ascontiguousarray(self._plane(z, c, t)[y:y + h, x:x + w]).tobytes()
 
