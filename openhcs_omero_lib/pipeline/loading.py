@@ -100,8 +100,9 @@ def load_spec(path: str | Path) -> PipelineSpec:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("openhcs_omero_lib.presets").iterdir()
-                  if p.name.endswith(".yaml"))
+    from ..presets import names
+
+    return names()
 
 
 def preset_text(name: str) -> str:

@@ -1,0 +1,218 @@
+"""Small functions that each do one thing with annotations: upload, link, find,
+delete, tables. Each takes a connection and the group to work in; batches are
+saved in one call where the API allows it."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any, Iterable, Sequence
+
+import omero
+import omero.cmd
+import omero.grid
+import omero.model
+from omero.rtypes import rlong, rstring, unwrap
+
+from . import queries as Q
+from .plate import _params, in_group
+
+BULK_ANNOTATIONS_NS = "openmicroscopy.org/omero/bulk_annotations"
+BLOCK = 1024 * 1024  # upload block; well under Ice.MessageSizeMax
+_LINKS = {"Plate": omero.model.PlateAnnotationLinkI, "Well": omero.model.WellAnnotationLinkI,
+          "Image": omero.model.ImageAnnotationLinkI, "Screen": omero.model.ScreenAnnotationLinkI}
+_REFS = {"Plate": omero.model.PlateI, "Well": omero.model.WellI, "Image": omero.model.ImageI,
+         "Screen": omero.model.ScreenI}
+
+
+def upload_files(conn, files: Sequence[tuple[str, bytes, str]], group_id: int) -> list[Any]:
+    """OriginalFiles for ``(name, data, mimetype)``: one save for all, one file store
+    reused for every upload."""
+    if not files:
+        return []
+    opts = in_group(conn, group_id)
+    new = []
+    for name, data, mimetype in files:
+        ofile = omero.model.OriginalFileI()
+        ofile.setName(rstring(name))
+        ofile.setPath(rstring("openhcs-omero/"))
+        ofile.setMimetype(rstring(mimetype))
+        ofile.setSize(rlong(len(data)))
+        ofile.setHash(rstring(hashlib.sha1(data).hexdigest()))
+        hasher = omero.model.ChecksumAlgorithmI()
+        hasher.setValue(rstring("SHA1-160"))
+        ofile.setHasher(hasher)
+        new.append(ofile)
+    saved = conn.getUpdateService().saveAndReturnArray(new, opts)
+    store = conn.c.sf.createRawFileStore(opts)
+    try:
+        for ofile, (_, data, _) in zip(saved, files):
+            store.setFileId(ofile.getId().getValue(), opts)
+            for pos in range(0, len(data), BLOCK):
+                block = data[pos:pos + BLOCK]
+                store.write(block, pos, len(block), opts)
+            store.save(opts)
+    finally:
+        store.close()
+    return saved
+
+
+def file_annotations(conn, ofiles: Sequence[Any], ns: str, group_id: int, description: str = "") -> list[Any]:
+    anns = []
+    for ofile in ofiles:
+        ann = omero.model.FileAnnotationI()
+        ann.setFile(omero.model.OriginalFileI(ofile.getId().getValue(), False))
+        ann.setNs(rstring(ns))
+        if description:
+            ann.setDescription(rstring(description))
+        anns.append(ann)
+    return list(conn.getUpdateService().saveAndReturnArray(anns, in_group(conn, group_id))) if anns else []
+
+
+def map_annotations(conn, pairs: Sequence[list[tuple[str, str]]], ns: str, group_id: int) -> list[Any]:
+    anns = []
+    for kv in pairs:
+        ann = omero.model.MapAnnotationI()
+        ann.setNs(rstring(ns))
+        ann.setMapValue([omero.model.NamedValue(k, v) for k, v in kv])
+        anns.append(ann)
+    return list(conn.getUpdateService().saveAndReturnArray(anns, in_group(conn, group_id))) if anns else []
+
+
+def link(conn, kind: str, pairs: Iterable[tuple[int, Any]], group_id: int) -> int:
+    """Link each ``(parent ID, annotation)`` to a ``kind`` object; returns how many."""
+    links = []
+    for parent_id, ann in pairs:
+        lnk = _LINKS[kind]()
+        lnk.setParent(_REFS[kind](parent_id, False))
+        lnk.setChild(type(ann)(ann.getId().getValue(), False))
+        links.append(lnk)
+    if links:
+        conn.getUpdateService().saveArray(links, in_group(conn, group_id))
+    return len(links)
+
+
+def find_annotations(conn, kind: str, parent_ids: Sequence[int], ns: str,
+                     description_prefix: str | None = None, ns_prefix: bool = False) -> list[tuple[str, int]]:
+    """``(annotation class, ID)`` of annotations of namespace ``ns`` (or, with
+    ``ns_prefix``, of every namespace under it) on ``kind`` objects, across the
+    user's groups; in batches of 1000 IDs per query."""
+    found: dict[tuple[str, int], None] = {}
+    opts = conn.SERVICE_OPTS.copy()
+    opts.setOmeroGroup(-1)
+    ids = list(parent_ids)
+    query = (Q.ANNOTATION_LINKS_NS_PREFIX if ns_prefix else Q.ANNOTATION_LINKS).format(kind=kind)
+    for start in range(0, len(ids), 1000):
+        params = _params(ids=ids[start:start + 1000], ns=ns.rstrip("/") + "/%" if ns_prefix else ns)
+        for lnk in conn.getQueryService().findAllByQuery(query, params, opts):
+            ann = lnk.getChild()
+            if description_prefix and not (unwrap(ann.getDescription()) or "").startswith(description_prefix):
+                continue
+            found[(type(ann).__name__.rstrip("I"), ann.getId().getValue())] = None
+    return list(found)
+
+
+def delete_objects(conn, targets: dict[str, list[int]], group_id: int, timeout: float = 300) -> None:
+    """Delete objects (annotations with their links and files) with a Delete2 command,
+    waiting for it by polling the handle."""
+    targets = {k: v for k, v in targets.items() if v}
+    if not targets:
+        return
+    request = omero.cmd.Delete2(targetObjects=targets)
+    handle = conn.c.sf.submit(request, in_group(conn, group_id))
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            response = handle.getResponse()
+            if response is not None:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"deleting {targets} did not finish in {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        if isinstance(response, omero.cmd.ERR):
+            raise RuntimeError(f"delete failed: {response.name} {dict(response.parameters or {})}")
+    finally:
+        handle.close()
+
+
+def group_targets(found: Iterable[tuple[str, int]]) -> dict[str, list[int]]:
+    targets: dict[str, list[int]] = {}
+    for kind, oid in found:
+        targets.setdefault(kind, []).append(oid)
+    return targets
+
+
+def read_file_annotation(conn, annotation_id: int, max_bytes: int = 1 << 20) -> tuple[str, bytes]:
+    """Name and content of a FileAnnotation's file (at most ``max_bytes``)."""
+    opts = conn.SERVICE_OPTS.copy()
+    opts.setOmeroGroup(-1)
+    found = conn.getQueryService().findAllByQuery(Q.FILE_ANNOTATION, _params(id=annotation_id), opts)
+    if not found:
+        raise LookupError(f"no FileAnnotation with ID {annotation_id} (or you may not read it)")
+    ofile = found[0].getFile()
+    size = unwrap(ofile.getSize()) or 0
+    if size > max_bytes:
+        raise ValueError(f"file annotation {annotation_id} is {size} bytes; a pipeline spec is at most {max_bytes}")
+    group = found[0].getDetails().getGroup().getId().getValue()
+    store = conn.c.sf.createRawFileStore(in_group(conn, group))
+    try:
+        store.setFileId(ofile.getId().getValue(), in_group(conn, group))
+        data = store.read(0, size) if size else b""
+    finally:
+        store.close()
+    return unwrap(ofile.getName()) or f"annotation_{annotation_id}", data
+
+
+# ---- OMERO.tables ------------------------------------------------------------------------------
+
+def table_columns(frame) -> list[Any]:
+    """OMERO.tables columns for a pandas frame: ``well_id`` -> WellColumn ``Well``,
+    ``image_id`` -> ImageColumn ``Image``, whole numbers -> LongColumn, other numbers
+    -> DoubleColumn, the rest -> StringColumn."""
+    import pandas as pd
+
+    columns = []
+    for name in frame.columns:
+        series = frame[name]
+        if name == "well_id":
+            columns.append(omero.grid.WellColumn("Well", "", [int(v) for v in series]))
+        elif name == "image_id":
+            columns.append(omero.grid.ImageColumn("Image", "", [int(v) for v in series]))
+        elif pd.api.types.is_integer_dtype(series) and not series.isna().any():
+            columns.append(omero.grid.LongColumn(name, "", [int(v) for v in series]))
+        elif pd.api.types.is_numeric_dtype(series):
+            values = [float(v) if v is not None and not pd.isna(v) else math.nan for v in series]
+            columns.append(omero.grid.DoubleColumn(name, "", values))
+        else:
+            values = ["" if pd.isna(v) else str(v) for v in series]
+            width = max([len(v.encode()) for v in values] + [1])
+            columns.append(omero.grid.StringColumn(name, "", width, values))
+    return columns
+
+
+def create_table(conn, name: str, frame, group_id: int, batch: int = 1000) -> Any:
+    """An OMERO.table with the frame's rows; returns its OriginalFile."""
+    opts = in_group(conn, group_id)
+    resources = conn.c.sf.sharedResources(opts)
+    repos = resources.repositories(opts)
+    if not repos.descriptions:
+        raise RuntimeError("the server offers no OMERO.tables repository")
+    table = resources.newTable(repos.descriptions[0].getId().getValue(), name, opts)
+    if table is None:
+        raise RuntimeError("the server could not create an OMERO.table")
+    try:
+        columns = table_columns(frame)
+        table.initialize([type(c)(c.name, c.description, *( [c.size] if isinstance(c, omero.grid.StringColumn) else []), [])
+                          for c in columns], opts)
+        for start in range(0, len(frame), batch):
+            chunk = []
+            for c in columns:
+                args = [c.size] if isinstance(c, omero.grid.StringColumn) else []
+                chunk.append(type(c)(c.name, c.description, *args, c.values[start:start + batch]))
+            table.addData(chunk, opts)
+        return table.getOriginalFile(opts)
+    finally:
+        table.close(opts)

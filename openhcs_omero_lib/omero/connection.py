@@ -1,0 +1,145 @@
+"""Connections to OMERO: from a script's client, from settings, or by joining a session.
+
+Settings come from arguments first, then the environment (``OMERO_HOST``,
+``OMERO_PORT``, ``OMERO_USER``, ``OMERO_PASSWORD``, ``OMERO_SESSION_KEY``,
+``OMERO_GROUP``), then the ``omero login`` session store. Passwords and session keys
+are held in fields kept out of ``repr`` and are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import omero
+import omero.clients
+from omero.gateway import BlitzGateway
+
+log = logging.getLogger(__name__)
+
+
+class OmeroConnectionError(RuntimeError):
+    """Could not connect or log in; the message says why, without secrets."""
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """Where a server is, as a worker needs it to join a session."""
+
+    host: str
+    port: int = 4064
+    router: str | None = None
+    """``Ice.Default.Router``, when not the standard one for host and port"""
+
+    def new_client(self) -> omero.client:
+        pmap = [f"--Ice.Default.Router={self.router}"] if self.router else None
+        return omero.client(host=self.host, port=self.port, pmap=pmap)
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    host: str | None = None
+    port: int = 4064
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    session_key: str | None = field(default=None, repr=False)
+    group: str | None = None
+    router: str | None = None
+
+    @classmethod
+    def resolve(cls, **given) -> "ConnectionSettings":
+        """Arguments, then environment variables, then the ``omero login`` store."""
+        env = os.environ
+        values = {
+            "host": given.get("host") or env.get("OMERO_HOST"),
+            "port": int(given.get("port") or env.get("OMERO_PORT") or 4064),
+            "user": given.get("user") or env.get("OMERO_USER"),
+            "password": given.get("password") or env.get("OMERO_PASSWORD"),
+            "session_key": given.get("session_key") or env.get("OMERO_SESSION_KEY"),
+            "group": given.get("group") or env.get("OMERO_GROUP"),
+            "router": given.get("router"),
+        }
+        if not values["password"] and not values["session_key"]:
+            stored = _login_store_session(values["host"])
+            if stored:
+                values.update(stored)
+        return cls(**values)
+
+    @property
+    def address(self) -> ServerAddress:
+        if not self.host:
+            raise OmeroConnectionError("no OMERO server given: use --host, OMERO_HOST or 'omero login'")
+        return ServerAddress(self.host, self.port, self.router)
+
+
+def _login_store_session(host: str | None) -> dict | None:
+    """The current session of ``omero login``, if it is for ``host`` (or any host)."""
+    try:
+        from omero.util.sessions import SessionsStore
+
+        current = SessionsStore().get_current()
+    except Exception:  # no store, unreadable store: there is simply no session
+        return None
+    stored_host, name, uuid, port = current
+    if not uuid or (host and stored_host != host):
+        return None
+    return {"host": stored_host, "user": name, "session_key": uuid, "port": int(port or 4064)}
+
+
+def connect(settings: ConnectionSettings) -> BlitzGateway:
+    """A logged-in gateway, by session key if given, else by user and password."""
+    client = settings.address.new_client()
+    try:
+        if settings.session_key:
+            client.joinSession(settings.session_key)
+        elif settings.user and settings.password:
+            client.createSession(settings.user, settings.password)
+        else:
+            raise OmeroConnectionError("no credentials: give a user and password, a session key, "
+                                       "or log in with 'omero login'")
+    except OmeroConnectionError:
+        client.__del__()
+        raise
+    except Exception as exc:
+        client.__del__()
+        raise OmeroConnectionError(f"cannot log in to {settings.host}:{settings.port}: "
+                                   f"{_reason(exc)}") from None
+    conn = BlitzGateway(client_obj=client)
+    if settings.group:
+        conn.SERVICE_OPTS.setOmeroGroup(settings.group)
+    return conn
+
+
+def _reason(exc: Exception) -> str:
+    for attr in ("reason", "message"):
+        value = getattr(exc, attr, None)
+        if value:
+            return str(value)
+    return type(exc).__name__
+
+
+def address_of(conn: BlitzGateway) -> ServerAddress:
+    """Where ``conn`` is connected, so that workers can reach the same server."""
+    client = conn.c
+    router = client.getProperty("Ice.Default.Router") or None
+    return ServerAddress(client.getProperty("omero.host") or "localhost",
+                         int(client.getProperty("omero.port") or 4064), router)
+
+
+def session_key(conn: BlitzGateway) -> str:
+    return conn.c.getSessionId()
+
+
+def join_session(address: ServerAddress, key: str, keep_alive: int = 60) -> omero.client:
+    """A client in an existing session, detached so that closing it never closes
+    the session of the user who started the work."""
+    client = address.new_client()
+    try:
+        sf = client.joinSession(key)
+        sf.detachOnDestroy()
+    except Exception as exc:
+        client.__del__()
+        raise OmeroConnectionError(f"cannot join the session on {address.host}: {_reason(exc)}") from None
+    client.enableKeepAlive(keep_alive)
+    return client

@@ -1,0 +1,161 @@
+"""Plate layouts from OMERO, in at most three queries, cached until the plate changes."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import omero
+from omero.rtypes import unwrap
+
+from ..layout import PlateLayout
+from . import queries as Q
+from .metadata import OMEROMetadataHandler
+
+
+class OmeroInputError(ValueError):
+    """An ID or choice that does not name what it should; one clear line."""
+
+
+@dataclass(frozen=True)
+class OmeroPlate:
+    """A plate's layout with what reading and annotating it needs."""
+
+    layout: PlateLayout
+    group_id: int
+    pixels_ids: dict[tuple[str, int], int] = field(compare=False)
+    fingerprint: tuple = ()
+
+    @property
+    def id(self) -> int:
+        return self.layout.plate_id  # type: ignore[return-value]
+
+
+def _params(**values) -> omero.sys.ParametersI:
+    params = omero.sys.ParametersI()
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
+            params.addLongs(key, list(value))
+        elif isinstance(value, str):
+            params.add(key, omero.rtypes.rstring(value))
+        else:
+            params.addLong(key, value)
+    return params
+
+
+def all_groups(conn) -> dict:
+    """Service options for reading across every group the user is in."""
+    opts = conn.SERVICE_OPTS.copy()
+    opts.setOmeroGroup(-1)
+    return opts
+
+
+def in_group(conn, group_id: int) -> dict:
+    """Service options for working in one group (writes must name the object's group)."""
+    opts = conn.SERVICE_OPTS.copy()
+    opts.setOmeroGroup(group_id)
+    return opts
+
+
+def describe_missing(conn, kind: str, object_id: int) -> str:
+    """Why ``kind`` ``object_id`` was not found: another kind, or not readable."""
+    query = conn.getQueryService()
+    for other in ("Plate", "Screen", "Dataset", "Project", "Image"):
+        if other == kind:
+            continue
+        if query.projection(Q.OBJECT_EXISTS.format(kind=other), _params(id=object_id), all_groups(conn)):
+            return f"ID {object_id} is a {other}, not a {kind}"
+    return f"no {kind} with ID {object_id} (or you may not read it)"
+
+
+def plate_ids_for(conn, data_type: str, ids: list[int]) -> list[int]:
+    """Plate IDs for the script dialog's ``Data_Type`` and ``IDs``: plates as given,
+    screens expanded to their plates. Raises :class:`OmeroInputError`."""
+    if not ids:
+        raise OmeroInputError("no IDs given")
+    query = conn.getQueryService()
+    plates: list[int] = []
+    for oid in ids:
+        if data_type == "Plate":
+            if not query.projection(Q.OBJECT_EXISTS.format(kind="Plate"), _params(id=oid), all_groups(conn)):
+                raise OmeroInputError(describe_missing(conn, "Plate", oid))
+            plates.append(oid)
+        elif data_type == "Screen":
+            if not query.projection(Q.OBJECT_EXISTS.format(kind="Screen"), _params(id=oid), all_groups(conn)):
+                raise OmeroInputError(describe_missing(conn, "Screen", oid))
+            rows = query.projection(Q.SCREEN_PLATES, _params(id=oid), all_groups(conn))
+            if not rows:
+                raise OmeroInputError(f"screen {oid} has no plates")
+            plates.extend(unwrap(r[0]) for r in rows)
+        else:
+            raise OmeroInputError(f"Data_Type must be Plate or Screen, not {data_type}")
+    return list(dict.fromkeys(plates))
+
+
+class PlateCache:
+    """Layouts by (server, plate); an entry is used only while the plate's
+    fingerprint (its and its fields' last modification, field count) is unchanged."""
+
+    def __init__(self):
+        self._entries: dict[tuple, OmeroPlate] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, fingerprint: tuple) -> OmeroPlate | None:
+        with self._lock:
+            entry = self._entries.get(key)
+        return entry if entry is not None and entry.fingerprint == fingerprint else None
+
+    def put(self, key: tuple, plate: OmeroPlate) -> None:
+        with self._lock:
+            self._entries[key] = plate
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+CACHE = PlateCache()
+
+
+def load_plate(conn, plate_id: int, handler: OMEROMetadataHandler | None = None,
+               cache: PlateCache | None = CACHE) -> OmeroPlate:
+    """The layout of ``plate_id``, looked up across the user's groups.
+
+    Costs one query when cached and current, three otherwise."""
+    handler = handler or OMEROMetadataHandler()
+    query = conn.getQueryService()
+    opts = all_groups(conn)
+    rows = query.projection(Q.PLATE_FINGERPRINT, _params(id=plate_id), opts)
+    if not rows:
+        raise OmeroInputError(describe_missing(conn, "Plate", plate_id))
+    fingerprint = tuple(unwrap(v) for v in rows[0])
+    group_id = fingerprint[1]
+    key = (conn.c.getProperty("omero.host"), conn.c.getProperty("omero.port"), plate_id, type(handler))
+    if cache is not None:
+        cached = cache.get(key, fingerprint)
+        if cached is not None:
+            return cached
+    plates = query.findAllByQuery(Q.PLATE_GRAPH, _params(id=plate_id), opts)
+    if not plates:
+        raise OmeroInputError(describe_missing(conn, "Plate", plate_id))
+    plate = plates[0]
+    first_pixels = _first_pixels(plate)
+    if first_pixels is None:
+        raise OmeroInputError(f"plate {plate_id} ({unwrap(plate.getName())}) has no images")
+    found = query.findAllByQuery(Q.PIXELS_CHANNELS, _params(id=first_pixels.getId().getValue()), opts)
+    channels_obj = found[0].copyChannels() if found else []
+    layout, pixels_ids = handler.build_layout(plate, first_pixels, channels_obj)
+    result = OmeroPlate(layout, group_id, pixels_ids, fingerprint)
+    if cache is not None:
+        cache.put(key, result)
+    return result
+
+
+def _first_pixels(plate) -> Any:
+    for well in plate.copyWells():
+        for sample in well.copyWellSamples():
+            image = sample.getImage()
+            if image is not None and image.isLoaded() and image.sizeOfPixels() > 0:
+                return image.getPrimaryPixels()
+    return None

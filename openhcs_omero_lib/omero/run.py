@@ -1,0 +1,78 @@
+"""Running a pipeline on OMERO plates: check everything, compute, then attach."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..engine import bind
+from ..executor import ProgressCallback, run_units
+from ..pipeline.loading import PipelineError, parse_spec, resolve_pipeline
+from ..pipeline.spec import PipelineSpec
+from ..results import PlateResults, collect
+from .annotations import read_file_annotation
+from .metadata import OMEROMetadataHandler
+from .pixels import OmeroPixelSource
+from .plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
+from .sink import OmeroResultSink, WriteReport
+
+
+@dataclass
+class PlateRun:
+    plate: OmeroPlate
+    results: PlateResults
+    report: WriteReport = field(default_factory=WriteReport)
+
+
+def pipeline_from_choice(conn, preset: str | None, annotation_id: int | None) -> PipelineSpec:
+    """A preset by name, or the spec in a FileAnnotation (which wins when given)."""
+    if annotation_id:
+        try:
+            name, data = read_file_annotation(conn, annotation_id)
+        except (LookupError, ValueError) as exc:
+            raise OmeroInputError(str(exc)) from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise OmeroInputError(f"file annotation {annotation_id} ({name}) is not a text file") from None
+        return parse_spec(text, f"annotation {annotation_id} ({name})")
+    if not preset:
+        raise OmeroInputError("choose a pipeline preset or give a pipeline file annotation ID")
+    return resolve_pipeline(preset)[0]
+
+
+def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
+            handler: OMEROMetadataHandler | None = None) -> list[tuple[OmeroPlate, PipelineSpec]]:
+    """Every plate's layout and the spec bound to it, before anything runs: a bad ID
+    or a channel a plate lacks stops the whole request with nothing written."""
+    prepared = []
+    for pid in plate_ids_for(conn, data_type, ids):
+        plate = load_plate(conn, pid, handler)
+        source = OmeroPixelSource(conn, plate)
+        try:
+            bound = bind(spec, source)
+        except ValueError as exc:
+            raise OmeroInputError(f"plate {pid} ({plate.layout.name}): {exc}") from None
+        prepared.append((plate, bound))
+    return prepared
+
+
+def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int = 1,
+                 attach_to: tuple[str, ...] = ("plate", "wells"), outputs: tuple[str, ...] = ("csv", "json", "table", "key_values"),
+                 replace: bool = True, progress: ProgressCallback | None = None) -> PlateRun:
+    """Compute on every field of the plate, then attach the results."""
+    source = OmeroPixelSource(conn, plate)
+    started = time.time()
+    try:
+        units = run_units(bound, source, workers=workers, progress=progress)
+    finally:
+        source.close()
+    results = collect(plate.layout, bound, units, source=f"omero plate {plate.id}",
+                      started=started, finished=time.time(), workers=workers)
+    sink = OmeroResultSink(conn, plate, bound.name, attach_to=attach_to, outputs=outputs, replace=replace)
+    if len(results.errors) < len(units):  # a run where every unit failed attaches nothing
+        sink.write(results)
+    return PlateRun(plate, results, sink.report)
+
+
+__all__ = ["PipelineError", "PlateRun", "pipeline_from_choice", "prepare", "run_on_plate"]

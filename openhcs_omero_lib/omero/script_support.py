@@ -1,0 +1,138 @@
+"""What the OMERO scripts call: dialog values in, a message and an annotation out.
+
+The scripts under ``scripts/`` only declare parameters and call these functions, so
+that everything here can be tested without the script service.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import omero
+
+from ..executor import available_cores
+from ..pipeline.loading import PipelineError
+from ..virtual_backend import VirtualBackend
+from . import annotations as A
+from .plate import OmeroInputError, load_plate, plate_ids_for
+from .run import pipeline_from_choice, prepare, run_on_plate
+from .sink import NS_PREFIX, TABLE_DESCRIPTION
+
+ATTACH_VALUES = {
+    "Plate": ("plate",),
+    "Plate and wells": ("plate", "wells"),
+    "Plate, wells and images": ("plate", "wells", "images"),
+}
+DEFAULTS = {"Data_Type": "Plate", "Pipeline": "nuclei_count", "Workers": 2, "Attach_To": "Plate and wells",
+            "CSV": True, "JSON": True, "OMERO_Table": True, "Key_Value_Pairs": True,
+            "Replace_Previous_Results": True}
+
+
+@dataclass
+class ScriptOutcome:
+    message: str
+    file_annotation: Any = None
+    ok: bool = True
+
+
+def _friendly(exc: BaseException) -> str | None:
+    """One line for errors a user can act on; None for bugs."""
+    if isinstance(exc, (OmeroInputError, PipelineError)):
+        return str(exc)
+    if isinstance(exc, omero.SecurityViolation):
+        return f"permission denied: {exc.message}"
+    if isinstance(exc, (omero.RemovedSessionException, omero.SessionTimeoutException)):
+        return "the session ended before the run finished; nothing was attached"
+    if isinstance(exc, omero.ServerError):
+        return f"server error ({type(exc).__name__}): {exc.message}"
+    return None
+
+
+def _failure(exc: BaseException, prefix: str) -> ScriptOutcome:
+    why = _friendly(exc)
+    if why is None:
+        traceback.print_exc()  # lands in the job's stderr for the administrator
+        why = f"{type(exc).__name__}: {exc}"
+    return ScriptOutcome(f"{prefix}: {why}", None, ok=False)
+
+
+def run_pipeline_script(conn, params: dict[str, Any], progress=None) -> ScriptOutcome:
+    """Run_HCS_Pipeline: every plate is checked before the first computes; results of
+    a plate are attached only when its run completed."""
+    p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+    started = time.time()
+    try:
+        spec = pipeline_from_choice(conn, p.get("Pipeline"), p.get("Pipeline_File_Annotation"))
+        outputs = tuple(name for key, name in (("CSV", "csv"), ("JSON", "json"), ("OMERO_Table", "table"),
+                                                ("Key_Value_Pairs", "key_values")) if p[key])
+        if not outputs:
+            raise OmeroInputError("choose at least one output (CSV, JSON, OMERO_Table, Key_Value_Pairs)")
+        attach = ATTACH_VALUES.get(p["Attach_To"])
+        if attach is None:
+            raise OmeroInputError(f"Attach_To must be one of {', '.join(ATTACH_VALUES)}")
+        workers = max(1, min(int(p["Workers"]), available_cores()))
+        prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec)
+        lines, file_ann, failed_units = [], None, 0
+        for plate, bound in prepared:
+            run = run_on_plate(conn, plate, bound, workers=workers, attach_to=attach, outputs=outputs,
+                               replace=p["Replace_Previous_Results"], progress=progress)
+            s = run.results.summary
+            failed_units += s["units_failed"]
+            lines.append(_plate_line(run))
+            file_ann = file_ann or run.report.wells_csv_annotation
+    except Exception as exc:
+        return _failure(exc, "Nothing attached")
+    head = (f"{spec.name} on {len(prepared)} plate{'s' if len(prepared) != 1 else ''} with "
+            f"{workers} worker{'s' if workers != 1 else ''} in {time.time() - started:.1f} s")
+    if failed_units:
+        head += f"; {failed_units} field(s) failed (see the error column)"
+    return ScriptOutcome("; ".join([head] + lines), file_ann, ok=True)
+
+
+def _plate_line(run) -> str:
+    s = run.results.summary
+    wells = run.results.wells
+    counts = [c for c in wells.columns if c.endswith("_count")]
+    total = f", {counts[0]} total {int(wells[counts[0]].sum())}" if counts else ""
+    if run.report.count() == 0:
+        return f"plate {run.plate.id}: every field failed ({s['errors'][0]['error']}); nothing attached"
+    return (f"plate {run.plate.id} ({run.plate.layout.name}): {s['timing']['units']} fields{total}; "
+            f"attached {run.report.count()} annotations, replaced {run.report.replaced}")
+
+
+def describe_plates_script(conn, params: dict[str, Any], samples: int = 5) -> ScriptOutcome:
+    """Describe_Plate: the layout as the virtual backend sees it."""
+    try:
+        lines = []
+        for pid in plate_ids_for(conn, params.get("Data_Type", "Plate"), list(params.get("IDs") or [])):
+            plate = load_plate(conn, pid)
+            backend = VirtualBackend(plate.layout)
+            names = [p.rsplit("/", 1)[-1] for _, p in zip(range(samples), backend.list_files())]
+            lines.append(f"plate {pid}: {plate.layout.describe()}; {plate.layout.n_planes} planes under "
+                         f"{backend.root}, e.g. {', '.join(names)}")
+        return ScriptOutcome("\n".join(lines))
+    except Exception as exc:
+        return _failure(exc, "Cannot describe")
+
+
+def delete_results_script(conn, params: dict[str, Any]) -> ScriptOutcome:
+    """Delete_HCS_Results: this bundle's annotations on the plates, wells and images."""
+    try:
+        removed = 0
+        for pid in plate_ids_for(conn, params.get("Data_Type", "Plate"), list(params.get("IDs") or [])):
+            plate = load_plate(conn, pid)
+            targets = {"Plate": [pid], "Well": [w.id for w in plate.layout.wells if w.id is not None],
+                       "Image": sorted(set(plate.layout.image_ids.values()))}
+            found = []
+            for kind, ids in targets.items():
+                found += A.find_annotations(conn, kind, ids, NS_PREFIX, ns_prefix=True)
+            found += A.find_annotations(conn, "Plate", [pid], A.BULK_ANNOTATIONS_NS,
+                                        description_prefix=TABLE_DESCRIPTION)
+            A.delete_objects(conn, A.group_targets(found), plate.group_id)
+            removed += len(found)
+        return ScriptOutcome(f"removed {removed} openhcs-omero annotations")
+    except Exception as exc:
+        return _failure(exc, "Nothing removed")

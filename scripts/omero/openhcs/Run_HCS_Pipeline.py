@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""
+Run_HCS_Pipeline.py: run an openhcs-omero pipeline on plates, inside the server.
+
+Measures every field of the selected plates (or of every plate of the selected
+screens) with a pipeline preset or a pipeline spec uploaded as a file annotation,
+in parallel worker processes, and attaches the results: CSV and JSON files, an
+OMERO.table shown in the plate view, and key-value pairs on the wells.
+
+Requires the openhcs-omero package in the server's Python environment.
+"""
+
+import omero.scripts as scripts
+from omero.gateway import BlitzGateway
+from omero.rtypes import rlong, robject, rstring
+
+VERSION = "0.1.0"
+
+
+def run_script():
+    # Imported here: the server runs this file once to read its parameters, and that
+    # must stay cheap.
+    from openhcs_omero_lib.presets import names
+
+    presets = [rstring(n) for n in names()]
+    client = scripts.client(
+        "Run_HCS_Pipeline.py",
+        """Run an HCS image pipeline on plates where their pixels are, and attach
+per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs).""",
+        scripts.String(
+            "Data_Type", optional=False, grouping="1",
+            description="Run on plates, or on every plate of screens.",
+            values=[rstring("Plate"), rstring("Screen")], default="Plate"),
+        scripts.List(
+            "IDs", optional=False, grouping="2",
+            description="Plate or Screen IDs.").ofType(rlong(0)),
+        scripts.String(
+            "Pipeline", optional=True, grouping="3",
+            description="A built-in pipeline.", values=presets, default="nuclei_count"),
+        scripts.Long(
+            "Pipeline_File_Annotation", optional=True, grouping="3.1", min=1,
+            description="ID of a file annotation holding a YAML/JSON pipeline spec; "
+                        "used instead of the preset when given."),
+        scripts.Int(
+            "Workers", optional=True, grouping="4", min=1, max=64, default=2,
+            description="Worker processes (capped at the server's cores)."),
+        scripts.String(
+            "Attach_To", optional=True, grouping="5",
+            description="Where to attach results.",
+            values=[rstring("Plate"), rstring("Plate and wells"), rstring("Plate, wells and images")],
+            default="Plate and wells"),
+        scripts.Bool("CSV", optional=True, grouping="6", default=True,
+                     description="CSV tables (per well, per field)."),
+        scripts.Bool("JSON", optional=True, grouping="6.1", default=True,
+                     description="Run summary: pipeline, timing, errors."),
+        scripts.Bool("OMERO_Table", optional=True, grouping="6.2", default=True,
+                     description="OMERO.table on the plate, shown in OMERO.web's plate view."),
+        scripts.Bool("Key_Value_Pairs", optional=True, grouping="6.3", default=True,
+                     description="Per-well measurements as key-value pairs on each well."),
+        scripts.Bool("Replace_Previous_Results", optional=True, grouping="7", default=True,
+                     description="Remove this pipeline's earlier results once the new ones are saved."),
+        version=VERSION,
+        authors=["openhcs-omero developers"],
+        institutions=["openhcs-omero"],
+    )
+    try:
+        from openhcs_omero_lib.omero.script_support import run_pipeline_script
+
+        conn = BlitzGateway(client_obj=client)
+        outcome = run_pipeline_script(conn, client.getInputs(unwrap=True))
+        client.setOutput("Message", rstring(outcome.message))
+        if outcome.file_annotation is not None:
+            client.setOutput("File_Annotation", robject(outcome.file_annotation))
+    finally:
+        client.closeSession()
+
+
+if __name__ == "__main__":
+    run_script()
