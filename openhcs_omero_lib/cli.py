@@ -127,6 +127,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine import bind, run_pipeline
     from .results import LocalFolderSink
 
+    if args.omero_plate:
+        if args.demo or args.plate:
+            raise UserError("give a plate folder, --demo or --omero-plate (one of them)")
+        return _run_omero(args)
     if args.demo == bool(args.plate):
         raise UserError("give a plate folder or --demo (not both)")
     folder = demo_plate() if args.demo else Path(args.plate)
@@ -152,6 +156,84 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{s['units_failed']} failed; wrote {', '.join(written)}")
     _compare_ground_truth(folder, results)
     return 1 if s["units_failed"] == s["timing"]["units"] else 0
+
+
+def _omero_connection(args: argparse.Namespace):
+    import getpass
+
+    from .omero.connection import ConnectionSettings, OmeroConnectionError, connect
+
+    settings = ConnectionSettings.resolve(host=args.host, port=args.port, user=args.user,
+                                          session_key=None, group=args.group, router=args.router)
+    if settings.user and not settings.password and not settings.session_key and sys.stdin.isatty():
+        settings = ConnectionSettings(**{**settings.__dict__, "password": getpass.getpass(
+            f"password for {settings.user}@{settings.host}: ")})
+    try:
+        return connect(settings)
+    except OmeroConnectionError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _run_omero(args: argparse.Namespace) -> int:
+    from .omero.connection import disconnect
+    from .omero.plate import OmeroInputError
+    from .omero.run import prepare, run_on_plate
+    from .results import LocalFolderSink
+
+    spec = _load_pipeline(args.pipeline)
+    attach = tuple(a for a in args.attach.split(",") if a)
+    outputs = tuple(o for o in args.outputs.split(",") if o)
+    conn = _omero_connection(args)
+    try:
+        try:
+            prepared = prepare(conn, "Plate", args.omero_plate, spec)
+        except OmeroInputError as exc:
+            raise UserError(str(exc)) from None
+        worst = 0
+        for plate, bound in prepared:
+            print(f"omero plate {plate.id}: {plate.layout.describe()}", file=sys.stderr)
+            run = run_on_plate(conn, plate, bound, workers=args.workers, attach_to=attach, outputs=outputs,
+                               replace=not args.no_replace, progress=_progress_bar(args.no_progress))
+            if args.out:
+                LocalFolderSink(Path(args.out) / f"plate_{plate.id}").write(run.results)
+            _print_wells(run.results)
+            s = run.results.summary
+            print(f"plate {plate.id}: {s['timing']['units']} fields in {s['timing']['seconds']:.1f} s, "
+                  f"{s['units_failed']} failed; attached {run.report.count()} annotations, "
+                  f"replaced {run.report.replaced}")
+            if s["units_failed"] == s["timing"]["units"]:
+                worst = 1
+        return worst
+    finally:
+        disconnect(conn)
+
+
+def cmd_list_plates(args: argparse.Namespace) -> int:
+    from .omero.connection import disconnect
+    from .omero.listing import list_plates
+
+    conn = _omero_connection(args)
+    try:
+        plates = list_plates(conn)
+    finally:
+        disconnect(conn)
+    print(f"{'ID':>8}  {'wells':>5}  {'fields':>6}  {'channels':>8}  {'owner':<12} {'group':<12} name")
+    for p in plates:
+        print(f"{p.id:>8}  {p.wells:>5}  {p.fields:>6}  {p.channels:>8}  {p.owner:<12} {p.group:<12} {p.name}")
+    if not plates:
+        print("(no plates visible to this user)")
+    return 0
+
+
+def _connection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "OMERO connection", "also from OMERO_HOST, OMERO_PORT, OMERO_USER, OMERO_PASSWORD, OMERO_SESSION_KEY, "
+                            "OMERO_GROUP, or the current 'omero login' session")
+    group.add_argument("--host", help="OMERO server")
+    group.add_argument("--port", type=int, help="(default 4064)")
+    group.add_argument("--user", help="user name (the password is asked for, or read from OMERO_PASSWORD)")
+    group.add_argument("--group", help="group to work in")
+    group.add_argument("--router", help=argparse.SUPPRESS)  # non-standard Ice.Default.Router
 
 
 def cmd_make_plate(args: argparse.Namespace) -> int:
@@ -241,7 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive, default=available_cores(),
                      help="worker processes (default: the cores available, %(default)s here)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--omero-plate", type=_positive, action="append", metavar="ID",
+                     help="run on an OMERO plate instead (repeatable); results are attached to it")
+    run.add_argument("--attach", default="plate,wells", help="with --omero-plate: plate,wells,images")
+    run.add_argument("--outputs", default="csv,json,table,key_values",
+                     help="with --omero-plate: any of csv,json,table,key_values")
+    run.add_argument("--no-replace", action="store_true", help="keep earlier results of the same pipeline")
+    _connection_arguments(run)
     run.set_defaults(func=cmd_run)
+
+    plates = sub.add_parser("list-plates", help="the OMERO plates you can run on")
+    _connection_arguments(plates)
+    plates.set_defaults(func=cmd_list_plates)
 
     make = sub.add_parser("make-plate", help="write a synthetic ImageXpress plate with ground truth")
     make.add_argument("folder")

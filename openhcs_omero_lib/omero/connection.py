@@ -2,7 +2,7 @@
 
 Settings come from arguments first, then the environment (``OMERO_HOST``,
 ``OMERO_PORT``, ``OMERO_USER``, ``OMERO_PASSWORD``, ``OMERO_SESSION_KEY``,
-``OMERO_GROUP``), then the ``omero login`` session store. Passwords and session keys
+``OMERO_GROUP``, and ``OMERO_ROUTER`` for a non-standard ``Ice.Default.Router``), then the ``omero login`` session store. Passwords and session keys
 are held in fields kept out of ``repr`` and are never logged.
 """
 
@@ -58,7 +58,7 @@ class ConnectionSettings:
             "password": given.get("password") or env.get("OMERO_PASSWORD"),
             "session_key": given.get("session_key") or env.get("OMERO_SESSION_KEY"),
             "group": given.get("group") or env.get("OMERO_GROUP"),
-            "router": given.get("router"),
+            "router": given.get("router") or env.get("OMERO_ROUTER"),
         }
         if not values["password"] and not values["session_key"]:
             stored = _login_store_session(values["host"])
@@ -106,9 +106,23 @@ def connect(settings: ConnectionSettings) -> BlitzGateway:
         raise OmeroConnectionError(f"cannot log in to {settings.host}:{settings.port}: "
                                    f"{_reason(exc)}") from None
     conn = BlitzGateway(client_obj=client)
+    conn._openhcs_joined = bool(settings.session_key)
     if settings.group:
         conn.SERVICE_OPTS.setOmeroGroup(settings.group)
     return conn
+
+
+def disconnect(conn: BlitzGateway) -> None:
+    """Close what :func:`connect` opened; a session joined by key (someone's
+    ``omero login``) is detached from, never closed."""
+    client = conn.c
+    if client is None:
+        return
+    try:
+        if getattr(conn, "_openhcs_joined", False):
+            client.getSession().detachOnDestroy()
+    finally:
+        client.closeSession()
 
 
 def _reason(exc: Exception) -> str:

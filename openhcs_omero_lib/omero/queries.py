@@ -56,3 +56,12 @@ ANNOTATION_LINKS_NS_PREFIX = (
 
 # A file annotation with its file, e.g. a pipeline spec attached by a user.
 FILE_ANNOTATION = "select a from FileAnnotation a join fetch a.file where a.id = :id"
+
+# Plates the user can see, with their size, owner and group, for listing.
+PLATE_LIST = (
+    "select p.id, p.name, count(distinct w.id), count(ws.id), max(px.sizeC), o.omeName, g.name "
+    "from Plate p join p.details.owner o join p.details.group g "
+    "left outer join p.wells w left outer join w.wellSamples ws "
+    "left outer join ws.image i left outer join i.pixels px "
+    "group by p.id, p.name, o.omeName, g.name order by p.id"
+)

@@ -174,6 +174,21 @@ class QueryService(StandInServant, omero.api.IQuery):
             return [[rlong(pid), rlong(store.group_of(plate)),
                      rlong(plate.getDetails().getUpdateEvent().getId().getValue()),
                      rlong(len(samples)), rlong(max(events)) if events else None]]
+        if text == Q.PLATE_LIST:
+            rows = []
+            for plate in sorted(store.all("Plate"), key=lambda p: p.getId().getValue()):
+                if not self._visible(plate, current):
+                    continue
+                pid = plate.getId().getValue()
+                wells = store.children("Well", "plate", pid)
+                samples = [ws for w in wells for ws in store.children("WellSample", "well", w.getId().getValue())]
+                sizes = [px.getSizeC().getValue() for ws in samples
+                         for px in store.children("Pixels", "image", ws.getImage().getId().getValue())]
+                owner = next(u for u in store.users.values() if u.id == store.owner_of(plate))
+                rows.append([rlong(pid), plate.getName(), rlong(len(wells)), rlong(len(samples)),
+                             omero.rtypes.rint(max(sizes)) if sizes else None, rstring(owner.name),
+                             rstring(store.groups[store.group_of(plate)].name)])
+            return rows
         if text == Q.SCREEN_PLATES:
             sid = _param(params, "id")
             screen = store.get("Screen", sid)
