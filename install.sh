@@ -5,6 +5,13 @@
 #
 #   ./install.sh                 set up .venv (safe to re-run; seconds once cached)
 #   PYTHON=python3.10 ./install.sh   choose the interpreter (3.10 to 3.12)
+#
+# On an OMERO server (run as the user that owns the server, not root):
+#   ./install.sh --omero-server OMERODIR [--python SERVER_PYTHON]
+#       installs the library into the server's Python and the scripts under
+#       OMERODIR/lib/scripts/omero/openhcs/
+#   ./install.sh --omero-server OMERODIR --uninstall [--python SERVER_PYTHON]
+#   ./install.sh --print-upload  the 'omero script upload' commands instead
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -82,7 +89,67 @@ build_ice_wheel() {
     cp "$work"/dist/zeroc_ice-*.whl "$cache"/
 }
 
+scripts_src() { echo "$here/scripts/omero/openhcs"; }
+
+server_python() {
+    local omerodir=$1 py=${2:-}
+    if [ -z "$py" ]; then
+        for candidate in "$omerodir/../venv3/bin/python" "$omerodir/venv3/bin/python"; do
+            [ -x "$candidate" ] && { py=$candidate; break; }
+        done
+    fi
+    if [ -z "$py" ] && command -v omero >/dev/null 2>&1; then
+        py=$(head -n 1 "$(command -v omero)" | sed -n 's/^#! *//p' | awk '{print $1}')
+    fi
+    [ -n "$py" ] || die "cannot tell the OMERO server's Python: give --python /path/to/server/venv/bin/python"
+    "$py" -c 'import omero, Ice' >/dev/null 2>&1 || die "$py cannot import omero and Ice: is it the server's Python?"
+    echo "$py"
+}
+
+server_mode() {
+    local omerodir="" py="" uninstall=0
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --omero-server) omerodir=${2:-}; shift 2 ;;
+            --python) py=${2:-}; shift 2 ;;
+            --uninstall) uninstall=1; shift ;;
+            *) die "unknown argument: $1 (see the top of install.sh)" ;;
+        esac
+    done
+    [ -n "$omerodir" ] || die "--omero-server needs the server's directory (OMERODIR)"
+    [ -d "$omerodir/lib/scripts" ] || die "$omerodir has no lib/scripts: not an OMERO.server directory"
+    local dest="$omerodir/lib/scripts/omero/openhcs"
+    py=$(server_python "$omerodir" "$py")
+    if [ "$uninstall" -eq 1 ]; then
+        say "removing $dest and the openhcs-omero package from $py"
+        rm -rf "$dest"
+        "$py" -m pip uninstall -y -q openhcs-omero || true
+        say "done; the server forgets the scripts at its next script scan (or: omero script list)"
+        return
+    fi
+    say "installing openhcs-omero into the server's Python ($py)"
+    "$py" -m pip install -q "$here"
+    say "copying the scripts to $dest"
+    mkdir -p "$dest"
+    cp "$(scripts_src)"/*.py "$dest"/
+    say "done. Try: omero script launch $(ls "$dest"/Run_HCS_Pipeline.py) Data_Type=Plate IDs=<plate id>"
+}
+
+print_upload() {
+    # The path given to --official is where the server files the script under lib/scripts.
+    echo "cd \"$here/scripts\""
+    for f in "$(scripts_src)"/*.py; do
+        echo "omero script upload --official omero/openhcs/$(basename "$f")"
+    done
+}
+
 main() {
+    case "${1:-}" in
+        --omero-server) server_mode "$@"; return ;;
+        --print-upload) print_upload; return ;;
+        "") ;;
+        *) die "unknown argument: $1 (see the top of install.sh)" ;;
+    esac
     local py
     py=$(pick_python)
     if [ ! -x "$venv/bin/python" ]; then
