@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = _load_pipeline(args.pipeline)
     source = _open_local_plate(str(folder))
     try:
-        bind(spec, source)  # a channel the plate lacks fails here, before any output
+        bind(spec, source.layout)  # a channel the plate lacks fails here, before any output
     except ValueError as exc:
         source.close()
         raise UserError(str(exc)) from None
@@ -277,7 +277,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.plate:
         source = _open_local_plate(args.plate)
         try:
-            bind(spec, source)
+            bind(spec, source.layout)
         except ValueError as exc:
             raise UserError(str(exc)) from None
     print(f"{args.file}: pipeline '{spec.name}' is valid ({len(spec.steps)} steps)")

@@ -5,21 +5,21 @@ from __future__ import annotations
 import time
 
 from .executor import ProgressCallback, run_units
+from .layout import PlateLayout
 from .pipeline.spec import PipelineSpec, bind_to_plate
 from .pixels import PixelSource
 from .results import PlateResults, collect
 
 
-def bind(spec: PipelineSpec, source: PixelSource) -> PipelineSpec:
+def bind(spec: PipelineSpec, layout: PlateLayout) -> PipelineSpec:
     """The spec checked against the plate; ValueError names a missing channel."""
-    layout = source.layout
     return bind_to_plate(spec, len(layout.channels), [c.name for c in layout.channels])
 
 
 def run_pipeline(source: PixelSource, spec: PipelineSpec, *, workers: int = 1,
                  progress: ProgressCallback | None = None, source_label: str = "") -> PlateResults:
     """Run ``spec`` on every unit of the plate behind ``source``."""
-    bound = bind(spec, source)
+    bound = bind(spec, source.layout)
     started = time.time()
     results = run_units(bound, source, workers=workers, progress=progress)
     return collect(source.layout, bound, results, source=source_label or source.layout.name,

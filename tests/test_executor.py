@@ -92,7 +92,7 @@ def test_failing_unit_becomes_an_error_row(broken_plate, tmp_path, workers):
 def test_progress_counts_every_unit_in_process(small_plate):
     calls = []
     with ImageXpressSource(small_plate.folder) as source:
-        run_units(engine.bind(_spec(), source), source, workers=1, progress=lambda *a: calls.append(a))
+        run_units(engine.bind(_spec(), source.layout), source, workers=1, progress=lambda *a: calls.append(a))
     total = small_plate.config.wells * small_plate.config.sites
     assert calls == [(i, total, 0) for i in range(total + 1)]
 
@@ -100,7 +100,7 @@ def test_progress_counts_every_unit_in_process(small_plate):
 @pytest.mark.parametrize("workers", [0, -1])
 def test_workers_below_one_is_an_error(small_plate, workers):
     with ImageXpressSource(small_plate.folder) as source:
-        spec = engine.bind(_spec(), source)
+        spec = engine.bind(_spec(), source.layout)
         with pytest.raises(ValueError, match="workers"):
             run_units(spec, source, workers=workers)
         with pytest.raises(ValueError, match="workers"):
@@ -109,7 +109,7 @@ def test_workers_below_one_is_an_error(small_plate, workers):
 
 def test_run_units_subset_keeps_order(small_plate):
     with ImageXpressSource(small_plate.folder) as source:
-        spec = engine.bind(_spec(), source)
+        spec = engine.bind(_spec(), source.layout)
         units = list(source.layout.units())[::-1][:3]
         results = run_units(spec, source, units=units, workers=1)
     assert [r.unit for r in results] == units

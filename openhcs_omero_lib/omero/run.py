@@ -48,9 +48,8 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
     prepared = []
     for pid in plate_ids_for(conn, data_type, ids):
         plate = load_plate(conn, pid, handler)
-        source = OmeroPixelSource(conn, plate)
         try:
-            bound = bind(spec, source)
+            bound = bind(spec, plate.layout)
         except ValueError as exc:
             raise OmeroInputError(f"plate {pid} ({plate.layout.name}): {exc}") from None
         prepared.append((plate, bound))
