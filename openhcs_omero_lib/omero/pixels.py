@@ -9,6 +9,10 @@ from ..pixels import PixelSource, SourceSpec
 from .connection import ServerAddress, address_of, join_session, session_key
 from .plate import OmeroPlate, in_group
 
+# Largest reply asked for in one call: well under the default Ice.MessageSizeMax
+# (OMERO sets 250 MB on the server, clients often less).
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+
 # OMERO's pixel type names -> numpy; planes arrive big-endian.
 _DTYPES = {"int8": "i1", "uint8": "u1", "int16": ">i2", "uint16": ">u2", "int32": ">i4",
            "uint32": ">u4", "float": ">f4", "double": ">f8", "bit": "u1"}
@@ -70,14 +74,28 @@ class OmeroPixelSource(PixelSource):
             self._current = pixels_id
         return store
 
+    def _plane_bytes(self) -> int:
+        y, x = self.layout.plane_shape
+        return y * x * np.dtype(_DTYPES.get(self.layout.dtype, self.layout.dtype)).itemsize
+
     def read_plane(self, well: str, site: int, channel: int, z: int = 1, t: int = 1) -> np.ndarray:
         store = self._select(well, site)
-        buffer = store.getPlane(z - 1, channel - 1, t - 1, self._opts)
-        return decode_plane(buffer, self.layout.dtype, self.layout.plane_shape)
+        if self._plane_bytes() <= MAX_REPLY_BYTES:
+            buffer = store.getPlane(z - 1, channel - 1, t - 1, self._opts)
+            return decode_plane(buffer, self.layout.dtype, self.layout.plane_shape)
+        # A plane too large for one reply comes in bands of whole rows.
+        height, width = self.layout.plane_shape
+        rows = max(1, MAX_REPLY_BYTES // (self._plane_bytes() // height))
+        bands = []
+        for y in range(0, height, rows):
+            h = min(rows, height - y)
+            buffer = store.getTile(z - 1, channel - 1, t - 1, 0, y, width, h, self._opts)
+            bands.append(decode_plane(buffer, self.layout.dtype, (h, width)))
+        return np.concatenate(bands)
 
     def read_stack(self, unit: SiteUnit, channel: int) -> np.ndarray:
-        if self.layout.z_planes == 1:
-            return self.read_plane(unit.well, unit.site, channel, 1, unit.timepoint)[np.newaxis]
+        if self.layout.z_planes == 1 or self._plane_bytes() * self.layout.z_planes > MAX_REPLY_BYTES:
+            return super().read_stack(unit, channel)
         store = self._select(unit.well, unit.site)
         buffer = store.getStack(channel - 1, unit.timepoint - 1, self._opts)
         return decode_plane(buffer, self.layout.dtype, (self.layout.z_planes, *self.layout.plane_shape))

@@ -66,6 +66,14 @@ def _make_sync(name: str, func: Callable[..., Any]):
     return call
 
 
+def _unmodelled(service: str, op: str):
+    def fail(self, *args, current=None):
+        import omero
+
+        raise omero.ApiUsageException(message=f"the OMERO stand-in does not model {service}.{op}")
+    return fail
+
+
 def servant(api_base: type, name: str, void: set[str] = frozenset()):
     """Class decorator: the public methods of the class implement ``api_base``'s
     operations of the same names (AMD or not), counted as ``name.method``."""
@@ -84,6 +92,17 @@ def servant(api_base: type, name: str, void: set[str] = frozenset()):
                 setattr(cls, attr, func)  # callable directly by other stand-in code
             else:
                 setattr(cls, attr, _make_sync(attr, func))
+        # Every other operation answers at once with an error: a call the stand-in
+        # does not model must fail loudly, not leave the caller waiting for a reply.
+        for attr in dir(api_base):
+            if attr.startswith(("_", "ice_")) or attr in vars(cls) or not callable(getattr(api_base, attr)):
+                continue
+            op = attr[:-6] if attr.endswith("_async") else attr
+            if op in vars(cls):
+                continue
+            unmodelled = _unmodelled(name, op)
+            setattr(cls, attr, _make_async(op, unmodelled, False) if attr.endswith("_async")
+                    else _make_sync(op, unmodelled))
         return cls
 
     return decorate

@@ -499,6 +499,14 @@ class SessionService(StandInServant, omero.api.ISession):
         out.setUuid(rstring(s.uuid))
         return out
 
+    def closeSession(self, sess, current=None):
+        session = self._session(sess.getUuid().getValue())
+        with self.server._lock:
+            if not session.closed:
+                session.closed = True
+                self.server.calls["sessions.closed"] += 1
+        return 0
+
     def getReferenceCount(self, sessionUuid, current=None):
         return self._session(sessionUuid).connections
 
