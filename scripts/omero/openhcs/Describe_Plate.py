@@ -7,32 +7,18 @@ Wells, fields, channels, z planes, timepoints and sample virtual file names
 """
 
 import omero.scripts as scripts
-from omero.gateway import BlitzGateway
-from omero.rtypes import rlong, rstring
-
-VERSION = "0.1.0"
 
 
 def run_script():
+    from openhcs_omero_lib.omero.script_params import SCRIPT_INFO, selection_params, serve
+
     client = scripts.client(
         "Describe_Plate.py",
         "Show the layout of plates (wells, fields, channels, z, t) and their virtual file names.",
-        scripts.String(
-            "Data_Type", optional=False, grouping="1", description="Describe plates, or a screen's plates.",
-            values=[rstring("Plate"), rstring("Screen")], default="Plate"),
-        scripts.List("IDs", optional=False, grouping="2", description="Plate or Screen IDs.").ofType(rlong(0)),
-        version=VERSION,
-        authors=["openhcs-omero developers"],
-        institutions=["openhcs-omero"],
+        *selection_params("Describe"),
+        **SCRIPT_INFO,
     )
-    try:
-        from openhcs_omero_lib.omero.script_support import describe_plates_script
-
-        conn = BlitzGateway(client_obj=client)
-        outcome = describe_plates_script(conn, client.getInputs(unwrap=True))
-        client.setOutput("Message", rstring(outcome.message))
-    finally:
-        client.closeSession()
+    serve(client, "describe_plates_script")
 
 
 if __name__ == "__main__":

@@ -11,15 +11,13 @@ Requires the openhcs-omero package in the server's Python environment.
 """
 
 import omero.scripts as scripts
-from omero.gateway import BlitzGateway
-from omero.rtypes import rlong, robject, rstring
-
-VERSION = "0.1.0"
+from omero.rtypes import rstring
 
 
 def run_script():
     # Imported here: the server runs this file once to read its parameters, and that
     # must stay cheap.
+    from openhcs_omero_lib.omero.script_params import SCRIPT_INFO, selection_params, serve
     from openhcs_omero_lib.presets import names
 
     presets = [rstring(n) for n in names()]
@@ -27,13 +25,7 @@ def run_script():
         "Run_HCS_Pipeline.py",
         """Run an HCS image pipeline on plates where their pixels are, and attach
 per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs).""",
-        scripts.String(
-            "Data_Type", optional=False, grouping="1",
-            description="Run on plates, or on every plate of screens.",
-            values=[rstring("Plate"), rstring("Screen")], default="Plate"),
-        scripts.List(
-            "IDs", optional=False, grouping="2",
-            description="Plate or Screen IDs.").ofType(rlong(0)),
+        *selection_params("Run on"),
         scripts.String(
             "Pipeline", optional=True, grouping="3",
             description="A built-in pipeline.", values=presets, default="nuclei_count"),
@@ -59,20 +51,9 @@ per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs).""
                      description="Per-well measurements as key-value pairs on each well."),
         scripts.Bool("Replace_Previous_Results", optional=True, grouping="7", default=True,
                      description="Remove this pipeline's earlier results once the new ones are saved."),
-        version=VERSION,
-        authors=["openhcs-omero developers"],
-        institutions=["openhcs-omero"],
+        **SCRIPT_INFO,
     )
-    try:
-        from openhcs_omero_lib.omero.script_support import run_pipeline_script
-
-        conn = BlitzGateway(client_obj=client)
-        outcome = run_pipeline_script(conn, client.getInputs(unwrap=True))
-        client.setOutput("Message", rstring(outcome.message))
-        if outcome.file_annotation is not None:
-            client.setOutput("File_Annotation", robject(outcome.file_annotation))
-    finally:
-        client.closeSession()
+    serve(client, "run_pipeline_script")
 
 
 if __name__ == "__main__":
