@@ -52,7 +52,9 @@ def _run_one(spec: PipelineSpec, source: PixelSource, index: int, unit: SiteUnit
         row = run_unit(spec, unit_reader(source, unit))
         return UnitResult(index, unit, row, None, time.perf_counter() - start)
     except Exception as exc:  # a unit's failure is data, not the run's end
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        # OMERO's exceptions carry the server's reason in .message; str() says only their type.
+        reason = getattr(exc, "message", None) or str(exc)
+        message = f"{type(exc).__name__}: {reason}".splitlines()[0]
         return UnitResult(index, unit, {}, message, time.perf_counter() - start)
 
 

@@ -63,3 +63,30 @@ def touching_plate(tmp_path_factory) -> Plate:
 def zt_plate(tmp_path_factory) -> Plate:
     """4 wells x 2 sites, 3 z planes, 3 timepoints."""
     return _make(tmp_path_factory, "zt", wells=4, sites=2, channels=1, z_planes=3, timepoints=3, size=256)
+
+
+# OMERO-side fixtures (tests/omero_fixtures.py), re-exported for every test module.
+from omero_fixtures import fake_384_plate, tiny_plate  # noqa: E402,F401
+
+
+def pytest_configure(config):
+    """omero-py makes a temporary-file folder on first import (``~/omero/tmp`` unless
+    ``OMERO_TMPDIR`` is set): keep the test session's, and its worker processes', out
+    of the user's home."""
+    import os
+    import tempfile
+
+    if not (os.environ.get("OMERO_TMPDIR") or os.environ.get("OMERO_TEMPDIR")):
+        config._omero_tmpdir = tempfile.mkdtemp(prefix="openhcs-omero-tests-")
+        os.environ["OMERO_TMPDIR"] = config._omero_tmpdir
+
+
+def pytest_unconfigure(config):
+    import os
+    import shutil
+
+    folder = getattr(config, "_omero_tmpdir", None)
+    if folder:
+        if os.environ.get("OMERO_TMPDIR") == folder:
+            del os.environ["OMERO_TMPDIR"]
+        shutil.rmtree(folder, ignore_errors=True)

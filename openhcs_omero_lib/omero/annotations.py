@@ -4,10 +4,11 @@ saved in one call where the API allows it."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import omero
 import omero.cmd
@@ -45,17 +46,29 @@ def upload_files(conn, files: Sequence[tuple[str, bytes, str]], group_id: int) -
         ofile.setHasher(hasher)
         new.append(ofile)
     saved = conn.getUpdateService().saveAndReturnArray(new, opts)
-    store = conn.c.sf.createRawFileStore(opts)
     try:
-        for ofile, (_, data, _) in zip(saved, files):
-            store.setFileId(ofile.getId().getValue(), opts)
-            for pos in range(0, len(data), BLOCK):
-                block = data[pos:pos + BLOCK]
-                store.write(block, pos, len(block), opts)
-            store.save(opts)
-    finally:
-        store.close()
+        store = conn.c.sf.createRawFileStore(opts)
+        try:
+            for ofile, (_, data, _) in zip(saved, files):
+                store.setFileId(ofile.getId().getValue(), opts)
+                for pos in range(0, len(data), BLOCK):
+                    block = data[pos:pos + BLOCK]
+                    store.write(block, pos, len(block), opts)
+                store.save(opts)
+        finally:
+            store.close()
+    except Exception:
+        _delete_quietly(conn, {"OriginalFile": [o.getId().getValue() for o in saved]}, group_id)
+        raise
     return saved
+
+
+def _delete_quietly(conn, targets: dict[str, list[int]], group_id: int) -> None:
+    """Best-effort cleanup after a failure; the original error is what matters."""
+    try:
+        delete_objects(conn, targets, group_id)
+    except Exception:
+        pass
 
 
 def file_annotations(conn, ofiles: Sequence[Any], ns: str, group_id: int, description: str = "") -> list[Any]:
@@ -94,10 +107,12 @@ def link(conn, kind: str, pairs: Iterable[tuple[int, Any]], group_id: int) -> in
 
 
 def find_annotations(conn, kind: str, parent_ids: Sequence[int], ns: str,
-                     description_prefix: str | None = None, ns_prefix: bool = False) -> list[tuple[str, int]]:
+                     description: Callable[[str], bool] | None = None,
+                     ns_prefix: bool = False) -> list[tuple[str, int]]:
     """``(annotation class, ID)`` of annotations of namespace ``ns`` (or, with
     ``ns_prefix``, of every namespace under it) on ``kind`` objects, across the
-    user's groups; in batches of 1000 IDs per query."""
+    user's groups, whose description passes ``description`` if given; in batches
+    of 1000 IDs per query."""
     found: dict[tuple[str, int], None] = {}
     opts = conn.SERVICE_OPTS.copy()
     opts.setOmeroGroup(-1)
@@ -107,7 +122,7 @@ def find_annotations(conn, kind: str, parent_ids: Sequence[int], ns: str,
         params = _params(ids=ids[start:start + 1000], ns=ns.rstrip("/") + "/%" if ns_prefix else ns)
         for lnk in conn.getQueryService().findAllByQuery(query, params, opts):
             ann = lnk.getChild()
-            if description_prefix and not (unwrap(ann.getDescription()) or "").startswith(description_prefix):
+            if description is not None and not description(unwrap(ann.getDescription()) or ""):
                 continue
             found[(type(ann).__name__.rstrip("I"), ann.getId().getValue())] = None
     return list(found)
@@ -193,6 +208,13 @@ def table_columns(frame) -> list[Any]:
     return columns
 
 
+def _with_values(column: Any, values: list) -> Any:
+    """A column like ``column`` (name, description, string width) holding ``values``."""
+    out = copy.copy(column)
+    out.values = values
+    return out
+
+
 def create_table(conn, name: str, frame, group_id: int, batch: int = 1000) -> Any:
     """An OMERO.table with the frame's rows; returns its OriginalFile."""
     opts = in_group(conn, group_id)
@@ -204,15 +226,18 @@ def create_table(conn, name: str, frame, group_id: int, batch: int = 1000) -> An
     if table is None:
         raise RuntimeError("the server could not create an OMERO.table")
     try:
-        columns = table_columns(frame)
-        table.initialize([type(c)(c.name, c.description, *( [c.size] if isinstance(c, omero.grid.StringColumn) else []), [])
-                          for c in columns], opts)
-        for start in range(0, len(frame), batch):
-            chunk = []
-            for c in columns:
-                args = [c.size] if isinstance(c, omero.grid.StringColumn) else []
-                chunk.append(type(c)(c.name, c.description, *args, c.values[start:start + batch]))
-            table.addData(chunk, opts)
-        return table.getOriginalFile(opts)
-    finally:
+        ofile = table.getOriginalFile(opts)
+    except Exception:
         table.close(opts)
+        raise
+    try:
+        columns = table_columns(frame)
+        table.initialize([_with_values(c, []) for c in columns], opts)
+        for start in range(0, len(frame), batch):
+            table.addData([_with_values(c, c.values[start:start + batch]) for c in columns], opts)
+    except Exception:
+        table.close(opts)
+        _delete_quietly(conn, {"OriginalFile": [ofile.getId().getValue()]}, group_id)
+        raise
+    table.close(opts)
+    return ofile

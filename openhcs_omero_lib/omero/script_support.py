@@ -19,7 +19,7 @@ from ..virtual_backend import VirtualBackend
 from . import annotations as A
 from .plate import OmeroInputError, load_plate, plate_ids_for
 from .run import pipeline_from_choice, prepare, run_on_plate
-from .sink import NS_PREFIX, TABLE_DESCRIPTION
+from .sink import NS_PREFIX, TABLE_DESCRIPTION, attaches_anything
 
 ATTACH_VALUES = {
     "Plate": ("plate",),
@@ -73,6 +73,9 @@ def run_pipeline_script(conn, params: dict[str, Any], progress=None) -> ScriptOu
         attach = ATTACH_VALUES.get(p["Attach_To"])
         if attach is None:
             raise OmeroInputError(f"Attach_To must be one of {', '.join(ATTACH_VALUES)}")
+        if not attaches_anything(attach, outputs):
+            raise OmeroInputError(f"Attach_To={p['Attach_To']} with only {', '.join(outputs)} would attach "
+                                  "nothing: key-value pairs go on wells, per-field CSVs on images")
         workers = max(1, min(int(p["Workers"]), available_cores()))
         prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec)
         lines, file_ann, failed_units = [], None, 0
@@ -98,9 +101,14 @@ def _plate_line(run) -> str:
     counts = [c for c in wells.columns if c.endswith("_count")]
     total = f", {counts[0]} total {int(wells[counts[0]].sum())}" if counts else ""
     if run.report.count() == 0:
-        return f"plate {run.plate.id}: every field failed ({s['errors'][0]['error']}); nothing attached"
-    return (f"plate {run.plate.id} ({run.plate.layout.name}): {s['timing']['units']} fields{total}; "
+        first = s["errors"][0]["error"] if s["errors"] else "no results"
+        return f"plate {run.plate.id}: every field failed ({first}); nothing attached"
+    line = (f"plate {run.plate.id} ({run.plate.layout.name}): {s['timing']['units']} fields{total}; "
             f"attached {run.report.count()} annotations, replaced {run.report.replaced}")
+    if run.report.not_replaced:
+        line += (f"; could not remove {run.report.not_replaced} earlier annotations "
+                 f"({run.report.replace_error})")
+    return line
 
 
 def describe_plates_script(conn, params: dict[str, Any], samples: int = 5) -> ScriptOutcome:
@@ -130,7 +138,7 @@ def delete_results_script(conn, params: dict[str, Any]) -> ScriptOutcome:
             for kind, ids in targets.items():
                 found += A.find_annotations(conn, kind, ids, NS_PREFIX, ns_prefix=True)
             found += A.find_annotations(conn, "Plate", [pid], A.BULK_ANNOTATIONS_NS,
-                                        description_prefix=TABLE_DESCRIPTION)
+                                        description=lambda d: d.startswith(TABLE_DESCRIPTION + " "))
             A.delete_objects(conn, A.group_targets(found), plate.group_id)
             removed += len(found)
         return ScriptOutcome(f"removed {removed} openhcs-omero annotations")

@@ -18,6 +18,17 @@ ATTACH_CHOICES = ("plate", "wells", "images")
 OUTPUT_CHOICES = ("csv", "json", "table", "key_values")
 
 
+def table_description(pipeline: str) -> str:
+    """How this bundle marks its bulk-annotation table of one pipeline."""
+    return f"{TABLE_DESCRIPTION} {pipeline}"
+
+
+def attaches_anything(attach_to: tuple[str, ...], outputs: tuple[str, ...]) -> bool:
+    """Whether a choice of targets and outputs would attach at least one annotation."""
+    made = {"plate": {"csv", "json"}, "wells": {"csv", "key_values"}, "images": {"csv"}}
+    return "table" in outputs or any(made[a] & set(outputs) for a in attach_to)
+
+
 def results_namespace(pipeline: str) -> str:
     """Each pipeline's results have their own namespace; a re-run replaces its own."""
     return f"{NS_PREFIX}/{pipeline}"
@@ -27,6 +38,8 @@ def results_namespace(pipeline: str) -> str:
 class WriteReport:
     created: dict[str, list[int]] = field(default_factory=dict)
     replaced: int = 0
+    not_replaced: int = 0
+    replace_error: str = ""
     wells_csv_annotation: Any = None
 
     def add(self, kind: str, anns: list[Any]) -> None:
@@ -72,8 +85,9 @@ class OmeroResultSink(ResultSink):
         found = []
         for kind, ids in self._targets().items():
             found += A.find_annotations(self.conn, kind, ids, self.ns)
+        own_table = table_description(self.pipeline)
         found += A.find_annotations(self.conn, "Plate", [self.plate.id], A.BULK_ANNOTATIONS_NS,
-                                    description_prefix=TABLE_DESCRIPTION)
+                                    description=lambda d: d == own_table)
         return found
 
     # ---- writing -----------------------------------------------------------------------------
@@ -86,8 +100,12 @@ class OmeroResultSink(ResultSink):
             self._rollback()
             raise
         if old:
-            A.delete_objects(self.conn, A.group_targets(old), self.plate.group_id)
-            self.report.replaced = len(old)
+            try:
+                A.delete_objects(self.conn, A.group_targets(old), self.plate.group_id)
+                self.report.replaced = len(old)
+            except Exception as exc:  # the new set is complete; say what is left over
+                self.report.not_replaced = len(old)
+                self.report.replace_error = getattr(exc, "message", None) or str(exc)
         return [f"{kind}:{i}" for kind, ids in self.report.created.items() for i in ids]
 
     def _rollback(self) -> None:
@@ -128,7 +146,7 @@ class OmeroResultSink(ResultSink):
                                         bulk_table(results), gid)
             self.report.add("OriginalFile", [table_file])
             anns = A.file_annotations(self.conn, [table_file], A.BULK_ANNOTATIONS_NS, gid,
-                                      f"{TABLE_DESCRIPTION} {name}")
+                                      table_description(name))
             self.report.created["OriginalFile"].remove(table_file.getId().getValue())
             self.report.add("FileAnnotation", anns)
             A.link(self.conn, "Plate", [(self.plate.id, anns[0])], gid)

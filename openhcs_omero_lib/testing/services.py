@@ -59,6 +59,13 @@ def _fill(parent: Any, seq_attr: str, children: list[Any]) -> None:
     setattr(parent, seq_attr[:-3] + "Loaded", True)
 
 
+def _column(column: Any, values: list) -> Any:
+    """A column like ``column`` (name, description, string width) holding ``values``."""
+    out = copy.copy(column)
+    out.values = values
+    return out
+
+
 def _ref(obj: Any) -> Any:
     """An unloaded reference to ``obj``."""
     return type(obj)(obj.getId().getValue(), False)
@@ -417,7 +424,7 @@ class TableService(StandInServant, omero.grid.Table):
             raise omero.ApiUsageException(message="table already initialized")
         if len(cols) > 512:
             raise omero.ApiUsageException(message="at most 512 columns")
-        table["headers"] = [type(c)(c.name, c.description, []) for c in cols]
+        table["headers"] = [_column(c, []) for c in cols]
         table["columns"] = [[] for _ in cols]
 
     def addData(self, cols, current=None):
@@ -444,8 +451,7 @@ class TableService(StandInServant, omero.grid.Table):
         table = self._table()
         out = []
         for n in colNumbers:
-            h = table["headers"][n]
-            out.append(type(h)(h.name, h.description, table["columns"][n][start:stop]))
+            out.append(_column(table["headers"][n], table["columns"][n][start:stop]))
         return omero.grid.Data(columns=out, rowNumbers=list(range(start, min(stop, self.getNumberOfRows(current)))),
                                lastModification=0)
 
