@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 from types import SimpleNamespace
 
-import Ice
 import pytest
 
 from omero_fixtures import (BULK_NS, NS, RUN_SCRIPT, csv_rows, file_name, image_site, mimetype, plate_members,

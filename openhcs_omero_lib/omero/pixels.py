@@ -7,7 +7,7 @@ import numpy as np
 from ..layout import SiteUnit
 from ..pixels import PixelSource, SourceSpec
 from .connection import ServerAddress, address_of, join_session, session_key
-from .plate import OmeroPlate, in_group
+from .plate import OmeroPlate
 
 # Largest reply asked for in one call: well under the default Ice.MessageSizeMax
 # (OMERO sets 250 MB on the server, clients often less).

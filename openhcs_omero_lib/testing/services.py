@@ -26,7 +26,7 @@ from omero.rtypes import rlong, rstring, unwrap
 
 from ..omero import queries as Q
 from ._servant import StandInServant, servant
-from .store import Session, Store, class_name
+from .store import Session, class_name
 
 _KINDS = ("Plate", "Well", "Image", "Screen", "Dataset", "Project", "FileAnnotation")
 
