@@ -115,15 +115,18 @@ class OmeroResultSink(ResultSink):
             finally:
                 self.report.created.clear()
 
-    def _files(self, items: list[tuple[str, bytes, str]], description: str = "") -> list[Any]:
-        ofiles = A.upload_files(self.conn, items, self.plate.group_id)
+    def _annotate(self, ofiles: list[Any], ns: str, description: str = "") -> list[Any]:
+        """FileAnnotations for saved files. Until they exist the files are recorded on
+        their own, so that a failure removes them; then the annotations own them."""
         self.report.add("OriginalFile", ofiles)
-        anns = A.file_annotations(self.conn, ofiles, self.ns, self.plate.group_id, description)
-        # From here the annotation owns its file: deleting it deletes the file.
-        self.report.created["OriginalFile"] = [i for i in self.report.created["OriginalFile"]
-                                               if i not in {o.getId().getValue() for o in ofiles}]
+        anns = A.file_annotations(self.conn, ofiles, ns, self.plate.group_id, description)
+        owned = {o.getId().getValue() for o in ofiles}
+        self.report.created["OriginalFile"] = [i for i in self.report.created["OriginalFile"] if i not in owned]
         self.report.add("FileAnnotation", anns)
         return anns
+
+    def _files(self, items: list[tuple[str, bytes, str]]) -> list[Any]:
+        return self._annotate(A.upload_files(self.conn, items, self.plate.group_id), self.ns)
 
     def _write_new(self, results: PlateResults) -> None:
         gid = self.plate.group_id
@@ -144,11 +147,7 @@ class OmeroResultSink(ResultSink):
         if "table" in self.outputs:
             table_file = A.create_table(self.conn, f"{name}_{layout.name}.omero.h5",
                                         bulk_table(results), gid)
-            self.report.add("OriginalFile", [table_file])
-            anns = A.file_annotations(self.conn, [table_file], A.BULK_ANNOTATIONS_NS, gid,
-                                      table_description(name))
-            self.report.created["OriginalFile"].remove(table_file.getId().getValue())
-            self.report.add("FileAnnotation", anns)
+            anns = self._annotate([table_file], A.BULK_ANNOTATIONS_NS, table_description(name))
             A.link(self.conn, "Plate", [(self.plate.id, anns[0])], gid)
         images = results.images
         if "wells" in self.attach_to:
