@@ -11,8 +11,10 @@ number of workers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -98,6 +100,28 @@ def _chunks(units: Sequence[SiteUnit], workers: int, chunk_size: int | None) -> 
     return [indexed[i:i + chunk_size] for i in range(0, len(indexed), chunk_size)]
 
 
+class Cancelled(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM: OMERO cancelling a script job)."""
+
+
+@contextlib.contextmanager
+def _sigterm_cancels():
+    """While workers run, SIGTERM stops them as Ctrl-C does, instead of killing this
+    process and leaving them orphaned. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def cancel(signum, frame):
+        raise Cancelled("terminated")
+
+    previous = signal.signal(signal.SIGTERM, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit] | None = None,
               workers: int = 1, progress: ProgressCallback | None = None,
               chunk_size: int | None = None) -> list[UnitResult]:
@@ -105,25 +129,35 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
 
     With ``workers == 1`` the work runs in this process on ``source``; otherwise
     each of ``workers`` spawned processes opens its own source from
-    ``source.spec()``. Ctrl-C (KeyboardInterrupt) stops the workers and is re-raised.
+    ``source.spec()``. Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Cancelled`)
+    stops the workers and is re-raised.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     units = list(source.layout.units()) if units is None else list(units)
-    total = len(units)
-    errors = 0
-    results: list[UnitResult] = []
     if progress:
-        progress(0, total, 0)
-    if workers == 1 or total <= 1:
-        for i, unit in enumerate(units):
-            result = _run_one(spec, source, i, unit)
-            results.append(result)
-            errors += result.error is not None
-            if progress:
-                progress(len(results), total, errors)
-        return results
+        progress(0, len(units), 0)
+    if workers == 1 or len(units) <= 1:
+        return _run_here(spec, source, units, progress)
+    with _sigterm_cancels():
+        return _run_in_workers(spec, source, units, workers, progress, chunk_size)
 
+
+def _run_here(spec, source, units, progress) -> list[UnitResult]:
+    results: list[UnitResult] = []
+    errors = 0
+    for i, unit in enumerate(units):
+        result = _run_one(spec, source, i, unit)
+        results.append(result)
+        errors += result.error is not None
+        if progress:
+            progress(len(results), len(units), errors)
+    return results
+
+
+def _run_in_workers(spec, source, units, workers, progress, chunk_size) -> list[UnitResult]:
+    results: list[UnitResult] = []
+    errors = 0
     chunks = _chunks(units, workers, chunk_size)
     pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=get_context("spawn"),
                                initializer=_init_worker,
@@ -137,7 +171,7 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
                 results.extend(batch)
                 errors += sum(r.error is not None for r in batch)
             if progress:
-                progress(len(results), total, errors)
+                progress(len(results), len(units), errors)
     except BaseException:
         _terminate(pool)
         raise

@@ -158,7 +158,8 @@ def _workers(proc: psutil.Process) -> list[psutil.Process]:
     return found
 
 
-def test_ctrl_c_stops_workers_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_workers_and_writes_nothing(tmp_path, sig):
     plate = _big_plate(tmp_path / "big")
     out = tmp_path / "results" / "out"
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
@@ -175,7 +176,7 @@ def test_ctrl_c_stops_workers_and_writes_nothing(tmp_path):
         assert proc.poll() is None, "the run finished before it could be interrupted"
         children = parent.children(recursive=True)
         assert _workers(parent)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
