@@ -26,10 +26,15 @@ trap cleanup EXIT
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
+supported() { "$1" -c 'import sys; sys.exit(not (3,10) <= sys.version_info[:2] <= (3,12))' >/dev/null 2>&1; }
+
 pick_python() {
-    if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
+    if [ -n "${PYTHON:-}" ]; then
+        supported "$PYTHON" || die "PYTHON=$PYTHON is not a working Python 3.10, 3.11 or 3.12"
+        echo "$PYTHON"; return
+    fi
     for p in python3 python3.12 python3.11 python3.10; do
-        if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import sys; sys.exit(not (3,10) <= sys.version_info[:2] <= (3,12))' 2>/dev/null; then
+        if command -v "$p" >/dev/null 2>&1 && supported "$p"; then
             echo "$p"; return
         fi
     done
