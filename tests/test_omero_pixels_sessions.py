@@ -148,7 +148,7 @@ def test_each_worker_opens_at_most_one_pixels_store_and_closes_it(server, worker
 
 def test_workers_join_the_users_session_and_leave_it_open(server, worker_run):
     from openhcs_omero_lib.omero import queries as Q
-    from openhcs_omero_lib.omero.plate import _params
+    from openhcs_omero_lib.omero.plate import query_params
 
     delta = worker_run.delta
     assert delta["sessions.joined"] == WORKERS
@@ -159,7 +159,7 @@ def test_workers_join_the_users_session_and_leave_it_open(server, worker_run):
     assert session.connections == worker_run.connections_before
     # the user's connection still works
     conn = worker_run.conn
-    rows = conn.getQueryService().projection(Q.OBJECT_EXISTS.format(kind="Plate"), _params(id=server.small_id))
+    rows = conn.getQueryService().projection(Q.OBJECT_EXISTS.format(kind="Plate"), query_params(id=server.small_id))
     assert [r[0].getValue() for r in rows] == [server.small_id]
     assert len(_load(conn, server.small_id).layout.wells) == len(worker_run.plate.layout.wells)
 

@@ -17,7 +17,7 @@ import omero.model
 from omero.rtypes import rlong, rstring, unwrap
 
 from . import queries as Q
-from .plate import _params, in_group
+from .plate import all_groups, in_group, query_params
 
 BULK_ANNOTATIONS_NS = "openmicroscopy.org/omero/bulk_annotations"
 BLOCK = 1024 * 1024  # upload block; well under Ice.MessageSizeMax
@@ -114,12 +114,11 @@ def find_annotations(conn, kind: str, parent_ids: Sequence[int], ns: str,
     user's groups, whose description passes ``description`` if given; in batches
     of 1000 IDs per query."""
     found: dict[tuple[str, int], None] = {}
-    opts = conn.SERVICE_OPTS.copy()
-    opts.setOmeroGroup(-1)
+    opts = all_groups(conn)
     ids = list(parent_ids)
     query = (Q.ANNOTATION_LINKS_NS_PREFIX if ns_prefix else Q.ANNOTATION_LINKS).format(kind=kind)
     for start in range(0, len(ids), 1000):
-        params = _params(ids=ids[start:start + 1000], ns=ns.rstrip("/") + "/%" if ns_prefix else ns)
+        params = query_params(ids=ids[start:start + 1000], ns=ns.rstrip("/") + "/%" if ns_prefix else ns)
         for lnk in conn.getQueryService().findAllByQuery(query, params, opts):
             ann = lnk.getChild()
             if description is not None and not description(unwrap(ann.getDescription()) or ""):
@@ -162,9 +161,8 @@ def group_targets(found: Iterable[tuple[str, int]]) -> dict[str, list[int]]:
 
 def read_file_annotation(conn, annotation_id: int, max_bytes: int = 1 << 20) -> tuple[str, bytes]:
     """Name and content of a FileAnnotation's file (at most ``max_bytes``)."""
-    opts = conn.SERVICE_OPTS.copy()
-    opts.setOmeroGroup(-1)
-    found = conn.getQueryService().findAllByQuery(Q.FILE_ANNOTATION, _params(id=annotation_id), opts)
+    opts = all_groups(conn)
+    found = conn.getQueryService().findAllByQuery(Q.FILE_ANNOTATION, query_params(id=annotation_id), opts)
     if not found:
         raise LookupError(f"no FileAnnotation with ID {annotation_id} (or you may not read it)")
     ofile = found[0].getFile()

@@ -32,7 +32,7 @@ class OmeroPlate:
         return self.layout.plate_id  # type: ignore[return-value]
 
 
-def _params(**values) -> omero.sys.ParametersI:
+def query_params(**values) -> omero.sys.ParametersI:
     params = omero.sys.ParametersI()
     for key, value in values.items():
         if isinstance(value, (list, tuple)):
@@ -64,7 +64,7 @@ def describe_missing(conn, kind: str, object_id: int) -> str:
     for other in ("Plate", "Screen", "Dataset", "Project", "Image"):
         if other == kind:
             continue
-        if query.projection(Q.OBJECT_EXISTS.format(kind=other), _params(id=object_id), all_groups(conn)):
+        if query.projection(Q.OBJECT_EXISTS.format(kind=other), query_params(id=object_id), all_groups(conn)):
             return f"ID {object_id} is a {other}, not a {kind}"
     return f"no {kind} with ID {object_id} (or you may not read it)"
 
@@ -78,13 +78,13 @@ def plate_ids_for(conn, data_type: str, ids: list[int]) -> list[int]:
     plates: list[int] = []
     for oid in ids:
         if data_type == "Plate":
-            if not query.projection(Q.OBJECT_EXISTS.format(kind="Plate"), _params(id=oid), all_groups(conn)):
+            if not query.projection(Q.OBJECT_EXISTS.format(kind="Plate"), query_params(id=oid), all_groups(conn)):
                 raise OmeroInputError(describe_missing(conn, "Plate", oid))
             plates.append(oid)
         elif data_type == "Screen":
-            if not query.projection(Q.OBJECT_EXISTS.format(kind="Screen"), _params(id=oid), all_groups(conn)):
+            if not query.projection(Q.OBJECT_EXISTS.format(kind="Screen"), query_params(id=oid), all_groups(conn)):
                 raise OmeroInputError(describe_missing(conn, "Screen", oid))
-            rows = query.projection(Q.SCREEN_PLATES, _params(id=oid), all_groups(conn))
+            rows = query.projection(Q.SCREEN_PLATES, query_params(id=oid), all_groups(conn))
             if not rows:
                 raise OmeroInputError(f"screen {oid} has no plates")
             plates.extend(unwrap(r[0]) for r in rows)
@@ -126,7 +126,7 @@ def load_plate(conn, plate_id: int, handler: OMEROMetadataHandler | None = None,
     handler = handler or OMEROMetadataHandler()
     query = conn.getQueryService()
     opts = all_groups(conn)
-    rows = query.projection(Q.PLATE_FINGERPRINT, _params(id=plate_id), opts)
+    rows = query.projection(Q.PLATE_FINGERPRINT, query_params(id=plate_id), opts)
     if not rows:
         raise OmeroInputError(describe_missing(conn, "Plate", plate_id))
     fingerprint = tuple(unwrap(v) for v in rows[0])
@@ -136,14 +136,14 @@ def load_plate(conn, plate_id: int, handler: OMEROMetadataHandler | None = None,
         cached = cache.get(key, fingerprint)
         if cached is not None:
             return cached
-    plates = query.findAllByQuery(Q.PLATE_GRAPH, _params(id=plate_id), opts)
+    plates = query.findAllByQuery(Q.PLATE_GRAPH, query_params(id=plate_id), opts)
     if not plates:
         raise OmeroInputError(describe_missing(conn, "Plate", plate_id))
     plate = plates[0]
     first_pixels = _first_pixels(plate)
     if first_pixels is None:
         raise OmeroInputError(f"plate {plate_id} ({unwrap(plate.getName())}) has no images")
-    found = query.findAllByQuery(Q.PIXELS_CHANNELS, _params(id=first_pixels.getId().getValue()), opts)
+    found = query.findAllByQuery(Q.PIXELS_CHANNELS, query_params(id=first_pixels.getId().getValue()), opts)
     channels_obj = found[0].copyChannels() if found else []
     layout, pixels_ids = handler.build_layout(plate, first_pixels, channels_obj)
     result = OmeroPlate(layout, group_id, pixels_ids, fingerprint)
