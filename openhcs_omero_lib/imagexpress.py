@@ -68,9 +68,6 @@ def parse_image_filename(name: str) -> tuple[str, int | None, int | None] | None
     match = _FILE_RE.match(name)
     if not match or "_thumb" in name.lower():
         return None
-    rest = match["rest"]
-    if rest and not re.fullmatch(_GUID, rest):
-        return None
     row, col = parse_well(match["well"])
     wave = match["wave_guid"] or match["wave"]
     return (well_name(row, col), int(match["site"]) if match["site"] else None,

@@ -58,6 +58,14 @@ def measurement_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in KEY_COLUMNS and c not in ("error", "image_id", "well_id")]
 
 
+def _counts_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts stay whole numbers; a count that could not be measured is <NA>."""
+    for c in frame.columns:
+        if c.endswith("_count"):
+            frame[c] = frame[c].astype("Int64")
+    return frame
+
+
 def images_table(layout: PlateLayout, results: Sequence[UnitResult]) -> pd.DataFrame:
     """One row per unit: keys, measurements in the order the pipeline made them, error."""
     rows = []
@@ -69,11 +77,7 @@ def images_table(layout: PlateLayout, results: Sequence[UnitResult]) -> pd.DataF
         row["error"] = r.error or ""
         rows.append(row)
     frame = pd.DataFrame(rows)
-    measured = [c for c in frame.columns if c not in KEY_COLUMNS and c != "error"]
-    frame = frame[KEY_COLUMNS + measured + ["error"]]
-    for c in measured:
-        if c.endswith("_count"):
-            frame[c] = frame[c].astype("Int64")  # counts stay whole numbers; failed units are <NA>
+    frame = _counts_as_integers(frame[KEY_COLUMNS + measurement_columns(frame) + ["error"]])
     if layout.image_ids:
         ids = [layout.image_ids.get((r.unit.well, r.unit.site)) for r in results]
         frame.insert(len(KEY_COLUMNS), "image_id", pd.array(ids, dtype="Int64"))
@@ -96,10 +100,7 @@ def wells_table(layout: PlateLayout, images: pd.DataFrame) -> pd.DataFrame:
             else:
                 row[c] = float(values.mean()) if len(ok) else math.nan
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    for c in measured:
-        if c.endswith("_count"):
-            frame[c] = frame[c].astype("Int64")
+    frame = _counts_as_integers(pd.DataFrame(rows))
     well_ids = {w.name: w.id for w in layout.wells if w.id is not None}
     if well_ids:
         frame.insert(4, "well_id", pd.array([well_ids.get(w) for w in frame["well"]], dtype="Int64"))

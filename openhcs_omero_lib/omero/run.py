@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..engine import bind
 from ..executor import ProgressCallback, run_units
-from ..pipeline.loading import PipelineError, parse_spec, resolve_pipeline
+from ..pipeline.loading import parse_spec, resolve_pipeline
 from ..pipeline.spec import PipelineSpec
 from ..results import PlateResults, collect
 from .annotations import read_file_annotation
@@ -74,4 +74,4 @@ def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int =
     return PlateRun(plate, results, sink.report)
 
 
-__all__ = ["PipelineError", "PlateRun", "pipeline_from_choice", "prepare", "run_on_plate"]
+__all__ = ["PlateRun", "pipeline_from_choice", "prepare", "run_on_plate"]

@@ -192,7 +192,7 @@ def bulk_table(results: PlateResults) -> pd.DataFrame:
     """Per-well rows then per-image rows, in the columns viewers look for: ``Well``
     (and ``Image``) IDs, a ``Level`` saying which a row is, then measurements."""
     wells, images = results.wells, results.images
-    measured = [c for c in measurement_columns(images)]
+    measured = measurement_columns(images)
     first_image = images.drop_duplicates("well").set_index("well")["image_id"] if "image_id" in images else None
     well_ids = wells.set_index("well")["well_id"] if "well_id" in wells else None
     rows = []
