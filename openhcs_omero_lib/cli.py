@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -365,10 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
     desc.add_argument("plate")
     desc.add_argument("--samples", type=int, default=6)
     desc.set_defaults(func=cmd_describe)
+
+    from .cli_jobs import add_job_commands
+
+    add_job_commands(sub, _connection_arguments, _positive)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not logging.getLogger().handlers:
+        # omero-py logs every failed server call with its traceback; the command
+        # reports what went wrong in one line of its own.
+        logging.basicConfig(level=logging.ERROR, format="openhcs-omero: %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -382,4 +391,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's module, not this copy named __main__: the subcommand modules
+    # import UserError from openhcs_omero_lib.cli, and it must be the class caught here.
+    from openhcs_omero_lib.cli import main as package_main
+
+    sys.exit(package_main())

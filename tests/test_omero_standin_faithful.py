@@ -159,6 +159,10 @@ def test_every_adapter_query_is_modelled(server):
                 params.addLong("id", 1)
             if ":ns" in text:
                 params.add("ns", rstring("openhcs.omero/results/%"))
+            if ":description" in text:
+                params.add("description", rstring("sha256:0"))
+            if ":owner" in text:
+                params.addLong("owner", server.user.id)
             call = query.projection if name in _PROJECTIONS else query.findAllByQuery
             result = call(text, params, opts)  # raises ApiUsageException when not modelled
             assert isinstance(result, list), name

@@ -65,3 +65,10 @@ PLATE_LIST = (
     "left outer join ws.image i left outer join i.pixels px "
     "group by p.id, p.name, o.omeName, g.name order by p.id"
 )
+
+# A pipeline spec the user uploaded before (same namespace and content hash), so that
+# launching with the same file again reuses it instead of adding another copy.
+PIPELINE_UPLOAD = (
+    "select a from FileAnnotation a join fetch a.file "
+    "where a.ns = :ns and a.description = :description and a.details.owner.id = :owner"
+)

@@ -5,10 +5,11 @@ server reading a script's parameters stays cheap."""
 from __future__ import annotations
 
 import importlib
+import signal
 
 import omero.scripts as scripts
 from omero.gateway import BlitzGateway
-from omero.rtypes import rlong, robject, rstring
+from omero.rtypes import rlist, rlong, rmap, robject, rstring
 
 from .. import __version__
 
@@ -24,15 +25,31 @@ def selection_params(what: str) -> list:
     ]
 
 
-def serve(client, function: str) -> None:
+def serve(client, function: str, progress: bool = False) -> None:
     """Call ``script_support.<function>(conn, inputs)``, publish its outcome as the
-    ``Message`` (and ``File_Annotation``) outputs, and close the script's session."""
+    ``Message`` (and ``File_Annotation``, ``Attached_IDs``) outputs and as the job's
+    message, and close the script's session. With ``progress`` the function also gets
+    a publisher of its progress (``job=``), through which it learns of a cancel."""
+    from .job_progress import JobMessagePublisher
+
+    publisher = JobMessagePublisher(client)
+    # OMERO cancels a job with SIGTERM: finish the current step (never half an
+    # attachment), then stop. While workers compute, the executor stops them at once.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: publisher.request_stop())
     try:
         support = importlib.import_module("openhcs_omero_lib.omero.script_support")
         conn = BlitzGateway(client_obj=client)
-        outcome = getattr(support, function)(conn, client.getInputs(unwrap=True))
+        extra = {"job": publisher} if progress else {}
+        outcome = getattr(support, function)(conn, client.getInputs(unwrap=True), **extra)
         client.setOutput("Message", rstring(outcome.message))
         if outcome.file_annotation is not None:
             client.setOutput("File_Annotation", robject(outcome.file_annotation))
+        if outcome.attached:
+            client.setOutput("Attached_IDs", rmap({kind: rlist([rlong(i) for i in ids])
+                                                   for kind, ids in outcome.attached.items()}))
+        publisher.finish(outcome.outcome, outcome.message)
     finally:
+        if publisher.active:  # the outcome above was never reached
+            publisher.finish("failed", "the script stopped unexpectedly (see its stderr)")
+        signal.signal(signal.SIGTERM, previous)
         client.closeSession()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import omero
 
-from ..executor import available_cores
+from ..executor import Cancelled, available_cores
 from ..pipeline.loading import PipelineError
+from ..progress import RunProgress
 from ..virtual_backend import VirtualBackend
 from . import annotations as A
 from .plate import OmeroInputError, load_plate, plate_ids_for
@@ -35,7 +36,14 @@ DEFAULTS = {"Data_Type": "Plate", "Pipeline": "nuclei_count", "Workers": 2, "Att
 class ScriptOutcome:
     message: str
     file_annotation: Any = None
-    ok: bool = True
+    outcome: str = "finished"
+    """finished, failed or cancelled"""
+    attached: dict[str, list[int]] = field(default_factory=dict)
+    """IDs of what the run attached, by kind (FileAnnotation, MapAnnotation)"""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "finished"
 
 
 def _friendly(exc: BaseException) -> str | None:
@@ -56,12 +64,16 @@ def _failure(exc: BaseException, prefix: str) -> ScriptOutcome:
     if why is None:
         traceback.print_exc()  # lands in the job's stderr for the administrator
         why = f"{type(exc).__name__}: {exc}"
-    return ScriptOutcome(f"{prefix}: {why}", None, ok=False)
+    return ScriptOutcome(f"{prefix}: {why}", None, outcome="failed")
 
 
-def run_pipeline_script(conn, params: dict[str, Any], progress=None) -> ScriptOutcome:
+def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome:
     """Run_HCS_Pipeline: every plate is checked before the first computes; results of
-    a plate are attached only when its run completed."""
+    a plate are attached only when its run completed.
+
+    ``job`` (a :class:`~.job_progress.JobMessagePublisher`) receives the run's
+    progress and can ask it to stop; a stopped run attaches nothing more.
+    """
     p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
     started = time.time()
     try:
@@ -78,21 +90,37 @@ def run_pipeline_script(conn, params: dict[str, Any], progress=None) -> ScriptOu
                                   "nothing: key-value pairs go on wells, per-field CSVs on images")
         workers = max(1, min(int(p["Workers"]), available_cores()))
         prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec)
-        lines, file_ann, failed_units = [], None, 0
-        for plate, bound in prepared:
-            run = run_on_plate(conn, plate, bound, workers=workers, attach_to=attach, outputs=outputs,
-                               replace=p["Replace_Previous_Results"], progress=progress)
-            s = run.results.summary
-            failed_units += s["units_failed"]
-            lines.append(_plate_line(run))
-            file_ann = file_ann or run.report.wells_csv_annotation
     except Exception as exc:
         return _failure(exc, "Nothing attached")
+    progress = None
+    if job is not None:
+        progress = RunProgress([(len(pl.layout.wells), pl.layout.n_units) for pl, _ in prepared],
+                               job.publish, job.should_stop)
+    lines, file_ann, failed_units, attached = [], None, 0, {}
+    for index, (plate, bound) in enumerate(prepared):
+        try:
+            run = run_on_plate(conn, plate, bound, workers=workers, attach_to=attach, outputs=outputs,
+                               replace=p["Replace_Previous_Results"],
+                               progress=progress.plate_callback(index) if progress else None)
+        except Cancelled:
+            lines.append(f"stopped during plate {plate.id}: nothing attached to it")
+            return ScriptOutcome("; ".join(lines), file_ann, outcome="cancelled", attached=attached)
+        except Exception as exc:
+            failure = _failure(exc, f"plate {plate.id}: nothing attached" if lines else "Nothing attached")
+            failure.message = "; ".join(lines + [failure.message])
+            failure.file_annotation, failure.attached = file_ann, attached
+            return failure
+        failed_units += run.results.summary["units_failed"]
+        lines.append(_plate_line(run))
+        file_ann = file_ann or run.report.wells_csv_annotation
+        for kind, ids in run.report.created.items():
+            if ids:
+                attached.setdefault(kind, []).extend(ids)
     head = (f"{spec.name} on {len(prepared)} plate{'s' if len(prepared) != 1 else ''} with "
             f"{workers} worker{'s' if workers != 1 else ''} in {time.time() - started:.1f} s")
     if failed_units:
         head += f"; {failed_units} field(s) failed (see the error column)"
-    return ScriptOutcome("; ".join([head] + lines), file_ann, ok=True)
+    return ScriptOutcome("; ".join([head] + lines), file_ann, attached=attached)
 
 
 def _plate_line(run) -> str:

@@ -53,6 +53,13 @@ class OmeroStandIn:
         self.tables_repo_id = self.store.next_id()
         self._sources: list[ImageXpressSource] = []
         self.open_stateful: collections.Counter[str] = collections.Counter()
+        self.scripts: dict[int, str] = {}
+        """Official scripts: OriginalFile ID -> text"""
+        self.jobs: dict[int, Any] = {}
+        """Script jobs started through IScript.runScript: job ID -> JobProcess"""
+        self.processor_available = True
+        self.cancel_job_signals = False
+        """Whether JobHandle.cancelJob also signals the script (see script_service)"""
 
         self.communicator = Ice.initialize([
             "--Ice.ThreadPool.Server.Size=4", "--Ice.ThreadPool.Server.SizeMax=64",
@@ -307,6 +314,20 @@ class OmeroStandIn:
         if ns:
             ann.setNs(rstring(ns))
         return self.store.add(ann, owner, gid).getId().getValue()
+
+    def install_script(self, path: str | os.PathLike, folder: str = "/omero/openhcs/") -> int:
+        """Register a script as an official one under ``folder`` (as the server finds
+        scripts under ``lib/scripts``); returns its OriginalFile ID."""
+        text = Path(path).read_text()
+        ofile = omero.model.OriginalFileI()
+        ofile.setName(rstring(Path(path).name))
+        ofile.setPath(rstring(folder))
+        ofile.setMimetype(rstring("text/x-python"))
+        ofile.setSize(rlong(len(text.encode())))
+        ofile = self.store.add(ofile, self.user, self.group.id)
+        self.store.files[ofile.getId().getValue()] = bytearray(text.encode())
+        self.scripts[ofile.getId().getValue()] = text
+        return ofile.getId().getValue()
 
     def delete_graph(self, targets: dict[str, list[int]], session: Session) -> dict[str, list[int]]:
         """Delete annotations (with their links and files) as Delete2 does."""

@@ -153,6 +153,15 @@ class QueryService(StandInServant, omero.api.IQuery):
         return [out]
 
     def _answer(self, query: str, params, current) -> list[Any]:
+    def _pipeline_upload(self, ns: str, description: str, owner: int, current) -> list[Any]:
+        found = []
+        for ann in self.server.store.all("FileAnnotation"):
+            if (self._visible(ann, current) and ann.getNs() and ann.getNs().getValue() == ns
+                    and ann.getDescription() and ann.getDescription().getValue() == description
+                    and self.server.store.owner_of(ann) == owner):
+                found += self._file_annotation(ann.getId().getValue(), current)
+        return found
+
         text = " ".join(query.split())
         if text == Q.PLATE_GRAPH:
             return self._plate_graph(_param(params, "id"), current)
@@ -161,6 +170,9 @@ class QueryService(StandInServant, omero.api.IQuery):
         if text == Q.FILE_ANNOTATION:
             return self._file_annotation(_param(params, "id"), current)
         for kind in ("Plate", "Well", "Image"):
+        if text == Q.PIPELINE_UPLOAD:
+            return self._pipeline_upload(_param(params, "ns"), _param(params, "description"),
+                                         _param(params, "owner"), current)
             if text == Q.ANNOTATION_LINKS.format(kind=kind):
                 return self._annotation_links(kind, _param(params, "ids"), _param(params, "ns"), False, current)
             if text == Q.ANNOTATION_LINKS_NS_PREFIX.format(kind=kind):
@@ -637,6 +649,16 @@ class ServiceFactoryService(StandInServant, omero.api.ServiceFactory):
         if isinstance(req, omero.cmd.Delete2):
             try:
                 deleted = self.server.delete_graph(
+    def getScriptService(self, current=None):
+        from .script_service import ScriptService
+
+        return self._stateless(ScriptService, omero.api.IScriptPrx)
+
+    def createJobHandle(self, current=None):
+        from .script_service import JobHandleService
+
+        return self.server.add_servant(JobHandleService, self.session, omero.api.JobHandlePrx)
+
                     {k: list(v) for k, v in req.targetObjects.items()}, self.session)
                 servant_obj.response = omero.cmd.Delete2Response(deletedObjects=deleted)
             except omero.ServerError as exc:

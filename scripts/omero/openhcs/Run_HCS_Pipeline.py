@@ -53,7 +53,7 @@ per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs).""
                      description="Remove this pipeline's earlier results once the new ones are saved."),
         **SCRIPT_INFO,
     )
-    serve(client, "run_pipeline_script")
+    serve(client, "run_pipeline_script", progress=True)
 
 
 if __name__ == "__main__":

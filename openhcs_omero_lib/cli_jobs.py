@@ -1,0 +1,210 @@
+"""``openhcs-omero launch | status | cancel``: a run on the server, from a workstation.
+
+Exit codes: 0 the run finished, 1 it failed, 2 bad input (nothing started),
+3 it was cancelled (``cancel`` exits 0 once the job has stopped), 4 still running
+(``status``), 130 interrupted with Ctrl-C (the job is cancelled on the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+EXIT = {"finished": 0, "failed": 1, "cancelled": 3}
+RUNNING = 4
+
+
+def add_job_commands(sub, connection_arguments, positive) -> None:
+    launch = sub.add_parser("launch", help="run a pipeline on OMERO plates inside the server, with live progress")
+    launch.add_argument("--plate", type=positive, action="append", required=True, metavar="ID",
+                        help="OMERO plate ID (repeatable)")
+    launch.add_argument("--pipeline", default="nuclei_count", help="preset name or spec file (default: nuclei_count)")
+    launch.add_argument("--workers", type=positive, help="worker processes on the server (default: the script's)")
+    launch.add_argument("--attach", default="plate,wells", help="plate | plate,wells | plate,wells,images")
+    launch.add_argument("--outputs", help="any of csv,json,table,key_values (default: all)")
+    launch.add_argument("--no-replace", action="store_true", help="keep earlier results of the same pipeline")
+    launch.add_argument("--no-wait", action="store_true", help="start the job, print its ID and return")
+    launch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    launch.add_argument("--script", help="the script's server path or ID (default: /omero/openhcs/Run_HCS_Pipeline.py)")
+    launch.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
+    connection_arguments(launch)
+    launch.set_defaults(func=cmd_launch)
+
+    status = sub.add_parser("status", help="the state of a job started with launch")
+    status.add_argument("job", type=positive)
+    connection_arguments(status)
+    status.set_defaults(func=cmd_status)
+
+    cancel = sub.add_parser("cancel", help="cancel a job started with launch")
+    cancel.add_argument("job", type=positive)
+    cancel.add_argument("--timeout", type=float, default=60, help="seconds to wait for it to stop (default 60)")
+    connection_arguments(cancel)
+    cancel.set_defaults(func=cmd_cancel)
+
+
+def _user_error(exc: Exception):
+    from .cli import UserError
+
+    return UserError(str(exc))
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from .cli import _omero_connection
+    from .omero.connection import disconnect
+    from .omero.jobs import JobError, find_script, pipeline_inputs, run_inputs, start_job
+
+    attach = tuple(a for a in args.attach.split(",") if a)
+    outputs = tuple(o for o in args.outputs.split(",") if o) if args.outputs else None
+    conn = _omero_connection(args)
+    try:
+        try:
+            inputs = run_inputs(args.plate, workers=args.workers, attach=attach, outputs=outputs,
+                                replace=not args.no_replace)
+            script_id = find_script(conn, args.script)
+            inputs.update(pipeline_inputs(conn, args.pipeline))
+            job_id, proc = start_job(conn, script_id, inputs)
+        except JobError as exc:
+            raise _user_error(exc) from None
+        print(f"job {job_id} started: {args.pipeline} on plate{'s' if len(args.plate) > 1 else ''} "
+              f"{', '.join(map(str, args.plate))}", file=sys.stderr)
+        if args.no_wait:
+            print(job_id)
+            print(f"follow it with: openhcs-omero status {job_id}; stop it with: openhcs-omero cancel {job_id}",
+                  file=sys.stderr)
+            return 0
+        return _follow(conn, job_id, proc, args)
+    finally:
+        disconnect(conn)
+
+
+def _follow(conn, job_id: int, proc, args) -> int:
+    from .omero.jobs import JobWatch, results_of
+
+    with JobWatch(conn, job_id) as watch, _ProgressView(args.no_progress) as view:
+        try:
+            while proc.poll() is None:
+                view.show(watch.state())
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            view.close()
+            print(f"cancelling job {job_id} on the server...", file=sys.stderr)
+            proc.cancel()
+            deadline = time.monotonic() + 30
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            state = watch.state()
+            print(f"job {job_id}: {state.outcome or state.status}: {state.summary}", file=sys.stderr)
+            return 130
+        state = watch.state()
+        view.show(state)
+    results = results_of(proc)
+    outcome = state.outcome or "failed"
+    print(results.get("Message") or state.summary or f"the job ended: {state.status}")
+    for kind, ids in sorted((results.get("Attached_IDs") or {}).items()):
+        print(f"attached {kind}: {', '.join(map(str, ids))}")
+    if results.get("File_Annotation"):
+        print(f"per-well CSV: FileAnnotation {results['File_Annotation']}")
+    if outcome != "finished":
+        _print_stderr_hint(conn, results)
+    return EXIT.get(outcome, 1)
+
+
+def _print_stderr_hint(conn, results) -> None:
+    for name in ("stderr", "stdout"):
+        if results.get(name):
+            print(f"the script's {name} is OriginalFile {results[name]} "
+                  f"(omero download OriginalFile:{results[name]} -)", file=sys.stderr)
+
+
+class _ProgressView:
+    """A progress bar over wells, fed from the job's published progress."""
+
+    def __init__(self, disabled: bool):
+        self.disabled = disabled
+        self.bar = None
+
+    def show(self, state) -> None:
+        progress = state.progress
+        if self.disabled or progress is None:
+            return
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=progress.wells_total, unit="well", file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(progress.wells_done - self.bar.n)
+        remaining = progress.remaining
+        self.bar.set_postfix_str(
+            f"fields {progress.fields_done}/{progress.fields_total}, errors {progress.errors}, "
+            f"plate {progress.plate}/{progress.plates}"
+            + (f", ~{remaining:.0f} s left" if remaining is not None else ""), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> "_ProgressView":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _describe(state) -> str:
+    progress = state.progress
+    if progress is not None:
+        remaining = progress.remaining
+        left = f", about {remaining:.0f} s left" if remaining is not None else ""
+        return (f"job {state.id}: running: wells {progress.wells_done}/{progress.wells_total}, fields "
+                f"{progress.fields_done}/{progress.fields_total}, errors {progress.errors}, "
+                f"plate {progress.plate}/{progress.plates}, {progress.elapsed:.0f} s elapsed{left}")
+    if state.outcome:
+        return f"job {state.id}: {state.outcome}: {state.summary}"
+    return f"job {state.id}: {state.status.lower()}" + (f": {state.message}" if state.message else "")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .cli import _omero_connection
+    from .omero.connection import disconnect
+    from .omero.jobs import JobError, JobWatch
+
+    conn = _omero_connection(args)
+    try:
+        try:
+            with JobWatch(conn, args.job) as watch:
+                state = watch.state()
+        except JobError as exc:
+            raise _user_error(exc) from None
+    finally:
+        disconnect(conn)
+    print(_describe(state))
+    return EXIT[state.outcome] if state.outcome else RUNNING
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from .cli import _omero_connection
+    from .omero.connection import disconnect
+    from .omero.jobs import JobError, JobWatch, wait_for_outcome
+
+    conn = _omero_connection(args)
+    try:
+        try:
+            with JobWatch(conn, args.job) as watch:
+                state = watch.state()
+                if state.outcome:
+                    print(f"job {args.job} has already ended: {state.outcome}: {state.summary}")
+                    return 0
+                watch.cancel()
+                print(f"job {args.job}: cancel requested; waiting for it to stop", file=sys.stderr)
+                state = wait_for_outcome(watch, args.timeout)
+        except JobError as exc:
+            raise _user_error(exc) from None
+    finally:
+        disconnect(conn)
+    if state.outcome is None:
+        print(f"job {args.job} is marked cancelled but has not confirmed it stopped within {args.timeout:.0f} s")
+        return 1
+    print(f"job {args.job}: {state.outcome}: {state.summary}")
+    return 0
