@@ -165,46 +165,45 @@ def _describe(state) -> str:
     return f"job {state.id}: {state.status.lower()}" + (f": {state.message}" if state.message else "")
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _on_job(args: argparse.Namespace, act):
+    """``act(watch)`` for the job ``args.job``, over a connection opened for it."""
     from .cli import _omero_connection
     from .omero.connection import disconnect
     from .omero.jobs import JobError, JobWatch
 
     conn = _omero_connection(args)
     try:
-        try:
-            with JobWatch(conn, args.job) as watch:
-                state = watch.state()
-        except JobError as exc:
-            raise _user_error(exc) from None
+        with JobWatch(conn, args.job) as watch:
+            return act(watch)
+    except JobError as exc:
+        raise _user_error(exc) from None
     finally:
         disconnect(conn)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = _on_job(args, lambda watch: watch.state())
     print(_describe(state))
     return EXIT[state.outcome] if state.outcome else RUNNING
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from .cli import _omero_connection
-    from .omero.connection import disconnect
-    from .omero.jobs import JobError, JobWatch, wait_for_outcome
+    from .omero.jobs import wait_for_outcome
 
-    conn = _omero_connection(args)
-    try:
-        try:
-            with JobWatch(conn, args.job) as watch:
-                state = watch.state()
-                if state.outcome:
-                    print(f"job {args.job} has already ended: {state.outcome}: {state.summary}")
-                    return 0
-                watch.cancel()
-                print(f"job {args.job}: cancel requested; waiting for it to stop", file=sys.stderr)
-                state = wait_for_outcome(watch, args.timeout)
-        except JobError as exc:
-            raise _user_error(exc) from None
-    finally:
-        disconnect(conn)
-    if state.outcome is None:
+    def cancel(watch):
+        state = watch.state()
+        if state.outcome:
+            return state, False
+        watch.cancel()
+        print(f"job {args.job}: cancel requested; waiting for it to stop", file=sys.stderr)
+        return wait_for_outcome(watch, args.timeout), True
+
+    state, requested = _on_job(args, cancel)
+    if not requested:
+        print(f"job {args.job} has already ended: {state.outcome}: {state.summary}")
+    elif state.outcome is None:
         print(f"job {args.job} is marked cancelled but has not confirmed it stopped within {args.timeout:.0f} s")
         return 1
-    print(f"job {args.job}: {state.outcome}: {state.summary}")
+    else:
+        print(f"job {args.job}: {state.outcome}: {state.summary}")
     return 0
