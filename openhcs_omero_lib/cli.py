@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_jobs import add_job_commands
 
     add_job_commands(sub, _connection_arguments, _positive)
+    from .cli_server import add_server_command
+
+    add_server_command(sub)
     return parser
 
 

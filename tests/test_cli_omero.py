@@ -68,3 +68,14 @@ def test_wrong_password_is_one_line_without_the_password(server, capsys, monkeyp
     assert code == 2
     assert "cannot log in" in err and "not-the-password" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_stale_session_key_is_refused_without_printing_the_key(server, capsys, monkeypatch):
+    key = "5c1e2b7a-0000-4000-8000-00000000dead"
+    monkeypatch.setenv("OMERO_SESSION_KEY", key)
+    monkeypatch.delenv("OMERO_PASSWORD")
+    code = main(["list-plates", *server.args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot log in" in err and "Password check failed" in err
+    assert key not in err

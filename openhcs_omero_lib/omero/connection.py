@@ -104,7 +104,7 @@ def connect(settings: ConnectionSettings) -> BlitzGateway:
     except Exception as exc:
         client.__del__()
         raise OmeroConnectionError(f"cannot log in to {settings.host}:{settings.port}: "
-                                   f"{_reason(exc)}") from None
+                                   f"{_without_secrets(_reason(exc), settings)}") from None
     conn = BlitzGateway(client_obj=client)
     conn._openhcs_joined = bool(settings.session_key)
     if settings.group:
@@ -123,6 +123,14 @@ def disconnect(conn: BlitzGateway) -> None:
             client.getSession().detachOnDestroy()
     finally:
         client.closeSession()
+
+
+def _without_secrets(text: str, settings: ConnectionSettings) -> str:
+    """A server's refusal can quote what it refused (``Password check failed for '<key>'``)."""
+    for secret in (settings.password, settings.session_key):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _reason(exc: Exception) -> str:
