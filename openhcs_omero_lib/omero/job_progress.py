@@ -12,15 +12,10 @@ noticed within an interval even where the server does not signal the script.
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 
-import omero
-
 from ..progress import Progress, outcome_text
-
-log = logging.getLogger(__name__)
 
 
 class JobMessagePublisher:
@@ -42,8 +37,9 @@ class JobMessagePublisher:
         try:
             self._handle = client.getSession().createJobHandle()
             self._handle.attach(int(job))
-        except omero.ServerError as exc:  # progress is a courtesy: the run goes on without it
-            print(f"openhcs-omero: no progress for job {job}: {exc.message}", file=sys.stderr)
+        except Exception as exc:  # progress is a courtesy: the run goes on without it
+            print(f"openhcs-omero: no progress for job {job}: {getattr(exc, 'message', None) or exc}",
+                  file=sys.stderr)
             self._handle = None
             return
         self._thread = threading.Thread(target=self._loop, name="openhcs-job-progress", daemon=True)
