@@ -79,3 +79,15 @@ def test_stale_session_key_is_refused_without_printing_the_key(server, capsys, m
     assert code == 2
     assert "cannot log in" in err and "Password check failed" in err
     assert key not in err
+
+
+def test_group_by_name_or_id(server, capsys, monkeypatch):
+    monkeypatch.setenv("OMERO_GROUP", server.group.name)
+    assert main(["list-plates", *server.args]) == 0
+    assert str(server.plate_id) in capsys.readouterr().out
+    monkeypatch.setenv("OMERO_GROUP", str(server.group.id))
+    assert main(["list-plates", *server.args]) == 0
+    monkeypatch.setenv("OMERO_GROUP", "no-such-lab")
+    assert main(["list-plates", *server.args]) == 2
+    assert "no group named 'no-such-lab'" in capsys.readouterr().err
+    assert server.calls["sessions.closed"] == server.calls["sessions.created"]

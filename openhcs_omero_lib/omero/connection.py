@@ -108,8 +108,22 @@ def connect(settings: ConnectionSettings) -> BlitzGateway:
     conn = BlitzGateway(client_obj=client)
     conn._openhcs_joined = bool(settings.session_key)
     if settings.group:
-        conn.SERVICE_OPTS.setOmeroGroup(settings.group)
+        try:
+            conn.SERVICE_OPTS.setOmeroGroup(_group_id(conn, settings.group))
+        except OmeroConnectionError:
+            disconnect(conn)
+            raise
     return conn
+
+
+def _group_id(conn: BlitzGateway, group: str | int) -> int:
+    """A group given by ID or by name."""
+    if isinstance(group, int) or str(group).lstrip("-").isdigit():
+        return int(group)
+    try:
+        return conn.getAdminService().lookupGroup(str(group)).getId().getValue()
+    except omero.ServerError:
+        raise OmeroConnectionError(f"no group named {group!r} on this server") from None
 
 
 def disconnect(conn: BlitzGateway) -> None:

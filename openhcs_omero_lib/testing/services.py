@@ -25,6 +25,7 @@ import omero.sys
 from omero.rtypes import rlong, rstring, unwrap
 
 from ..omero import queries as Q
+from . import annotation_reads, blitz, image_service
 from ._servant import StandInServant, servant
 from .store import Session, class_name
 
@@ -152,7 +153,6 @@ class QueryService(StandInServant, omero.api.IQuery):
         out.setFile(copy.copy(store.get("OriginalFile", ann.getFile().getId().getValue())))
         return [out]
 
-    def _answer(self, query: str, params, current) -> list[Any]:
     def _pipeline_upload(self, ns: str, description: str, owner: int, current) -> list[Any]:
         found = []
         for ann in self.server.store.all("FileAnnotation"):
@@ -162,6 +162,7 @@ class QueryService(StandInServant, omero.api.IQuery):
                 found += self._file_annotation(ann.getId().getValue(), current)
         return found
 
+    def _answer(self, query: str, params, current) -> list[Any]:
         text = " ".join(query.split())
         if text == Q.PLATE_GRAPH:
             return self._plate_graph(_param(params, "id"), current)
@@ -169,14 +170,21 @@ class QueryService(StandInServant, omero.api.IQuery):
             return self._pixels_channels(_param(params, "id"), current)
         if text == Q.FILE_ANNOTATION:
             return self._file_annotation(_param(params, "id"), current)
-        for kind in ("Plate", "Well", "Image"):
         if text == Q.PIPELINE_UPLOAD:
             return self._pipeline_upload(_param(params, "ns"), _param(params, "description"),
                                          _param(params, "owner"), current)
+        for kind in ("Plate", "Well", "Image"):
             if text == Q.ANNOTATION_LINKS.format(kind=kind):
                 return self._annotation_links(kind, _param(params, "ids"), _param(params, "ns"), False, current)
             if text == Q.ANNOTATION_LINKS_NS_PREFIX.format(kind=kind):
                 return self._annotation_links(kind, _param(params, "ids"), _param(params, "ns"), True, current)
+        found = blitz.answer(self, text, params, current)  # a script's BlitzGateway plate walk
+        if found is not None:
+            return found
+        for model in (image_service, annotation_reads):  # plates made through the API; listAnnotations
+            found = model.answer(self, text, params, current)
+            if found is not None:
+                return found
         raise omero.ApiUsageException(message=f"the OMERO stand-in does not model this query: {text}")
 
     def _project(self, query: str, params, current) -> list[list[Any]]:
@@ -249,6 +257,9 @@ class UpdateService(StandInServant, omero.api.IUpdate):
         return self.session.group if group is None else group
 
     def _save(self, obj, group: int) -> Any:
+        modelled = image_service.save(self, obj, group)  # plates and images made through the API
+        if modelled is not None:
+            return modelled
         store = self.server.store
         kind = class_name(obj)
         if obj.getId() is not None:
@@ -365,7 +376,7 @@ class RawFileStoreService(StandInServant, omero.api.RawFileStore):
         self.server.remove_servant(current)
 
 
-@servant(omero.api.RawPixelsStore, "RawPixelsStore", void={"setPixelsId", "close"})
+@servant(omero.api.RawPixelsStore, "RawPixelsStore", void={"setPixelsId", "setPlane", "close"})
 class RawPixelsStoreService(StandInServant, omero.api.RawPixelsStore):
     pixels_id: int | None = None
 
@@ -390,6 +401,12 @@ class RawPixelsStoreService(StandInServant, omero.api.RawPixelsStore):
 
     def getPixelsId(self, current=None):
         return self.pixels_id
+
+    def setPlane(self, buf, z, c, t, current=None):
+        image_service.set_plane(self, buf, z, c, t)
+
+    def save(self, current=None):
+        return image_service.save_pixels(self)
 
     def getPlane(self, z, c, t, current=None):
         return self._plane(z, c, t).tobytes()
@@ -572,6 +589,12 @@ class AdminService(StandInServant, omero.api.IAdmin):
         out.setName(rstring(group.name))
         return out
 
+    def lookupGroup(self, name, current=None):
+        for group in self.server.store.groups.values():
+            if group.name == name:
+                return self.getGroup(group.id, current=current)
+        raise omero.ApiUsageException(message=f"No such group: {name}")
+
     def getExperimenter(self, id, current=None):
         for user in self.server.store.users.values():
             if user.id == id:
@@ -633,22 +656,21 @@ class ServiceFactoryService(StandInServant, omero.api.ServiceFactory):
     def getAdminService(self, current=None):
         return self._stateless(AdminService, omero.api.IAdminPrx)
 
+    def getContainerService(self, current=None):
+        return self._stateless(blitz.ContainerService, omero.api.IContainerPrx)
+
     def sharedResources(self, current=None):
         return self._stateless(SharedResourcesService, omero.grid.SharedResourcesPrx)
 
     def createRawFileStore(self, current=None):
         return self.server.add_servant(RawFileStoreService, self.session, omero.api.RawFileStorePrx)
 
+    def getPixelsService(self, current=None):
+        return self._stateless(image_service.PixelsService, omero.api.IPixelsPrx)
+
     def createRawPixelsStore(self, current=None):
         return self.server.add_servant(RawPixelsStoreService, self.session, omero.api.RawPixelsStorePrx)
 
-    def submit(self, req, current=None):
-        handle = self.server.add_servant(HandleService, self.session, omero.cmd.HandlePrx)
-        servant_obj = self.server.servant_of(handle)
-        servant_obj.request = req
-        if isinstance(req, omero.cmd.Delete2):
-            try:
-                deleted = self.server.delete_graph(
     def getScriptService(self, current=None):
         from .script_service import ScriptService
 
@@ -659,7 +681,16 @@ class ServiceFactoryService(StandInServant, omero.api.ServiceFactory):
 
         return self.server.add_servant(JobHandleService, self.session, omero.api.JobHandlePrx)
 
-                    {k: list(v) for k, v in req.targetObjects.items()}, self.session)
+    def submit(self, req, current=None):
+        handle = self.server.add_servant(HandleService, self.session, omero.cmd.HandlePrx)
+        servant_obj = self.server.servant_of(handle)
+        servant_obj.request = req
+        if isinstance(req, omero.cmd.Delete2):
+            try:
+                targets = {k: list(v) for k, v in req.targetObjects.items()}
+                # with what the server deletes along with plates and images
+                deleted = self.server.delete_graph(image_service.delete_targets(self.server.store, targets),
+                                                   self.session)
                 servant_obj.response = omero.cmd.Delete2Response(deletedObjects=deleted)
             except omero.ServerError as exc:
                 servant_obj.response = omero.cmd.ERR(category="graph", name=type(exc).__name__,

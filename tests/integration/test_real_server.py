@@ -1,0 +1,26 @@
+"""The scenarios of ``tests/scenarios.py`` against a real OMERO server (see conftest.py
+for the settings; skipped without them). The stand-in suite runs the same ones."""
+
+from __future__ import annotations
+
+import scenarios
+
+
+def test_upload_reads_back_identically(target, multi_plate):
+    scenarios.upload_reads_back_identically(target, multi_plate.folder)
+
+
+def test_run_and_check_against_truth(target, normal_plate):
+    scenarios.run_and_check_against_truth(target, normal_plate.folder)
+
+
+def test_rerun_is_idempotent(target, tiny_plate, tmp_path):
+    scenarios.rerun_is_idempotent(target, tiny_plate, tmp_path)
+
+
+def test_describe_and_delete(target, tiny_plate):
+    scenarios.describe_and_delete(target, tiny_plate)
+
+
+def test_cancel_stops_and_attaches_nothing(target, normal_plate, tmp_path):
+    scenarios.cancel_stops_and_attaches_nothing(target, normal_plate.folder, tmp_path)
