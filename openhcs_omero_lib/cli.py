@@ -373,6 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_server import add_server_command
 
     add_server_command(sub)
+
+    from . import bench
+
+    bench_parser = sub.add_parser(
+        "bench", help="benchmark against a naive OMERO script, OpenHCS and the compute-bound limit",
+        description="Run the same pipeline on generated plates several ways and print ratios "
+                    "(see the README's Benchmarks section).")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(func=bench.run)
     return parser
 
 

@@ -3,17 +3,23 @@
 Workers are started with the ``spawn`` method, which is safe inside a process that
 already runs threads (an OMERO script holds Ice threads); each worker opens its own
 pixel source once from a :class:`~.pixels.SourceSpec` and keeps it for every unit it
-is given. Units travel in small chunks and only result rows come back, so memory is
-bounded by one unit per worker whatever the plate size. A failing unit becomes an
-error row and the run goes on. Results come back in plate order, identical for any
-number of workers.
+is given. With N workers this process is one of them and N - 1 are spawned: it
+computes from the start while they start up, and they join in when ready. While a
+unit computes, the next unit's planes are fetched on a background
+thread (:class:`~.pixels.UnitPrefetcher`), so server round-trips overlap computing.
+Units travel in small chunks and only result rows come back, so memory is bounded by
+two units per worker whatever the plate size. A failing unit becomes an error row and
+the run goes on. Results come back in plate order, identical for any number of workers.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -24,9 +30,9 @@ from multiprocessing.util import Finalize
 from typing import Callable, Sequence
 
 from .layout import SiteUnit
-from .pipeline.run import run_unit, unit_reader
+from .pipeline.run import Reader, run_unit
 from .pipeline.spec import PipelineSpec
-from .pixels import PixelSource, SourceSpec, open_source
+from .pixels import PixelSource, SourceSpec, UnitPrefetcher, open_source
 
 ProgressCallback = Callable[[int, int, int], None]
 """``(units done, units in all, errors so far)``"""
@@ -48,10 +54,10 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _run_one(spec: PipelineSpec, source: PixelSource, index: int, unit: SiteUnit) -> UnitResult:
+def _run_one(spec: PipelineSpec, read: Reader, index: int, unit: SiteUnit) -> UnitResult:
     start = time.perf_counter()
     try:
-        row = run_unit(spec, unit_reader(source, unit))
+        row = run_unit(spec, read)
         return UnitResult(index, unit, row, None, time.perf_counter() - start)
     except Exception as exc:  # a unit's failure is data, not the run's end
         # OMERO's exceptions carry the server's reason in .message; str() says only their type.
@@ -72,13 +78,16 @@ def _init_worker(source_spec: SourceSpec, pipeline: dict) -> None:
     _worker["spec"] = PipelineSpec.model_validate(pipeline)
     # Runs at the worker's normal exit (multiprocessing does not run atexit there).
     Finalize(None, _close_worker, exitpriority=10)
+    Finalize(None, _exit_now, exitpriority=0)
 
 
 def _run_chunk(chunk: list[tuple[int, SiteUnit]]) -> list[UnitResult]:
     source = _worker["source"]
-    spec = _worker["spec"]
+    spec: PipelineSpec = _worker["spec"]  # type: ignore[assignment]
     try:
-        return [_run_one(spec, source, i, u) for i, u in chunk]  # type: ignore[arg-type]
+        with UnitPrefetcher(source, spec.channels_read()) as prefetch:  # type: ignore[arg-type]
+            readers = prefetch.readers([u for _, u in chunk])
+            return [_run_one(spec, read, i, u) for (i, u), read in zip(chunk, readers)]
     except BaseException:
         traceback.print_exc()
         raise
@@ -88,6 +97,18 @@ def _close_worker() -> None:
     source = _worker.pop("source", None)
     if source is not None:
         source.close()  # type: ignore[attr-defined]
+
+
+def _exit_now() -> None:
+    """End the worker once its source is closed. Its last results are already with
+    the parent; what is left is the interpreter tearing down numpy, scipy,
+    scikit-image and omero, a few tenths of a second that the parent would wait for
+    on every run. The atexit handlers (omero's temporary files) still run."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 # ---- parent side ------------------------------------------------------------------
@@ -128,8 +149,8 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
     """Run a bound pipeline over ``units`` (default: every unit of the plate).
 
     With ``workers == 1`` the work runs in this process on ``source``; otherwise
-    each of ``workers`` spawned processes opens its own source from
-    ``source.spec()``. Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Cancelled`)
+    this process and ``workers - 1`` spawned ones share it, each spawned process
+    opening its own source from ``source.spec()``. Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Cancelled`)
     stops the workers and is re-raised.
     """
     if workers < 1:
@@ -144,40 +165,107 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
 
 
 def _run_here(spec, source, units, progress) -> list[UnitResult]:
-    results: list[UnitResult] = []
-    errors = 0
-    for i, unit in enumerate(units):
-        result = _run_one(spec, source, i, unit)
-        results.append(result)
-        errors += result.error is not None
-        if progress:
-            progress(len(results), len(units), errors)
-    return results
+    run = _SharedRun(None, 0, units, 1, progress)
+    run.compute_here(spec, source)
+    return run.results
+
+
+PARENT_COMPUTES = True
+"""With several workers, this process is one of them: it starts computing at once,
+while the other processes start (importing numpy, scikit-image and omero and joining
+the session takes most of a second); each joins in when it is ready. A plate smaller
+than that start-up is done before they are, and they are stopped unused."""
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class _SharedRun:
+    """Units handed out from one queue to this process (one at a time, read ahead)
+    and to worker processes (in chunks, once each has said it is ready)."""
+
+    def __init__(self, pool: ProcessPoolExecutor | None, helpers: int, units: Sequence[SiteUnit], chunk: int,
+                 progress: ProgressCallback | None):
+        self.pool, self.chunk, self.progress, self.total = pool, chunk, progress, len(units)
+        self.todo = collections.deque(enumerate(units))
+        self.results: list[UnitResult] = []
+        self.errors = 0
+        self.starting = {pool.submit(_ready) for _ in range(helpers)} if pool else set()
+        self.running: set = set()
+        self.ready = 0
+
+    def add(self, batch: list[UnitResult]) -> None:
+        self.results.extend(batch)
+        self.errors += sum(r.error is not None for r in batch)
+
+    def collect(self, timeout: float | None) -> None:
+        """Take in what workers have finished, and keep every ready worker busy."""
+        out = self.starting | self.running
+        done = wait(out, timeout=timeout, return_when=FIRST_COMPLETED).done if out else set()
+        for future in done:
+            if future in self.starting:
+                self.starting.discard(future)
+                future.result()  # a worker that cannot start fails the run, as it would alone
+                self.ready += 1
+            else:
+                self.running.discard(future)
+                self.add(future.result())
+        # Two chunks per ready worker: one computing, one waiting, so none idles.
+        while self.todo and len(self.running) < 2 * self.ready:
+            chunk = [self.todo.popleft() for _ in range(min(self.chunk, len(self.todo)))]
+            self.running.add(self.pool.submit(_run_chunk, chunk))  # type: ignore[union-attr]
+        if done and self.progress:
+            self.progress(len(self.results), self.total, self.errors)
+
+    def compute_here(self, spec: PipelineSpec, source: PixelSource) -> None:
+        """Compute units from the front of the queue until it is empty, checking on
+        the workers between units."""
+        taken: collections.deque[tuple[int, SiteUnit]] = collections.deque()
+
+        def take():
+            while True:
+                self.collect(timeout=0)
+                if not self.todo:
+                    return
+                taken.append(self.todo.popleft())
+                yield taken[-1][1]
+
+        with UnitPrefetcher(source, spec.channels_read()) as prefetch:
+            for read in prefetch.readers(take()):
+                index, unit = taken.popleft()
+                self.add([_run_one(spec, read, index, unit)])
+                if self.progress:
+                    self.progress(len(self.results), self.total, self.errors)
+
+    def finish(self) -> None:
+        """Wait for the chunks out with workers (and, with no one computing here, for
+        workers to start and take the rest)."""
+        while self.running or (self.todo and self.starting):
+            self.collect(timeout=None)
 
 
 def _run_in_workers(spec, source, units, workers, progress, chunk_size) -> list[UnitResult]:
-    results: list[UnitResult] = []
-    errors = 0
-    chunks = _chunks(units, workers, chunk_size)
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=get_context("spawn"),
+    helpers = workers - 1 if PARENT_COMPUTES else workers
+    pool = ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("spawn"),
                                initializer=_init_worker,
                                initargs=(source.spec(), spec.model_dump(mode="json")))
     try:
-        pending = {pool.submit(_run_chunk, chunk) for chunk in chunks}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                batch = future.result()
-                results.extend(batch)
-                errors += sum(r.error is not None for r in batch)
-            if progress:
-                progress(len(results), len(units), errors)
+        run = _SharedRun(pool, helpers, units, len(_chunks(units, workers, chunk_size)[0]), progress)
+        if PARENT_COMPUTES:
+            run.compute_here(spec, source)
+        run.finish()
     except BaseException:
         _terminate(pool)
         raise
-    pool.shutdown(wait=True)
-    results.sort(key=lambda r: r.index)
-    return results
+    if run.starting and not run.ready:
+        # The work ran out before any worker was ready: none has read a pixel or
+        # opened a store, so none has anything to close.
+        _terminate(pool)
+    else:
+        pool.shutdown(wait=True)
+    run.results.sort(key=lambda r: r.index)
+    return run.results
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -53,6 +54,19 @@ class PixelSource(ABC):
                   for z in range(1, self.layout.z_planes + 1)]
         return np.stack(planes)
 
+    def read_channels(self, unit: SiteUnit, channels: Sequence[int]) -> dict[int, Any]:
+        """:meth:`read_stack` of each channel, in order; a channel that fails maps to
+        its exception and ends the reading. Sources that can fetch several channels
+        at once override this."""
+        stacks: dict[int, Any] = {}
+        for channel in channels:
+            try:
+                stacks[channel] = self.read_stack(unit, channel)
+            except Exception as exc:  # the unit's failure, raised when the pipeline asks for it
+                stacks[channel] = exc
+                break
+        return stacks
+
     def close(self) -> None:
         """Release server or file resources; safe to call twice."""
 
@@ -75,3 +89,58 @@ def open_source(spec: SourceSpec) -> PixelSource:
         obj = getattr(obj, part)
     opener: Callable[..., PixelSource] = obj
     return opener(spec)
+
+
+_END = object()
+
+
+class UnitPrefetcher:
+    """Reads each unit's channels on one background thread, one unit ahead of the
+    caller, so that fetching the next unit overlaps computing the current one.
+
+    Every read of the source happens on that one thread, in unit order: a source need
+    not be thread-safe (an OMERO source switches images on one stateful store), and at
+    most two units' pixels are held at a time."""
+
+    def __init__(self, source: PixelSource, channels: Sequence[int]):
+        self.source = source
+        self.channels = list(channels)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+
+    def _read(self, unit: SiteUnit) -> dict[int, Any]:
+        try:
+            return self.source.read_channels(unit, self.channels)
+        except Exception as exc:  # e.g. the unit's image is missing
+            return {self.channels[0]: exc} if self.channels else {}
+
+    def readers(self, units: Iterable[SiteUnit]) -> Iterator[Callable[[int], np.ndarray]]:
+        """One reader (channel -> ``(z, y, x)`` stack) per unit, in order. ``units``
+        may be a lazy iterator: it is advanced one unit ahead of what was handed out."""
+        upcoming = iter(units)
+        unit = next(upcoming, _END)
+        ahead: Future | None = self._pool.submit(self._read, unit) if unit is not _END else None
+        while unit is not _END:
+            current, following = ahead, next(upcoming, _END)
+            ahead = self._pool.submit(self._read, following) if following is not _END else None
+            yield self._reader(unit, current.result())  # type: ignore[union-attr, arg-type]
+            unit = following
+
+    def _reader(self, unit: SiteUnit, planes: dict[int, Any]) -> Callable[[int], np.ndarray]:
+        def read(channel: int) -> np.ndarray:
+            value = planes.pop(channel, None)  # each channel is read once per unit
+            if value is None:  # not prefetched: still read on the one reading thread
+                value = self._pool.submit(self.source.read_stack, unit, channel).result()
+            if isinstance(value, Exception):
+                raise value
+            return value
+        return read
+
+    def close(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def __enter__(self) -> "UnitPrefetcher":
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        # On Ctrl-C or an error, do not wait for a read in flight.
+        self.close(wait=exc_type is None)

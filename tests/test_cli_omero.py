@@ -34,7 +34,12 @@ def test_list_plates_shows_size_owner_and_group(server, capsys, small_plate):
     assert server.calls["sessions.closed"] == server.calls["sessions.created"] == 1
 
 
-def test_run_on_omero_plate_attaches_and_writes_locally(server, capsys, small_plate, tmp_path):
+def test_run_on_omero_plate_attaches_and_writes_locally(server, capsys, small_plate, tmp_path, monkeypatch):
+    from openhcs_omero_lib import executor
+
+    # Only spawned workers here, so that both join the session (otherwise this
+    # process computes too, and on a plate this small finishes before they start).
+    monkeypatch.setattr(executor, "PARENT_COMPUTES", False)
     out = tmp_path / "local"
     code = main(["run", "--omero-plate", str(server.plate_id), "--workers", "2", "--out", str(out),
                  "--no-progress", *server.args])
@@ -52,6 +57,19 @@ def test_run_on_omero_plate_attaches_and_writes_locally(server, capsys, small_pl
     # workers joined the session instead of logging in again
     assert server.calls["sessions.created"] == 1
     assert server.calls["sessions.joined"] == 2
+
+
+def test_with_this_process_computing_too_at_most_one_worker_joins(server, capsys, small_plate, tmp_path):
+    out = tmp_path / "local"
+    code = main(["run", "--omero-plate", str(server.plate_id), "--workers", "2", "--out", str(out),
+                 "--no-progress", *server.args])
+    assert code == 0, capsys.readouterr().err
+    images = pd.read_csv(out / f"plate_{server.plate_id}" / "images.csv")
+    assert len(images) == len(read_ground_truth(small_plate.folder)) and (images["error"].isna()).all()
+    assert server.calls["sessions.created"] == 1
+    assert server.calls["sessions.joined"] <= 1
+    for stateful in ("RawPixelsStore", "RawFileStore", "Table"):
+        assert server.open_stateful[stateful] == 0, stateful
 
 
 def test_run_on_missing_omero_plate_is_one_line(server, capsys):

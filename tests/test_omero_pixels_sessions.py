@@ -116,15 +116,20 @@ WORKERS = 2
 def worker_run(server, small_plate):
     """One full run with worker processes, by a user logged in with a password; the
     user's connection stays open for the tests."""
+    from openhcs_omero_lib import executor
     from openhcs_omero_lib.omero.run import pipeline_from_choice, prepare, run_on_plate
 
+    # Spawned workers only: this process would otherwise compute too, and finish a
+    # plate this small before they have started.
     with gateway(server) as conn:
         session = server.session_of(conn.c)
         connections = session.connections
         spec = pipeline_from_choice(conn, "nuclei_count", None)
         [(plate, bound)] = prepare(conn, "Plate", [server.small_id], spec)
         before = collections.Counter(server.calls)
-        run = run_on_plate(conn, plate, bound, workers=WORKERS, attach_to=("plate",), outputs=("csv",))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(executor, "PARENT_COMPUTES", False)
+            run = run_on_plate(conn, plate, bound, workers=WORKERS, attach_to=("plate",), outputs=("csv",))
         yield SimpleNamespace(conn=conn, session=session, connections_before=connections,
                               delta=calls_since(server, before), run=run, plate=plate)
 

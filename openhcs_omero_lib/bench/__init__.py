@@ -1,0 +1,33 @@
+"""Benchmarks against the peers and the limit: openhcs-omero, a naive OMERO script,
+OpenHCS, and the compute-bound limit, on the same generated plates and pipeline.
+
+``main(argv)`` runs it from a command line; ``add_arguments(parser)`` and
+``run(args)`` let another command line (``openhcs-omero bench``) offer it. Importing
+this package is cheap and imports neither omero nor OpenHCS: its modules also run
+inside OpenHCS's own Python (:mod:`.openhcs_peer`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .command import add_arguments as add
+
+    add(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .command import run as run_parsed
+
+    return run_parsed(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .command import main as command_main
+
+    return command_main(argv)
+
+
+__all__ = ["add_arguments", "main", "run"]

@@ -1,0 +1,8 @@
+"""``python -m openhcs_omero_lib.bench``"""
+
+import sys
+
+from . import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""One measured run, in a process of its own.
+
+    python -m openhcs_omero_lib.bench.runs < request.json
+
+A fresh process per run makes its peak memory its own (``ru_maxrss`` only grows) and
+starts every run cold (no layout cache, no warm connection pool). The request comes
+on stdin as JSON (it holds the stand-in's login, which must not show in a process
+list); the result goes to stdout as one JSON line. Timing starts once the process has
+its imports and a logged-in connection, as a script in OMERO has.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter
+from typing import Any, Callable
+
+from .memory import PeakMemory, peak_rss_mb
+
+
+def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
+    """Calls made between two snapshots, by ``service.method``."""
+    diff = Counter(after["calls"])
+    diff.subtract(before["calls"])
+    return {k: v for k, v in sorted(diff.items()) if v}
+
+
+def _server_cpu(after: dict[str, Any], before: dict[str, Any]) -> float:
+    return round(after["cpu_seconds"] - before["cpu_seconds"], 3)
+
+
+def _count_total(rows) -> float:
+    """The sum of every ``*_count`` measurement: runs of the same pipeline on the
+    same plate must agree on it."""
+    return float(sum(v for row in rows for k, v in row.items()
+                     if k.endswith("_count") and isinstance(v, (int, float)) and not math.isnan(v)))
+
+
+def _login(connection: dict[str, Any]):
+    from omero.gateway import BlitzGateway
+
+    from ..omero.connection import ServerAddress
+
+    client = ServerAddress(connection["host"], connection["port"], connection["router"]).new_client()
+    client.createSession(connection["user"], connection["password"])
+    return BlitzGateway(client_obj=client)
+
+
+def run_ours(request: dict[str, Any]) -> dict[str, Any]:
+    """What Run_HCS_Pipeline does: every plate's layout and spec checked, then computed
+    in ``workers`` processes, then one CSV attached to the plate."""
+    from ..omero.run import prepare, run_on_plate
+    from ..pipeline.loading import resolve_pipeline
+    from .standin import control_for
+
+    control = control_for(request["server"])
+    conn = _login(request["server"])
+    spec = resolve_pipeline(request["pipeline"])[0]
+    try:
+        with PeakMemory() as memory:
+            before = control.snapshot()
+            start = time.perf_counter()
+            [(plate, bound)] = prepare(conn, "Plate", [request["plate_id"]], spec)
+            laid_out = control.snapshot()
+            after_layout = peak_rss_mb()
+            run = run_on_plate(conn, plate, bound, workers=request["workers"], attach_to=("plate",),
+                               outputs=("csv",), replace=False)
+            seconds = time.perf_counter() - start
+            after = control.snapshot()
+        rows = run.results.images.to_dict("records")
+        return {"seconds": seconds, "units": len(rows), "errors": len(run.results.errors),
+                "count_total": _count_total(rows), "layout_calls": _delta(laid_out, before),
+                "run_calls": _delta(after, laid_out), "server_cpu_seconds": _server_cpu(after, before),
+                "parent_peak_after_layout_mb": after_layout, **memory.report()}
+    finally:
+        conn.close()
+        control.close()
+
+
+def run_naive(request: dict[str, Any]) -> dict[str, Any]:
+    from ..pipeline.loading import resolve_pipeline
+    from .naive import measure_plate, upload_results
+    from .standin import control_for
+
+    control = control_for(request["server"])
+    conn = _login(request["server"])
+    spec = resolve_pipeline(request["pipeline"])[0]
+    try:
+        with PeakMemory() as memory:
+            before = control.snapshot()
+            start = time.perf_counter()
+            plate, rows = measure_plate(conn, request["plate_id"], spec)
+            measured = control.snapshot()
+            upload_results(conn, plate, rows, f"{spec.name}_naive.csv")
+            seconds = time.perf_counter() - start
+            after = control.snapshot()
+        return {"seconds": seconds, "units": len(rows), "errors": 0, "count_total": _count_total(rows),
+                "work_calls": _delta(measured, before), "upload_calls": _delta(after, measured),
+                "server_cpu_seconds": _server_cpu(after, before), **memory.report()}
+    finally:
+        conn.close()
+        control.close()
+
+
+def compute_only(request: dict[str, Any]) -> dict[str, Any]:
+    """Every unit's pipeline, single-threaded, on pixels already in memory: the work
+    that no way of reading pixels can avoid. Per-unit times are summed.
+
+    With ``parts``, this process takes every ``parts``-th unit from ``part`` on, says
+    ``ready`` once its pixels are loaded and starts computing when stdin says ``go``:
+    the driver starts all parts together to see what the machine's cores really give."""
+    from ..engine import bind
+    from ..imagexpress import ImageXpressSource
+    from ..pipeline.loading import resolve_pipeline
+    from ..pipeline.run import run_unit
+
+    with ImageXpressSource(request["folder"]) as source:
+        bound = bind(resolve_pipeline(request["pipeline"])[0], source.layout)
+        channels = bound.channels_read()
+        units = list(source.layout.units())[request.get("part", 0)::request.get("parts", 1)]
+        pixels = [{c: source.read_stack(u, c) for c in channels} for u in units]
+    if pixels:
+        run_unit(bound, pixels[0].__getitem__)  # first use of each operation loads code: not work
+    if "parts" in request:
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        sys.stdin.readline()
+    rows = []
+    seconds = 0.0
+    for planes in pixels:
+        start = time.perf_counter()
+        rows.append(run_unit(bound, planes.__getitem__))
+        seconds += time.perf_counter() - start
+    return {"seconds": seconds, "units": len(rows), "errors": 0, "count_total": _count_total(rows)}
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "ours": run_ours,
+    "naive": run_naive,
+    "compute": compute_only,
+}
+
+
+def main() -> None:
+    request = json.loads(sys.stdin.readline())
+    result = RUNNERS[request["runner"]](request)
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    # The result is out; tearing down numpy, scikit-image and omero would add a few
+    # tenths of a second to each of the benchmark's ~80 runs. atexit still runs.
+    atexit._run_exitfuncs()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

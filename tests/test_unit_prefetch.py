@@ -1,0 +1,176 @@
+"""Reading ahead: the next unit's pixels are fetched while the current one computes.
+
+All reads of a source happen on one background thread, in unit order, one unit ahead;
+a unit whose pixels fail to read fails alone, when the pipeline asks for them; an
+OMERO source sends a unit's channel requests together (same calls, fewer waits); and
+worker processes that end early still clean up after themselves.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+from omero_fixtures import calls_since, gateway, standin
+
+from openhcs_omero_lib.layout import Channel, PlateLayout, SiteUnit, Well
+from openhcs_omero_lib.pixels import PixelSource, SourceSpec, UnitPrefetcher
+
+
+class RecordingSource(PixelSource):
+    """Planes filled with their unit's number; records which thread read what, when."""
+
+    def __init__(self, units: int, fail: tuple[str, int] | None = None, delay: float = 0.0):
+        self.layout = PlateLayout(name="REC", rows=8, columns=12,
+                                  wells=tuple(Well(1, c) for c in range(1, units + 1)), sites=1,
+                                  channels=(Channel(1, "a"), Channel(2, "b")), plane_shape=(4, 4))
+        self.fail = fail
+        self.delay = delay
+        self.reads: list[tuple[int, str, int, float]] = []
+
+    def read_plane(self, well, site, channel, z=1, t=1):
+        self.reads.append((threading.get_ident(), well, channel, time.monotonic()))
+        time.sleep(self.delay)
+        if self.fail == (well, channel):
+            raise FileNotFoundError(f"no plane for {well} w{channel}")
+        return np.full((4, 4), int(well[1:]) * 10 + channel, dtype=np.uint16)
+
+    def spec(self) -> SourceSpec:
+        return SourceSpec("recording")
+
+
+def test_reads_happen_on_one_other_thread_in_unit_order():
+    source = RecordingSource(5)
+    units = list(source.layout.units())
+    seen = []
+    with UnitPrefetcher(source, [1, 2]) as prefetch:
+        for unit, read in zip(units, prefetch.readers(units)):
+            seen.append((unit.well, int(read(1)[0, 0, 0]), int(read(2)[0, 0, 0])))
+    assert seen == [(u.well, int(u.well[1:]) * 10 + 1, int(u.well[1:]) * 10 + 2) for u in units]
+    threads = {ident for ident, *_ in source.reads}
+    assert len(threads) == 1 and threading.get_ident() not in threads
+    assert [(w, c) for _, w, c, _ in source.reads] == [(u.well, c) for u in units for c in (1, 2)]
+
+
+def test_the_next_unit_is_read_while_the_current_one_computes():
+    source = RecordingSource(3, delay=0.01)
+    units = list(source.layout.units())
+    handed_out = {}
+    with UnitPrefetcher(source, [1, 2]) as prefetch:
+        for unit, read in zip(units, prefetch.readers(units)):
+            handed_out[unit.well] = time.monotonic()
+            read(1), read(2)
+            time.sleep(0.2)  # "computing": the reader thread is meanwhile on the next unit
+    for before, after in zip(units, units[1:]):
+        next_read = min(t for _, w, _, t in source.reads if w == after.well)
+        assert next_read < handed_out[before.well] + 0.2, "the next unit was not read ahead"
+
+
+def test_a_unit_that_fails_to_read_fails_alone_and_only_when_asked():
+    source = RecordingSource(3, fail=("A02", 2))
+    units = list(source.layout.units())
+    outcomes = {}
+    with UnitPrefetcher(source, [1, 2]) as prefetch:
+        for unit, read in zip(units, prefetch.readers(units)):
+            first = read(1)  # the channel that reads fine is still there
+            try:
+                read(2)
+                outcomes[unit.well] = "ok"
+            except FileNotFoundError as exc:
+                outcomes[unit.well] = str(exc)
+            assert first.shape == (1, 4, 4)
+    assert outcomes == {"A01": "ok", "A02": "no plane for A02 w2", "A03": "ok"}
+
+
+def test_a_channel_not_prefetched_is_still_read_on_the_reading_thread():
+    source = RecordingSource(2)
+    units = list(source.layout.units())
+    with UnitPrefetcher(source, [1]) as prefetch:
+        values = [int(read(2)[0, 0, 0]) for read in prefetch.readers(units)]
+    assert values == [12, 22]
+    assert len({ident for ident, *_ in source.reads}) == 1
+
+
+# ---- OMERO: a unit's channels in one wait ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(small_plate, multi_plate):
+    with standin() as server:
+        server.small_id = server.import_plate(small_plate.folder)
+        server.multi_id = server.import_plate(multi_plate.folder)
+        yield server
+
+
+@pytest.mark.parametrize("which", ["small", "multi"])
+def test_omero_read_channels_are_the_stacks_with_the_same_calls(server, which):
+    from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+    from openhcs_omero_lib.omero.plate import PlateCache, load_plate
+
+    with gateway(server) as conn:
+        plate = load_plate(conn, getattr(server, f"{which}_id"), cache=PlateCache())
+        layout = plate.layout
+        units = list(layout.units())[:3]
+        channels = [c.index for c in layout.channels]
+        with OmeroPixelSource(conn, plate) as one_by_one:
+            expected = {u: {c: one_by_one.read_stack(u, c) for c in channels} for u in units}
+        before = collections.Counter(server.calls)
+        with OmeroPixelSource(conn, plate) as source:
+            got = {u: source.read_channels(u, channels) for u in units}
+        delta = calls_since(server, before)
+    for unit in units:
+        for c in channels:
+            assert got[unit][c].dtype.isnative
+            assert np.array_equal(got[unit][c], expected[unit][c]), (unit, c)
+    op = "RawPixelsStore.getPlane" if layout.z_planes == 1 else "RawPixelsStore.getStack"
+    assert delta[op] == len(units) * len(channels)
+    assert delta["RawPixelsStore.setPixelsId"] == len({(u.well, u.site) for u in units})
+    assert delta["ServiceFactory.createRawPixelsStore"] == delta["RawPixelsStore.close"] == 1
+
+
+def test_omero_read_channels_reports_a_missing_field_as_the_units_failure(server):
+    from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+    from openhcs_omero_lib.omero.plate import PlateCache, load_plate
+
+    with gateway(server) as conn:
+        plate = load_plate(conn, server.small_id, cache=PlateCache())
+        with OmeroPixelSource(conn, plate) as source, UnitPrefetcher(source, [1, 2]) as prefetch:
+            [read] = list(prefetch.readers([SiteUnit("H12", 1, 1)]))
+            with pytest.raises(FileNotFoundError, match="H12"):
+                read(1)
+
+
+def test_workers_that_end_early_still_remove_their_temporary_folders(server):
+    """Workers skip the interpreter's slow teardown but still run the atexit handlers,
+    among them omero-py's, which removes the worker's temporary folder."""
+    import omero.util.temp_files
+
+    from openhcs_omero_lib.executor import run_units
+    from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+    from openhcs_omero_lib.omero.run import pipeline_from_choice, prepare
+
+    workers: set[int] = set()
+
+    def note_workers(done, total, errors):
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if any("spawn_main" in part for part in child.cmdline()):
+                    workers.add(child.pid)
+            except psutil.Error:
+                pass
+
+    with gateway(server) as conn:
+        spec = pipeline_from_choice(conn, "nuclei_count", None)
+        [(plate, bound)] = prepare(conn, "Plate", [server.small_id], spec)
+        with OmeroPixelSource(conn, plate) as source:
+            results = run_units(bound, source, workers=2, progress=note_workers, chunk_size=1)
+    assert [r.error for r in results] == [None] * plate.layout.n_units
+    assert workers, "no worker process was seen"
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in workers if psutil.pid_exists(p)], timeout=10)
+    assert alive == []
+    userdir = omero.util.temp_files.manager.userdir
+    left = sorted(p.name for p in userdir.dirs() if p.name.isdigit() and int(p.name) in workers)
+    assert left == [], f"worker temporary folders left in {userdir}: {left}"
