@@ -68,6 +68,35 @@ def test_384_well_layout_costs_three_queries_then_one_until_the_plate_changes(se
     assert iquery_calls(server) - before == 1
 
 
+def test_a_metadata_handler_reinterprets_names_fields_and_channels(server, conn, loaded384):
+    """The extension point sees plain rows (plate summary, one row per field) and the
+    first image's pixels and channels, and what it returns is the layout."""
+    from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
+    from openhcs_omero_lib.omero.plate import load_plate
+
+    plain = loaded384.plate
+    sites = plain.layout.sites
+    seen = []
+
+    class Renamed(OMEROMetadataHandler):
+        def plate_name(self, plate):
+            return f"screen-{plate.id}"
+
+        def site_of(self, field, index):
+            seen.append(field)
+            return sites - index  # as if fields were stored last first
+
+        def channel_name(self, index, logical_channel):
+            return f"{super().channel_name(index, logical_channel)}-renamed"
+
+    plate = load_plate(conn, loaded384.plate_id, handler=Renamed(), cache=None)
+    assert plate.layout.name == f"screen-{loaded384.plate_id}"
+    assert [c.name for c in plate.layout.channels] == [f"{c.name}-renamed" for c in plain.layout.channels]
+    assert len(seen) == len(plain.pixels_ids) and all(isinstance(f.image_id, int) for f in seen)
+    for (well, site), pixels_id in plain.pixels_ids.items():
+        assert plate.pixels_ids[(well, sites + 1 - site)] == pixels_id
+
+
 def test_384_well_layout_matches_the_folder(server, loaded384, fake_384_plate):
     from openhcs_omero_lib.imagexpress import ImageXpressSource
 

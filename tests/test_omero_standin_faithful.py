@@ -133,7 +133,7 @@ def _id_params(value: int):
 
 
 # Which IQuery method the adapter uses for each query text, with parameters that fit.
-_PROJECTIONS = {"PLATE_FINGERPRINT", "PLATE_LIST", "SCREEN_PLATES", "OBJECT_EXISTS"}
+_PROJECTIONS = {"PLATE_FINGERPRINT", "PLATE_FIELDS", "PLATE_LIST", "SCREEN_PLATES", "OBJECT_EXISTS"}
 
 
 def test_every_adapter_query_is_modelled(server):
@@ -145,7 +145,7 @@ def test_every_adapter_query_is_modelled(server):
     from openhcs_omero_lib.omero import queries as Q
 
     names = sorted(n for n, v in vars(Q).items() if n.isupper() and isinstance(v, str))
-    assert {"PLATE_GRAPH", "PLATE_FINGERPRINT", "PIXELS_CHANNELS"} <= set(names)
+    assert {"PLATE_FIELDS", "PLATE_FINGERPRINT", "PIXELS_CHANNELS"} <= set(names)
     with gateway(server) as conn:
         query = conn.getQueryService()
         opts = conn.SERVICE_OPTS.copy()

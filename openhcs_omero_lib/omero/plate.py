@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 import omero
 from omero.rtypes import unwrap
 
 from ..layout import PlateLayout
 from . import queries as Q
-from .metadata import OMEROMetadataHandler
+from .metadata import FieldRow, OMEROMetadataHandler, PlateSummary
 
 
 class OmeroInputError(ValueError):
@@ -131,31 +130,24 @@ def load_plate(conn, plate_id: int, handler: OMEROMetadataHandler | None = None,
         raise OmeroInputError(describe_missing(conn, "Plate", plate_id))
     fingerprint = tuple(unwrap(v) for v in rows[0])
     group_id = fingerprint[1]
+    summary = PlateSummary(plate_id, *fingerprint[5:8])
     key = (conn.c.getProperty("omero.host"), conn.c.getProperty("omero.port"), plate_id, type(handler))
     if cache is not None:
         cached = cache.get(key, fingerprint)
         if cached is not None:
             return cached
-    plates = query.findAllByQuery(Q.PLATE_GRAPH, query_params(id=plate_id), opts)
-    if not plates:
-        raise OmeroInputError(describe_missing(conn, "Plate", plate_id))
-    plate = plates[0]
-    first_pixels = _first_pixels(plate)
+    fields = [FieldRow(*(unwrap(v) for v in row))
+              for row in query.projection(Q.PLATE_FIELDS, query_params(id=plate_id), opts)]
+    first_pixels = next((f.pixels_id for f in fields if f.pixels_id is not None), None)
     if first_pixels is None:
-        raise OmeroInputError(f"plate {plate_id} ({unwrap(plate.getName())}) has no images")
-    found = query.findAllByQuery(Q.PIXELS_CHANNELS, query_params(id=first_pixels.getId().getValue()), opts)
-    channels_obj = found[0].copyChannels() if found else []
-    layout, pixels_ids = handler.build_layout(plate, first_pixels, channels_obj)
+        raise OmeroInputError(f"plate {plate_id} ({handler.plate_name(summary)}) has no images")
+    found = query.findAllByQuery(Q.PIXELS_CHANNELS, query_params(id=first_pixels), opts)
+    if not found:
+        raise OmeroInputError(f"plate {plate_id}: the pixels of its first image ({first_pixels}) "
+                              "cannot be read")
+    pixels = found[0]
+    layout, pixels_ids = handler.build_layout(summary, fields, pixels, pixels.copyChannels())
     result = OmeroPlate(layout, group_id, pixels_ids, fingerprint)
     if cache is not None:
         cache.put(key, result)
     return result
-
-
-def _first_pixels(plate) -> Any:
-    for well in plate.copyWells():
-        for sample in well.copyWellSamples():
-            image = sample.getImage()
-            if image is not None and image.isLoaded() and image.sizeOfPixels() > 0:
-                return image.getPrimaryPixels()
-    return None

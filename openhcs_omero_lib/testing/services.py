@@ -79,35 +79,26 @@ class QueryService(StandInServant, omero.api.IQuery):
     def _visible(self, obj, current) -> bool:
         return obj is not None and self.server.store.visible(obj, self.session, _ctx_group(current))
 
-    def _plate_graph(self, pid: int, current) -> list[Any]:
+    def _plate_fields(self, pid: int, current) -> list[list[Any]]:
         store = self.server.store
         plate = store.get("Plate", pid)
         if not self._visible(plate, current):
             return []
-        out = _shell(plate)
-        wells = []
-        for well in sorted(store.children("Well", "plate", pid), key=lambda w: w.getId().getValue()):
-            w = _shell(well)
-            w.setPlate(_ref(plate))
-            samples = []
-            for ws in store.children("WellSample", "well", well.getId().getValue()):
-                s = _shell(ws)
-                s.setWell(_ref(well))
-                image = store.get("Image", ws.getImage().getId().getValue())
-                i = _shell(image)
-                pixels = []
-                for px in store.children("Pixels", "image", image.getId().getValue()):
-                    p = _shell(px)
-                    p.setImage(_ref(image))
-                    p.setPixelsType(copy.copy(px.getPixelsType()))
-                    pixels.append(p)
-                _fill(i, "_pixelsSeq", pixels)
-                s.setImage(i)
-                samples.append(s)
-            _fill(w, "_wellSamplesSeq", samples)
-            wells.append(w)
-        _fill(out, "_wellsSeq", wells)
-        return [out]
+        rows = []
+        for well in store.children("Well", "plate", pid):
+            wid = well.getId().getValue()
+            position = [rlong(wid), copy.copy(well.getRow()), copy.copy(well.getColumn())]
+            samples = sorted(store.children("WellSample", "well", wid), key=lambda ws: ws.getId().getValue())
+            if not samples:
+                rows.append(position + [None, None, None])
+            for ws in samples:
+                image_id = ws.getImage().getId().getValue()
+                pixels = store.children("Pixels", "image", image_id)
+                rows.append(position + [rlong(ws.getId().getValue()), rlong(image_id),
+                                        rlong(pixels[0].getId().getValue()) if pixels else None])
+        # HQL's "order by w.row, w.column, ws.id" (a well's rows are already in field order)
+        rows.sort(key=lambda r: (r[1].getValue(), r[2].getValue()))
+        return rows
 
     def _pixels_channels(self, pixels_id: int, current) -> list[Any]:
         store = self.server.store
@@ -115,6 +106,7 @@ class QueryService(StandInServant, omero.api.IQuery):
         if not self._visible(px, current):
             return []
         p = _shell(px)
+        p.setPixelsType(copy.copy(px.getPixelsType()))
         channels = []
         for ch in store.children("Channel", "pixels", pixels_id):  # kept in index order
             c = _shell(ch)
@@ -164,8 +156,6 @@ class QueryService(StandInServant, omero.api.IQuery):
 
     def _answer(self, query: str, params, current) -> list[Any]:
         text = " ".join(query.split())
-        if text == Q.PLATE_GRAPH:
-            return self._plate_graph(_param(params, "id"), current)
         if text == Q.PIXELS_CHANNELS:
             return self._pixels_channels(_param(params, "id"), current)
         if text == Q.FILE_ANNOTATION:
@@ -200,7 +190,10 @@ class QueryService(StandInServant, omero.api.IQuery):
             events = [ws.getDetails().getUpdateEvent().getId().getValue() for ws in samples]
             return [[rlong(pid), rlong(store.group_of(plate)),
                      rlong(plate.getDetails().getUpdateEvent().getId().getValue()),
-                     rlong(len(samples)), rlong(max(events)) if events else None]]
+                     rlong(len(samples)), rlong(max(events)) if events else None,
+                     plate.getName(), plate.getRows(), plate.getColumns()]]
+        if text == Q.PLATE_FIELDS:
+            return self._plate_fields(_param(params, "id"), current)
         if text == Q.PLATE_LIST:
             rows = []
             for plate in sorted(store.all("Plate"), key=lambda p: p.getId().getValue()):

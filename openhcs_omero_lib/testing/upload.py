@@ -18,7 +18,7 @@ import os
 import numpy as np
 import omero
 import omero.model
-from omero.rtypes import rint, rstring
+from omero.rtypes import rint, rstring, unwrap
 
 from ..imagexpress import ImageXpressSource
 from ..layout import PlateLayout
@@ -137,14 +137,14 @@ def _save_plate(conn, layout: PlateLayout, name: str, images: dict[tuple[str, in
 def delete_plate(conn, plate_id: int) -> bool:
     """Delete a plate with its wells, fields and images; False when there is no such
     plate (or it is not readable)."""
-    found = conn.getQueryService().findAllByQuery(Q.PLATE_GRAPH, query_params(id=plate_id), all_groups(conn))
+    query, opts = conn.getQueryService(), all_groups(conn)
+    found = query.projection(Q.PLATE_FINGERPRINT, query_params(id=plate_id), opts)
     if not found:
         return False
-    plate = found[0]
-    images = [ws.getImage().getId().getValue() for w in plate.copyWells() for ws in w.copyWellSamples()
-              if ws.getImage() is not None]
-    A.delete_objects(conn, {"Plate": [plate_id], "Image": images},
-                     plate.getDetails().getGroup().getId().getValue())
+    group = unwrap(found[0][1])
+    images = [unwrap(row[4]) for row in query.projection(Q.PLATE_FIELDS, query_params(id=plate_id), opts)
+              if row[4] is not None]
+    A.delete_objects(conn, {"Plate": [plate_id], "Image": images}, group)
     return True
 
 
