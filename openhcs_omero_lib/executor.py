@@ -165,16 +165,19 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
 
 
 def _run_here(spec, source, units, progress) -> list[UnitResult]:
-    run = _SharedRun(None, 0, units, 1, progress)
+    run = _SharedRun(units, 1, progress)
     run.compute_here(spec, source)
     return run.results
 
 
 PARENT_COMPUTES = True
 """With several workers, this process is one of them: it starts computing at once,
-while the other processes start (importing numpy, scikit-image and omero and joining
-the session takes most of a second); each joins in when it is ready. A plate smaller
-than that start-up is done before they are, and they are stopped unused."""
+and the other processes start only if the work left looks longer than their start-up
+(:data:`WORKER_START_SECONDS`); each joins in when it is ready."""
+
+WORKER_START_SECONDS = 1.0
+"""About what a worker needs before its first unit: a new interpreter importing
+numpy, scipy, scikit-image and omero (most of it) and joining the session."""
 
 
 def _ready() -> int:
@@ -185,15 +188,26 @@ class _SharedRun:
     """Units handed out from one queue to this process (one at a time, read ahead)
     and to worker processes (in chunks, once each has said it is ready)."""
 
-    def __init__(self, pool: ProcessPoolExecutor | None, helpers: int, units: Sequence[SiteUnit], chunk: int,
-                 progress: ProgressCallback | None):
-        self.pool, self.chunk, self.progress, self.total = pool, chunk, progress, len(units)
+    def __init__(self, units: Sequence[SiteUnit], chunk: int, progress: ProgressCallback | None,
+                 helpers: int = 0, open_pool: Callable[[], ProcessPoolExecutor] | None = None):
+        self.chunk, self.progress, self.total = chunk, progress, len(units)
+        self.helpers, self._open_pool = helpers, open_pool
+        self.pool: ProcessPoolExecutor | None = None
         self.todo = collections.deque(enumerate(units))
         self.results: list[UnitResult] = []
         self.errors = 0
-        self.starting = {pool.submit(_ready) for _ in range(helpers)} if pool else set()
+        self.starting: set = set()
         self.running: set = set()
         self.ready = 0
+
+    def start_helpers(self) -> None:
+        self.pool = self._open_pool()  # type: ignore[misc]
+        self.starting = {self.pool.submit(_ready) for _ in range(self.helpers)}
+
+    def _worth_helpers(self, done_here: int, seconds_here: float) -> bool:
+        """Whether the work left, at this process's pace so far, outlasts a worker's start."""
+        left = len(self.todo) * seconds_here / done_here
+        return left > WORKER_START_SECONDS
 
     def add(self, batch: list[UnitResult]) -> None:
         self.results.extend(batch)
@@ -220,7 +234,7 @@ class _SharedRun:
 
     def compute_here(self, spec: PipelineSpec, source: PixelSource) -> None:
         """Compute units from the front of the queue until it is empty, checking on
-        the workers between units."""
+        the workers between units (and starting them once they look worth it)."""
         taken: collections.deque[tuple[int, SiteUnit]] = collections.deque()
 
         def take():
@@ -231,10 +245,15 @@ class _SharedRun:
                 taken.append(self.todo.popleft())
                 yield taken[-1][1]
 
+        started, done_here = time.perf_counter(), 0
         with UnitPrefetcher(source, spec.channels_read()) as prefetch:
             for read in prefetch.readers(take()):
                 index, unit = taken.popleft()
                 self.add([_run_one(spec, read, index, unit)])
+                done_here += 1
+                if self.helpers and self.pool is None and \
+                        self._worth_helpers(done_here, time.perf_counter() - started):
+                    self.start_helpers()
                 if self.progress:
                     self.progress(len(self.results), self.total, self.errors)
 
@@ -246,24 +265,31 @@ class _SharedRun:
 
 
 def _run_in_workers(spec, source, units, workers, progress, chunk_size) -> list[UnitResult]:
+    def open_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("spawn"),
+                                   initializer=_init_worker,
+                                   initargs=(source.spec(), spec.model_dump(mode="json")))
+
     helpers = workers - 1 if PARENT_COMPUTES else workers
-    pool = ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("spawn"),
-                               initializer=_init_worker,
-                               initargs=(source.spec(), spec.model_dump(mode="json")))
+    run = _SharedRun(units, len(_chunks(units, workers, chunk_size)[0]), progress, helpers, open_pool)
     try:
-        run = _SharedRun(pool, helpers, units, len(_chunks(units, workers, chunk_size)[0]), progress)
         if PARENT_COMPUTES:
             run.compute_here(spec, source)
+        else:
+            run.start_helpers()
         run.finish()
     except BaseException:
-        _terminate(pool)
+        if run.pool is not None:
+            _terminate(run.pool)
         raise
-    if run.starting and not run.ready:
+    if run.pool is None:
+        pass  # the work was done here before workers looked worth starting
+    elif run.starting and not run.ready:
         # The work ran out before any worker was ready: none has read a pixel or
         # opened a store, so none has anything to close.
-        _terminate(pool)
+        _terminate(run.pool)
     else:
-        pool.shutdown(wait=True)
+        run.pool.shutdown(wait=True)
     run.results.sort(key=lambda r: r.index)
     return run.results
 

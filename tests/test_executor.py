@@ -38,6 +38,46 @@ def test_results_identical_for_one_and_two_workers(small_plate):
     assert one.summary["workers"] == 1 and two.summary["workers"] == 2
 
 
+@pytest.mark.parametrize("who", ["workers only", "workers started at once", "three workers"])
+def test_results_identical_whoever_computes(small_plate, monkeypatch, who):
+    """This process computing with spawned workers joining, or spawned workers alone:
+    the same rows in the same order."""
+    from openhcs_omero_lib import executor
+
+    workers = 3 if who == "three workers" else 2
+    if who == "workers only":
+        monkeypatch.setattr(executor, "PARENT_COMPUTES", False)
+    else:
+        monkeypatch.setattr(executor, "WORKER_START_SECONDS", 0.0)  # worth starting after one unit
+    opened = []
+    real_pool = executor.ProcessPoolExecutor
+
+    def counting_pool(*args, **kwargs):
+        opened.append(kwargs["max_workers"])
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(executor, "ProcessPoolExecutor", counting_pool)
+    with ImageXpressSource(small_plate.folder) as source:
+        one = engine.run_pipeline(source, _spec(), workers=1)
+        assert opened == []
+        many = engine.run_pipeline(source, _spec(), workers=workers)
+    assert opened == [workers if who == "workers only" else workers - 1]
+    pd.testing.assert_frame_equal(one.images, many.images, check_exact=True)
+    pd.testing.assert_frame_equal(one.wells, many.wells, check_exact=True)
+
+
+def test_workers_start_only_when_the_work_left_outlasts_their_start_up():
+    from openhcs_omero_lib.executor import WORKER_START_SECONDS, _SharedRun
+    from openhcs_omero_lib.layout import SiteUnit
+
+    run = _SharedRun([SiteUnit("A01", s, 1) for s in range(1, 102)], 4, None, helpers=1)
+    run.todo.popleft()  # this process took one unit
+    pace = WORKER_START_SECONDS / 50  # 100 units left: twice a start-up's worth of work
+    assert run._worth_helpers(done_here=1, seconds_here=pace)
+    assert not run._worth_helpers(done_here=1, seconds_here=pace / 4)  # half a start-up left
+    assert not run._worth_helpers(done_here=10, seconds_here=pace * 4)  # 0.8 of a start-up left
+
+
 @pytest.fixture
 def broken_plate(small_plate, tmp_path):
     """A copy of the small plate with one TIFF (well A02, site 2, channel 2) deleted."""

@@ -143,12 +143,15 @@ def test_omero_read_channels_reports_a_missing_field_as_the_units_failure(server
                 read(1)
 
 
-def test_workers_that_end_early_still_remove_their_temporary_folders(server):
+def test_workers_that_end_early_still_remove_their_temporary_folders(server, monkeypatch):
     """Workers skip the interpreter's slow teardown but still run the atexit handlers,
     among them omero-py's, which removes the worker's temporary folder."""
     import omero.util.temp_files
 
+    from openhcs_omero_lib import executor
     from openhcs_omero_lib.executor import run_units
+
+    monkeypatch.setattr(executor, "PARENT_COMPUTES", False)  # workers that compute and end normally
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource
     from openhcs_omero_lib.omero.run import pipeline_from_choice, prepare
 
