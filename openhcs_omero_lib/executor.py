@@ -74,26 +74,30 @@ _worker: dict[str, object] = {}
 def _init_worker(source_spec: SourceSpec, pipeline: dict) -> None:
     # The parent decides about Ctrl-C; workers must not die half-way on their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker["source"] = open_source(source_spec)
-    _worker["spec"] = PipelineSpec.model_validate(pipeline)
+    source = _worker["source"] = open_source(source_spec)
+    spec = _worker["spec"] = PipelineSpec.model_validate(pipeline)
+    # One reader for the worker's life: its threads and stores serve every chunk.
+    _worker["prefetch"] = UnitPrefetcher(source, spec.channels_read())
     # Runs at the worker's normal exit (multiprocessing does not run atexit there).
     Finalize(None, _close_worker, exitpriority=10)
     Finalize(None, _exit_now, exitpriority=0)
 
 
 def _run_chunk(chunk: list[tuple[int, SiteUnit]]) -> list[UnitResult]:
-    source = _worker["source"]
+    prefetch: UnitPrefetcher = _worker["prefetch"]  # type: ignore[assignment]
     spec: PipelineSpec = _worker["spec"]  # type: ignore[assignment]
     try:
-        with UnitPrefetcher(source, spec.channels_read()) as prefetch:  # type: ignore[arg-type]
-            readers = prefetch.readers([u for _, u in chunk])
-            return [_run_one(spec, read, i, u) for (i, u), read in zip(chunk, readers)]
+        readers = prefetch.readers([u for _, u in chunk])
+        return [_run_one(spec, read, i, u) for (i, u), read in zip(chunk, readers)]
     except BaseException:
         traceback.print_exc()
         raise
 
 
 def _close_worker() -> None:
+    prefetch = _worker.pop("prefetch", None)
+    if prefetch is not None:
+        prefetch.close()  # type: ignore[attr-defined]
     source = _worker.pop("source", None)
     if source is not None:
         source.close()  # type: ignore[attr-defined]

@@ -8,7 +8,9 @@ nothing received by a worker names code to run.
 
 from __future__ import annotations
 
+import collections
 import importlib
+import itertools
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,6 +69,13 @@ class PixelSource(ABC):
                 break
         return stacks
 
+    def sibling(self) -> "PixelSource | None":
+        """A second reader of the same plate, usable from another thread while this
+        one reads, sharing what is costly to open; None where one reader is all it
+        takes (a source whose reads do not wait on a server). Closing it leaves this
+        source open."""
+        return None
+
     def close(self) -> None:
         """Release server or file resources; safe to call twice."""
 
@@ -93,50 +102,84 @@ def open_source(spec: SourceSpec) -> PixelSource:
 
 _END = object()
 
+READ_LANES = 2
+"""Readers a :class:`UnitPrefetcher` keeps busy when its source has siblings: while a
+unit computes, this many next units are fetched at once, so a server's latency is
+paid once per this many units."""
+
 
 class UnitPrefetcher:
-    """Reads each unit's channels on one background thread, one unit ahead of the
-    caller, so that fetching the next unit overlaps computing the current one.
+    """Reads each unit's channels on background threads, ahead of the caller, so
+    that fetching the next units overlaps computing the current one.
 
-    Every read of the source happens on that one thread, in unit order: a source need
-    not be thread-safe (an OMERO source switches images on one stateful store), and at
-    most two units' pixels are held at a time."""
+    Each reading lane is one thread with a source of its own (the source given, then
+    its :meth:`~PixelSource.sibling`\ s); units go to the lanes in turn. Every read of
+    a lane's source happens on that lane's thread, in unit order: a source need not be
+    thread-safe (an OMERO source switches images on one stateful store), and at most
+    one unit per lane, plus the one computing, is held at a time."""
 
-    def __init__(self, source: PixelSource, channels: Sequence[int]):
+    def __init__(self, source: PixelSource, channels: Sequence[int], lanes: int = READ_LANES):
         self.source = source
         self.channels = list(channels)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._sources = [source]
+        while len(self._sources) < lanes:
+            twin = source.sibling()
+            if twin is None:
+                break
+            self._sources.append(twin)
+        self._pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prefetch-{lane}")
+                       for lane in range(len(self._sources))]
 
-    def _read(self, unit: SiteUnit) -> dict[int, Any]:
+    @property
+    def lanes(self) -> int:
+        return len(self._sources)
+
+    def _read(self, lane: int, unit: SiteUnit) -> dict[int, Any]:
         try:
-            return self.source.read_channels(unit, self.channels)
+            return self._sources[lane].read_channels(unit, self.channels)
         except Exception as exc:  # e.g. the unit's image is missing
             return {self.channels[0]: exc} if self.channels else {}
 
     def readers(self, units: Iterable[SiteUnit]) -> Iterator[Callable[[int], np.ndarray]]:
         """One reader (channel -> ``(z, y, x)`` stack) per unit, in order. ``units``
-        may be a lazy iterator: it is advanced one unit ahead of what was handed out."""
+        may be a lazy iterator: it is advanced as many units ahead as there are lanes."""
         upcoming = iter(units)
-        unit = next(upcoming, _END)
-        ahead: Future | None = self._pool.submit(self._read, unit) if unit is not _END else None
-        while unit is not _END:
-            current, following = ahead, next(upcoming, _END)
-            ahead = self._pool.submit(self._read, following) if following is not _END else None
-            yield self._reader(unit, current.result())  # type: ignore[union-attr, arg-type]
-            unit = following
+        ahead: collections.deque[tuple[int, SiteUnit, Future]] = collections.deque()
+        turns = itertools.cycle(range(self.lanes))
+        last: list = [None, 0]  # (well, site), lane
 
-    def _reader(self, unit: SiteUnit, planes: dict[int, Any]) -> Callable[[int], np.ndarray]:
+        def fetch(unit: SiteUnit) -> None:
+            # A field's timepoints stay on one lane: its store is already on that image.
+            if (unit.well, unit.site) != last[0]:
+                last[:] = [(unit.well, unit.site), next(turns)]
+            lane = last[1]
+            ahead.append((lane, unit, self._pools[lane].submit(self._read, lane, unit)))
+
+        for unit in itertools.islice(upcoming, self.lanes):
+            fetch(unit)
+        while ahead:
+            lane, unit, planes = ahead.popleft()
+            following = next(upcoming, _END)
+            if following is not _END:
+                fetch(following)  # type: ignore[arg-type]
+            yield self._reader(lane, unit, planes.result())
+
+    def _reader(self, lane: int, unit: SiteUnit, planes: dict[int, Any]) -> Callable[[int], np.ndarray]:
         def read(channel: int) -> np.ndarray:
             value = planes.pop(channel, None)  # each channel is read once per unit
-            if value is None:  # not prefetched: still read on the one reading thread
-                value = self._pool.submit(self.source.read_stack, unit, channel).result()
+            if value is None:  # not prefetched: still read on the lane's own thread
+                value = self._pools[lane].submit(self._sources[lane].read_stack, unit, channel).result()
             if isinstance(value, Exception):
                 raise value
             return value
         return read
 
     def close(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        for pool in self._pools:
+            pool.shutdown(wait=wait, cancel_futures=True)
+        for twin in self._sources[1:]:
+            twin.close()
+        del self._sources[1:]
 
     def __enter__(self) -> "UnitPrefetcher":
         return self

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from openhcs_omero_lib.pixels import READ_LANES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 ROW_COLUMNS = {"wells", "latency_ms", "ours_1w_s", "ours_2w_s", "naive_s", "openhcs_2w_s", "limit_2w_s",
@@ -64,8 +66,9 @@ def test_round_trips_are_counted_per_service(quick):
         units = trips["units"]
         # the layout costs the same whatever the plate's size
         assert trips["ours_layout"] == report["round_trips"][0]["ours_layout"] > 0
-        # one image switch per unit, one plane per channel, one store opened and closed
-        assert trips["ours_pixels"] == units * (1 + channels) + 2
+        # one image switch per unit, one plane per channel, a store opened and closed
+        # per reading lane
+        assert trips["ours_pixels"] == units * (1 + channels) + 2 * READ_LANES
         # the naive script: a pixels load per image, a fresh store per plane
         assert trips["naive_layout"] == 2 + units
         assert trips["naive_pixels"] == units * channels * 4

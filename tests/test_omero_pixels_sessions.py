@@ -16,6 +16,8 @@ import pytest
 
 from omero_fixtures import calls_since, gateway, standin
 
+from openhcs_omero_lib.pixels import READ_LANES
+
 
 @pytest.fixture(scope="module")
 def server(small_plate, multi_plate):
@@ -106,7 +108,9 @@ def test_a_z_stack_run_reads_one_stack_per_channel_per_field(server, conn):
     delta = calls_since(server, before)
     assert delta["RawPixelsStore.getStack"] == layout.n_units * len(layout.channels)
     assert delta["RawPixelsStore.getPlane"] == 0
-    assert delta["ServiceFactory.createRawPixelsStore"] == 1
+    # one store per reading lane, each switched once per field
+    assert delta["ServiceFactory.createRawPixelsStore"] == delta["RawPixelsStore.close"] == READ_LANES
+    assert delta["RawPixelsStore.setPixelsId"] == len(layout.wells) * layout.sites  # not once per timepoint
 
 
 WORKERS = 2
@@ -144,7 +148,7 @@ def test_worker_run_measures_every_field(worker_run, small_plate):
 def test_each_worker_opens_at_most_one_pixels_store_and_closes_it(server, worker_run):
     delta = worker_run.delta
     opened = delta["ServiceFactory.createRawPixelsStore"]
-    assert 1 <= opened <= WORKERS
+    assert 1 <= opened <= WORKERS * READ_LANES  # stores last a worker's life, not a chunk's
     assert delta["RawPixelsStore.close"] == opened
     assert delta["RawPixelsStore.getPlane"] == worker_run.plate.layout.n_units * len(worker_run.plate.layout.channels)
     for stateful in ("RawPixelsStore", "RawFileStore", "Table", "Handle"):

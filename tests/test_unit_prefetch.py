@@ -1,6 +1,7 @@
 """Reading ahead: the next unit's pixels are fetched while the current one computes.
 
-All reads of a source happen on one background thread, in unit order, one unit ahead;
+All reads of a source happen on one background thread, in unit order, one unit ahead
+(a source with siblings, as an OMERO source has, gets a lane each, fields in turn);
 a unit whose pixels fail to read fails alone, when the pipeline asks for them; an
 OMERO source sends a unit's channel requests together (same calls, fewer waits); and
 worker processes that end early still clean up after themselves.
@@ -9,6 +10,7 @@ worker processes that end early still clean up after themselves.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 import time
 
@@ -93,6 +95,70 @@ def test_a_channel_not_prefetched_is_still_read_on_the_reading_thread():
         values = [int(read(2)[0, 0, 0]) for read in prefetch.readers(units)]
     assert values == [12, 22]
     assert len({ident for ident, *_ in source.reads}) == 1
+
+
+class TwinSource(RecordingSource):
+    """A recording source with siblings (as an OMERO source has: one store each);
+    every twin records into the same list, tagged with its own name."""
+
+    def __init__(self, units: int, timepoints: int = 1, delay: float = 0.0):
+        super().__init__(units, delay=delay)
+        self.layout = dataclasses.replace(self.layout, timepoints=timepoints)
+        self.name, self.log, self.twins, self.closed = "lane0", [], [], []
+
+    def sibling(self):
+        twin = TwinSource.__new__(TwinSource)
+        twin.__dict__.update(self.__dict__)
+        twin.name = f"lane{len(self.twins) + 1}"
+        self.twins.append(twin)
+        return twin
+
+    def read_plane(self, well, site, channel, z=1, t=1):
+        self.log.append((self.name, threading.get_ident(), well, t, time.monotonic()))
+        time.sleep(self.delay)
+        return np.full((4, 4), int(well[1:]) * 100 + t * 10 + channel, dtype=np.uint16)
+
+    def close(self):
+        self.closed.append(self.name)
+
+
+def test_fields_take_turns_on_reading_lanes_each_with_its_own_thread_and_source():
+    from openhcs_omero_lib.pixels import READ_LANES
+
+    source = TwinSource(5, timepoints=2)
+    units = list(source.layout.units())
+    with UnitPrefetcher(source, [1, 2]) as prefetch:
+        assert prefetch.lanes == READ_LANES == 2
+        values = [(int(read(1)[0, 0, 0]), int(read(2)[0, 0, 0])) for read in prefetch.readers(units)]
+    assert values == [(int(u.well[1:]) * 100 + u.timepoint * 10 + 1, int(u.well[1:]) * 100 + u.timepoint * 10 + 2)
+                      for u in units]
+    lane_of = {(well, t): name for name, _, well, t, _ in source.log}
+    # a field's timepoints stay on one lane (its store stays on that image); fields alternate
+    for unit in units:
+        assert lane_of[(unit.well, unit.timepoint)] == lane_of[(unit.well, 1)]
+    assert [lane_of[(u.well, 1)] for u in units[::2]] == ["lane0", "lane1", "lane0", "lane1", "lane0"]
+    # each lane reads on one thread of its own, none of them the caller's
+    threads = {name: {ident for n, ident, *_ in source.log if n == name} for name in ("lane0", "lane1")}
+    assert all(len(t) == 1 for t in threads.values())
+    assert threads["lane0"] != threads["lane1"] and threading.get_ident() not in threads["lane0"] | threads["lane1"]
+    # the prefetcher closes the sibling it opened, never the source it was given
+    assert source.closed == ["lane1"]
+
+
+def test_two_lanes_fetch_the_next_two_units_and_no_more():
+    source = TwinSource(4, delay=0.05)
+    units = list(source.layout.units())
+    with UnitPrefetcher(source, [1]) as prefetch:
+        readers = prefetch.readers(units)
+        next(readers)(1)
+        computing = time.monotonic()
+        time.sleep(0.3)  # "computing" the first unit
+        list(readers)
+    started = {well: t for _, _, well, _, t in source.log}
+    # both following units were read while the first computed; the one after them waited
+    # until a unit was handed out, so no more than two units are ever held ahead
+    assert started["A02"] < computing + 0.3 and started["A03"] < computing + 0.3
+    assert started["A04"] >= computing + 0.3
 
 
 # ---- OMERO: a unit's channels in one wait ----------------------------------------------------

@@ -43,6 +43,7 @@ class OmeroPixelSource(PixelSource):
         self._client = client  # set when this source joined the session itself
         self._address = address or (address_of(conn) if conn is not None else None)
         self._key = key or (session_key(conn) if conn is not None else None)
+        self._shared_client = None  # a sibling's: used, never closed
         self._store = None
         self._current: int | None = None
         self._opts = {"omero.group": str(plate.group_id)}
@@ -59,9 +60,17 @@ class OmeroPixelSource(PixelSource):
                                                 "router": address.router},
                                     "plate": self.plate}, secret=self._key)
 
+    def sibling(self) -> "OmeroPixelSource":
+        """A reader with a RawPixelsStore of its own on the same connection: two
+        stores can each be switched to an image and read at the same time."""
+        twin = OmeroPixelSource(self._conn, self.plate, address=self._address, key=self._key)
+        twin._shared_client = self._client or self._shared_client
+        return twin
+
     def _pixels_store(self):
         if self._store is None:
-            sf = self._client.getSession() if self._client is not None else self._conn.c.sf
+            client = self._client or self._shared_client
+            sf = client.getSession() if client is not None else self._conn.c.sf
             self._store = sf.createRawPixelsStore(self._opts)
         return self._store
 
