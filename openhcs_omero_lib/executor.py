@@ -117,12 +117,11 @@ def _exit_now() -> None:
 
 # ---- parent side ------------------------------------------------------------------
 
-def _chunks(units: Sequence[SiteUnit], workers: int, chunk_size: int | None) -> list[list[tuple[int, SiteUnit]]]:
-    indexed = list(enumerate(units))
-    if chunk_size is None:
-        # Several chunks per worker balance the load; not so many that overhead shows.
-        chunk_size = max(1, min(16, len(indexed) // (workers * 4) or 1))
-    return [indexed[i:i + chunk_size] for i in range(0, len(indexed), chunk_size)]
+def _largest_chunk(units: int, workers: int, chunk_size: int | None) -> int:
+    if chunk_size is not None:
+        return chunk_size
+    # Several chunks per worker balance the load; not so many that overhead shows.
+    return max(1, min(16, units // (workers * 4) or 1))
 
 
 class Cancelled(KeyboardInterrupt):
@@ -208,10 +207,17 @@ class _SharedRun:
         self.pool = self._open_pool()  # type: ignore[misc]
         self.starting = {self.pool.submit(_ready) for _ in range(self.helpers)}
 
-    def _worth_helpers(self, done_here: int, seconds_here: float) -> bool:
-        """Whether the work left, at this process's pace so far, outlasts a worker's start."""
+    def _worth_helpers(self, done_here: int, seconds_here: float, margin: float = 1.0) -> bool:
+        """Whether the work left, at this process's pace so far, outlasts ``margin``
+        times a worker's start."""
         left = len(self.todo) * seconds_here / done_here
-        return left > WORKER_START_SECONDS
+        return left > margin * WORKER_START_SECONDS
+
+    def _next_chunk_size(self) -> int:
+        """Chunks shrink as the work runs out, so that no one is left waiting at the
+        end for a worker's last large chunk."""
+        share = len(self.todo) // (4 * (self.helpers + 1))
+        return max(1, min(self.chunk, share, len(self.todo)))
 
     def add(self, batch: list[UnitResult]) -> None:
         self.results.extend(batch)
@@ -231,7 +237,7 @@ class _SharedRun:
                 self.add(future.result())
         # Two chunks per ready worker: one computing, one waiting, so none idles.
         while self.todo and len(self.running) < 2 * self.ready:
-            chunk = [self.todo.popleft() for _ in range(min(self.chunk, len(self.todo)))]
+            chunk = [self.todo.popleft() for _ in range(self._next_chunk_size())]
             self.running.add(self.pool.submit(_run_chunk, chunk))  # type: ignore[union-attr]
         if done and self.progress:
             self.progress(len(self.results), self.total, self.errors)
@@ -249,15 +255,24 @@ class _SharedRun:
                 taken.append(self.todo.popleft())
                 yield taken[-1][1]
 
-        started, done_here = time.perf_counter(), 0
+        started = first_done = time.perf_counter()
+        done_here = 0
         with UnitPrefetcher(source, spec.channels_read()) as prefetch:
             for read in prefetch.readers(take()):
                 index, unit = taken.popleft()
                 self.add([_run_one(spec, read, index, unit)])
                 done_here += 1
-                if self.helpers and self.pool is None and \
-                        self._worth_helpers(done_here, time.perf_counter() - started):
-                    self.start_helpers()
+                if self.helpers and self.pool is None:
+                    now = time.perf_counter()
+                    if done_here == 1:
+                        # The first unit waits for its reads and warms caches: judged by
+                        # itself, only a clear case starts workers.
+                        first_done = now
+                        worth = self._worth_helpers(1, now - started, margin=3.0)
+                    else:
+                        worth = self._worth_helpers(done_here - 1, now - first_done)
+                    if worth:
+                        self.start_helpers()
                 if self.progress:
                     self.progress(len(self.results), self.total, self.errors)
 
@@ -275,7 +290,7 @@ def _run_in_workers(spec, source, units, workers, progress, chunk_size) -> list[
                                    initargs=(source.spec(), spec.model_dump(mode="json")))
 
     helpers = workers - 1 if PARENT_COMPUTES else workers
-    run = _SharedRun(units, len(_chunks(units, workers, chunk_size)[0]), progress, helpers, open_pool)
+    run = _SharedRun(units, _largest_chunk(len(units), workers, chunk_size), progress, helpers, open_pool)
     try:
         if PARENT_COMPUTES:
             run.compute_here(spec, source)

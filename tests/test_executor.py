@@ -76,6 +76,8 @@ def test_workers_start_only_when_the_work_left_outlasts_their_start_up():
     assert run._worth_helpers(done_here=1, seconds_here=pace)
     assert not run._worth_helpers(done_here=1, seconds_here=pace / 4)  # half a start-up left
     assert not run._worth_helpers(done_here=10, seconds_here=pace * 4)  # 0.8 of a start-up left
+    assert not run._worth_helpers(done_here=1, seconds_here=pace, margin=3.0)  # not a clear case
+    assert run._worth_helpers(done_here=1, seconds_here=pace * 2, margin=3.0)  # four start-ups' worth
 
 
 @pytest.fixture

@@ -249,6 +249,9 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{_fmt(mem['ours_parent_peak_mb'])} | {_fmt(mem['ours_worker_peak_mb'])} | "
                      f"{_fmt(mem['naive_peak_mb'])} | {_fmt(mem['openhcs_parent_peak_mb'])} / "
                      f"{_fmt(mem['openhcs_worker_peak_mb'])} |")
+    if any(mem["ours_worker_peak_mb"] is None for mem in report["memory"]):
+        lines += ["", "A worker peak of - means that no worker process was started: the work was "
+                      "done by the script's own process before workers looked worth starting."]
     lines += ["", "| target | wanted | measured, by plate (wells: value) | met | where |", "|---|---|---|---|---|"]
     for t in report["targets"]:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
