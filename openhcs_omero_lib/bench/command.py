@@ -40,24 +40,22 @@ so less noisy, and repeating them would triple the benchmark's time)."""
 QUICK = {"sizes": "2,4", "sites": 2, "channels": 2, "plane": 64, "repeats": 1}
 
 
-def _int_list(text: str) -> list[int]:
+def _numbers(text: str, kind: type, minimum: float, what: str) -> list:
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected numbers of at least 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}") from None
+    if not values or min(values) < minimum:
+        raise argparse.ArgumentTypeError(f"expected numbers of at least {minimum}, got {text!r}")
     return values
+
+
+def _int_list(text: str) -> list[int]:
+    return _numbers(text, int, 1, "whole numbers")
 
 
 def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected numbers of at least 0, got {text!r}")
-    return values
+    return _numbers(text, float, 0, "numbers")
 
 
 def _positive(text: str) -> int:

@@ -12,13 +12,14 @@ its imports and a logged-in connection, as a script in OMERO has.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import math
 import os
 import sys
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .memory import PeakMemory, peak_rss_mb
 
@@ -51,17 +52,28 @@ def _login(connection: dict[str, Any]):
     return BlitzGateway(client_obj=client)
 
 
-def run_ours(request: dict[str, Any]) -> dict[str, Any]:
-    """What Run_HCS_Pipeline does: every plate's layout and spec checked, then computed
-    in ``workers`` processes, then one CSV attached to the plate."""
-    from ..omero.run import prepare, run_on_plate
+@contextlib.contextmanager
+def _logged_in(request: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
+    """The stand-in's control line, a logged-in connection and the pipeline: what a
+    script has before its clock starts."""
     from ..pipeline.loading import resolve_pipeline
     from .standin import control_for
 
     control = control_for(request["server"])
     conn = _login(request["server"])
-    spec = resolve_pipeline(request["pipeline"])[0]
     try:
+        yield control, conn, resolve_pipeline(request["pipeline"])[0]
+    finally:
+        conn.close()
+        control.close()
+
+
+def run_ours(request: dict[str, Any]) -> dict[str, Any]:
+    """What Run_HCS_Pipeline does: every plate's layout and spec checked, then computed
+    with ``workers`` workers, then one CSV attached to the plate."""
+    from ..omero.run import prepare, run_on_plate
+
+    with _logged_in(request) as (control, conn, spec):
         with PeakMemory() as memory:
             before = control.snapshot()
             start = time.perf_counter()
@@ -77,20 +89,12 @@ def run_ours(request: dict[str, Any]) -> dict[str, Any]:
                 "count_total": _count_total(rows), "layout_calls": _delta(laid_out, before),
                 "run_calls": _delta(after, laid_out), "server_cpu_seconds": _server_cpu(after, before),
                 "parent_peak_after_layout_mb": after_layout, **memory.report()}
-    finally:
-        conn.close()
-        control.close()
 
 
 def run_naive(request: dict[str, Any]) -> dict[str, Any]:
-    from ..pipeline.loading import resolve_pipeline
     from .naive import measure_plate, upload_results
-    from .standin import control_for
 
-    control = control_for(request["server"])
-    conn = _login(request["server"])
-    spec = resolve_pipeline(request["pipeline"])[0]
-    try:
+    with _logged_in(request) as (control, conn, spec):
         with PeakMemory() as memory:
             before = control.snapshot()
             start = time.perf_counter()
@@ -102,9 +106,6 @@ def run_naive(request: dict[str, Any]) -> dict[str, Any]:
         return {"seconds": seconds, "units": len(rows), "errors": 0, "count_total": _count_total(rows),
                 "work_calls": _delta(measured, before), "upload_calls": _delta(after, measured),
                 "server_cpu_seconds": _server_cpu(after, before), **memory.report()}
-    finally:
-        conn.close()
-        control.close()
 
 
 def compute_only(request: dict[str, Any]) -> dict[str, Any]:
