@@ -35,7 +35,9 @@ per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs).""
                         "used instead of the preset when given."),
         scripts.Int(
             "Workers", optional=True, grouping="4", min=1, max=64, default=2,
-            description="Worker processes (capped at the server's cores)."),
+            description="Parallel workers, capped at the server's cores: this script's own "
+                        "process, and more processes when the plate is large enough to be worth "
+                        "their start-up."),
         scripts.String(
             "Attach_To", optional=True, grouping="5",
             description="Where to attach results.",
