@@ -200,8 +200,9 @@ class _SharedRun:
         self.results: list[UnitResult] = []
         self.errors = 0
         self.starting: set = set()
-        self.running: set = set()
+        self.running: dict = {}  # future -> its chunk, to take back if its worker dies
         self.ready = 0
+        self.broken: str | None = None  # why the workers stopped, when they did
 
     def start_helpers(self) -> None:
         self.pool = self._open_pool()  # type: ignore[misc]
@@ -225,22 +226,42 @@ class _SharedRun:
 
     def collect(self, timeout: float | None) -> None:
         """Take in what workers have finished, and keep every ready worker busy."""
-        out = self.starting | self.running
+        out = self.starting | set(self.running)
         done = wait(out, timeout=timeout, return_when=FIRST_COMPLETED).done if out else set()
         for future in done:
             if future in self.starting:
                 self.starting.discard(future)
-                future.result()  # a worker that cannot start fails the run, as it would alone
-                self.ready += 1
+                if self._result_or_none(future) is not None:
+                    self.ready += 1
             else:
-                self.running.discard(future)
-                self.add(future.result())
+                chunk = self.running.pop(future)
+                batch = self._result_or_none(future)
+                if batch is None:
+                    self.todo.extendleft(reversed(chunk))  # computed here instead
+                else:
+                    self.add(batch)
         # Two chunks per ready worker: one computing, one waiting, so none idles.
-        while self.todo and len(self.running) < 2 * self.ready:
+        while self.todo and self.broken is None and len(self.running) < 2 * self.ready:
             chunk = [self.todo.popleft() for _ in range(self._next_chunk_size())]
-            self.running.add(self.pool.submit(_run_chunk, chunk))  # type: ignore[union-attr]
+            self.running[self.pool.submit(_run_chunk, chunk)] = chunk  # type: ignore[union-attr]
         if done and self.progress:
             self.progress(len(self.results), self.total, self.errors)
+
+    def _result_or_none(self, future):
+        """The future's result, or None if its worker process failed (it could not
+        start, or died). Units are never lost to that: this process computes them,
+        or, when it does not compute, the run fails with the reason."""
+        try:
+            return future.result()
+        except Exception as exc:
+            if not PARENT_COMPUTES:
+                raise
+            if self.broken is None:
+                self.broken = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                print(f"openhcs-omero: a worker process failed ({self.broken}); "
+                      "this process computes the rest", file=sys.stderr, flush=True)
+            self.ready = 0
+            return None
 
     def compute_here(self, spec: PipelineSpec, source: PixelSource) -> None:
         """Compute units from the front of the queue until it is empty, checking on
@@ -293,19 +314,23 @@ def _run_in_workers(spec, source, units, workers, progress, chunk_size) -> list[
     run = _SharedRun(units, _largest_chunk(len(units), workers, chunk_size), progress, helpers, open_pool)
     try:
         if PARENT_COMPUTES:
-            run.compute_here(spec, source)
+            while True:
+                run.compute_here(spec, source)
+                run.finish()
+                if not run.todo:  # else a worker died with units that are still to do
+                    break
         else:
             run.start_helpers()
-        run.finish()
+            run.finish()
     except BaseException:
         if run.pool is not None:
             _terminate(run.pool)
         raise
     if run.pool is None:
         pass  # the work was done here before workers looked worth starting
-    elif run.starting and not run.ready:
-        # The work ran out before any worker was ready: none has read a pixel or
-        # opened a store, so none has anything to close.
+    elif run.broken is not None or (run.starting and not run.ready):
+        # Broken, or the work ran out before any worker was ready (none has read a
+        # pixel or opened a store, so none has anything to close).
         _terminate(run.pool)
     else:
         run.pool.shutdown(wait=True)

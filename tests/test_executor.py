@@ -66,6 +66,67 @@ def test_results_identical_whoever_computes(small_plate, monkeypatch, who):
     pd.testing.assert_frame_equal(one.wells, many.wells, check_exact=True)
 
 
+class _NoWorkerSource(ImageXpressSource):
+    """A source that worker processes cannot open (its spec names no known kind)."""
+
+    def spec(self):
+        from openhcs_omero_lib.pixels import SourceSpec
+
+        return SourceSpec("no-such-source")
+
+
+def test_workers_that_cannot_start_leave_the_work_to_this_process(small_plate, monkeypatch, capfd):
+    from openhcs_omero_lib import executor
+
+    monkeypatch.setattr(executor, "WORKER_START_SECONDS", 0.0)  # start them after the first unit
+    with ImageXpressSource(small_plate.folder) as source:
+        spec = engine.bind(_spec(), source.layout)
+        expected = run_units(spec, source, workers=1)
+
+    def slowly(done, total, errors):
+        time.sleep(0.4)  # still busy here when the worker's failure comes back
+
+    with _NoWorkerSource(small_plate.folder) as source:
+        got = run_units(spec, source, workers=2, progress=slowly)
+        # a worker failure is one line on stderr and every unit is still computed, once
+        assert "a worker process failed" in capfd.readouterr().err
+        assert [(r.unit, r.measurements, r.error) for r in got] == \
+            [(r.unit, r.measurements, r.error) for r in expected]
+        # with no one computing here, the same failure fails the run
+        monkeypatch.setattr(executor, "PARENT_COMPUTES", False)
+        with pytest.raises(Exception, match="process pool|terminated"):
+            run_units(spec, source, workers=2)
+
+
+def test_a_worker_that_dies_mid_run_loses_no_unit(tmp_path, monkeypatch, capfd):
+    """A worker killed while it holds chunks (say, by the kernel for memory): its
+    chunks go back to the queue and this process computes them."""
+    from omero_fixtures import write_fake_imagexpress
+
+    from openhcs_omero_lib import executor
+
+    folder = tmp_path / "plate"
+    write_fake_imagexpress(folder, wells=24, sites=4, channels=2, size=256, name="DIE")
+    monkeypatch.setattr(executor, "WORKER_START_SECONDS", 0.0)
+    with ImageXpressSource(folder) as source:
+        spec = engine.bind(_spec(), source.layout)
+        expected = run_units(spec, source, workers=1)
+        killed = []
+
+        def kill_a_busy_worker(done, total, errors):
+            for worker in _workers(psutil.Process()):
+                # a second and a half after its start it is computing its chunks
+                if not killed and time.time() - worker.create_time() > 1.5:
+                    worker.kill()
+                    killed.append(worker.pid)
+
+        got = run_units(spec, source, workers=2, progress=kill_a_busy_worker)
+    assert killed, "no worker was running to be killed"
+    assert [(r.unit, r.measurements, r.error) for r in got] == \
+        [(r.unit, r.measurements, r.error) for r in expected]
+    assert "a worker process failed" in capfd.readouterr().err
+
+
 def test_workers_start_only_when_the_work_left_outlasts_their_start_up():
     from openhcs_omero_lib.executor import WORKER_START_SECONDS, _SharedRun
     from openhcs_omero_lib.layout import SiteUnit
