@@ -1,15 +1,16 @@
-"""Running a pipeline over every unit of a plate, in worker processes.
+"""Running a pipeline over every unit of a plate, in this process and worker processes.
 
-Workers are started with the ``spawn`` method, which is safe inside a process that
-already runs threads (an OMERO script holds Ice threads); each worker opens its own
-pixel source once from a :class:`~.pixels.SourceSpec` and keeps it for every unit it
-is given. With N workers this process is one of them and N - 1 are spawned: it
-computes from the start while they start up, and they join in when ready. While a
-unit computes, the next unit's planes are fetched on a background
-thread (:class:`~.pixels.UnitPrefetcher`), so server round-trips overlap computing.
-Units travel in small chunks and only result rows come back, so memory is bounded by
-two units per worker whatever the plate size. A failing unit becomes an error row and
-the run goes on. Results come back in plate order, identical for any number of workers.
+With N workers this process is one of them: it computes from the start, and N - 1
+processes are spawned once the work left looks longer than their start-up; they
+join in when ready. Workers are started with the ``spawn`` method, which is safe
+inside a process that already runs threads (an OMERO script holds Ice threads); each
+opens its own pixel source once from a :class:`~.pixels.SourceSpec` and keeps it for
+every unit it is given. While a unit computes, the next units' planes are fetched on
+background threads (:class:`~.pixels.UnitPrefetcher`), so server round-trips overlap
+computing. Units travel in chunks and only result rows come back, so memory is
+bounded by a few units per process whatever the plate size. A failing unit becomes
+an error row and the run goes on; a worker that dies loses no unit. Results come back
+in plate order, identical for any number of workers.
 """
 
 from __future__ import annotations
@@ -152,9 +153,10 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
     """Run a bound pipeline over ``units`` (default: every unit of the plate).
 
     With ``workers == 1`` the work runs in this process on ``source``; otherwise
-    this process and ``workers - 1`` spawned ones share it, each spawned process
-    opening its own source from ``source.spec()``. Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Cancelled`)
-    stops the workers and is re-raised.
+    this process and up to ``workers - 1`` spawned ones share it, each spawned
+    process opening its own source from ``source.spec()``. Ctrl-C
+    (KeyboardInterrupt) or SIGTERM (:class:`Cancelled`) stops the workers and is
+    re-raised.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
