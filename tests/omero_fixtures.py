@@ -215,3 +215,12 @@ def tiny_plate(tmp_path_factory):
     synthetic.make_plate(folder, synthetic.SyntheticPlateConfig(wells=2, sites=2, channels=2, size=96, seed=3,
                                                                 name="TINY"))
     return folder
+
+
+@pytest.fixture(scope="module")
+def small_and_multi_server(small_plate, multi_plate):
+    """A stand-in holding the small plate (``small_id``) and the z/t plate (``multi_id``)."""
+    with standin() as server:
+        server.small_id = server.import_plate(small_plate.folder)
+        server.multi_id = server.import_plate(multi_plate.folder)
+        yield server

@@ -3,7 +3,6 @@ against the OMERO stand-in, the Docker path up to the commands it would run."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import socket
@@ -520,18 +519,9 @@ def test_startup_script_refuses_a_folder_that_is_not_the_source(tmp_path):
 # ---- openhcs-omero server ----------------------------------------------------------------------
 
 def run_cli(argv: list[str]) -> int:
-    """What openhcs_omero_lib.cli.main does with a command: UserError is one line, status 2."""
-    from openhcs_omero_lib.cli import UserError
-    from openhcs_omero_lib.cli_server import add_server_command
+    from openhcs_omero_lib.cli import main
 
-    parser = argparse.ArgumentParser(prog="openhcs-omero")
-    add_server_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except UserError as exc:
-        print(f"openhcs-omero: error: {exc}", file=sys.stderr)
-        return 2
+    return main(argv)
 
 
 def standin_args(server) -> list[str]:

@@ -14,17 +14,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from omero_fixtures import calls_since, gateway, standin
+from omero_fixtures import calls_since, gateway
 
 from openhcs_omero_lib.pixels import READ_LANES
 
 
 @pytest.fixture(scope="module")
-def server(small_plate, multi_plate):
-    with standin() as server:
-        server.small_id = server.import_plate(small_plate.folder)
-        server.multi_id = server.import_plate(multi_plate.folder)
-        yield server
+def server(small_and_multi_server):
+    return small_and_multi_server
 
 
 @pytest.fixture(scope="module")

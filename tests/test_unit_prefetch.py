@@ -17,7 +17,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from omero_fixtures import calls_since, gateway, standin
+from omero_fixtures import calls_since, gateway
 
 from openhcs_omero_lib.layout import Channel, PlateLayout, SiteUnit, Well
 from openhcs_omero_lib.pixels import PixelSource, SourceSpec, UnitPrefetcher
@@ -164,11 +164,8 @@ def test_two_lanes_fetch_the_next_two_units_and_no_more():
 # ---- OMERO: a unit's channels in one wait ----------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server(small_plate, multi_plate):
-    with standin() as server:
-        server.small_id = server.import_plate(small_plate.folder)
-        server.multi_id = server.import_plate(multi_plate.folder)
-        yield server
+def server(small_and_multi_server):
+    return small_and_multi_server
 
 
 @pytest.mark.parametrize("which", ["small", "multi"])

@@ -15,7 +15,6 @@ its stdout and stderr are kept as files of the job, and its session is closed.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
