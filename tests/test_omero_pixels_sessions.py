@@ -147,6 +147,7 @@ def test_each_worker_opens_at_most_one_pixels_store_and_closes_it(server, worker
     opened = delta["ServiceFactory.createRawPixelsStore"]
     assert 1 <= opened <= WORKERS * READ_LANES  # stores last a worker's life, not a chunk's
     assert delta["RawPixelsStore.close"] == opened
+    assert delta["RawPixelsStore.overlapping"] == 0
     assert delta["RawPixelsStore.getPlane"] == worker_run.plate.layout.n_units * len(worker_run.plate.layout.channels)
     for stateful in ("RawPixelsStore", "RawFileStore", "Table", "Handle"):
         assert server.open_stateful[stateful] == 0, stateful

@@ -3,8 +3,8 @@
 All reads of a source happen on one background thread, in unit order, one unit ahead
 (a source with siblings, as an OMERO source has, gets a lane each, fields in turn);
 a unit whose pixels fail to read fails alone, when the pipeline asks for them; an
-OMERO source sends a unit's channel requests together (same calls, fewer waits); and
-worker processes that end early still clean up after themselves.
+OMERO store never has two requests in flight (OMERO reuses one reply buffer per
+store); and worker processes that end early still clean up after themselves.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from omero_fixtures import calls_since, gateway
 
 from openhcs_omero_lib.layout import Channel, PlateLayout, SiteUnit, Well
-from openhcs_omero_lib.pixels import PixelSource, SourceSpec, UnitPrefetcher
+from openhcs_omero_lib.pixels import READ_LANES, PixelSource, SourceSpec, UnitPrefetcher
 
 
 class RecordingSource(PixelSource):
@@ -161,7 +161,7 @@ def test_two_lanes_fetch_the_next_two_units_and_no_more():
     assert started["A04"] >= computing + 0.3
 
 
-# ---- OMERO: a unit's channels in one wait ----------------------------------------------------
+# ---- OMERO: a unit's channels, one request at a time per store ---------------------------------
 
 @pytest.fixture(scope="module")
 def server(small_and_multi_server):
@@ -192,6 +192,28 @@ def test_omero_read_channels_are_the_stacks_with_the_same_calls(server, which):
     assert delta[op] == len(units) * len(channels)
     assert delta["RawPixelsStore.setPixelsId"] == len({(u.well, u.site) for u in units})
     assert delta["ServiceFactory.createRawPixelsStore"] == delta["RawPixelsStore.close"] == 1
+
+
+def test_a_run_never_has_two_requests_in_flight_on_one_pixels_store(server, monkeypatch):
+    """OMERO's RawPixelsStore hands every read back in one reused buffer: a second
+    request in flight on the same store can overwrite the first one's pixels. With
+    latency, any such overlap would show; reading ahead uses one store per lane."""
+    from openhcs_omero_lib.executor import run_units
+    from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+    from openhcs_omero_lib.omero.run import pipeline_from_choice, prepare
+
+    monkeypatch.setattr(server, "latency", 0.005)
+    with gateway(server) as conn:
+        spec = pipeline_from_choice(conn, "nuclei_count", None)
+        [(plate, bound)] = prepare(conn, "Plate", [server.small_id], spec)
+        before = collections.Counter(server.calls)
+        with OmeroPixelSource(conn, plate) as source:
+            results = run_units(bound, source, workers=1)
+        delta = calls_since(server, before)
+    assert [r.error for r in results] == [None] * plate.layout.n_units
+    assert delta["RawPixelsStore.getPlane"] == plate.layout.n_units * len(plate.layout.channels)
+    assert delta["ServiceFactory.createRawPixelsStore"] == READ_LANES  # the lanes did read at once
+    assert delta["RawPixelsStore.overlapping"] == 0
 
 
 def test_omero_read_channels_reports_a_missing_field_as_the_units_failure(server):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import numpy as np
 
 from ..layout import SiteUnit
@@ -62,7 +60,9 @@ class OmeroPixelSource(PixelSource):
 
     def sibling(self) -> "OmeroPixelSource":
         """A reader with a RawPixelsStore of its own on the same connection: two
-        stores can each be switched to an image and read at the same time."""
+        stores can each be switched to an image and read at the same time. (Never
+        two requests at once on one store: OMERO returns every read in one buffer
+        it reuses, so a second request can overwrite the first one's pixels.)"""
         twin = OmeroPixelSource(self._conn, self.plate, address=self._address, key=self._key)
         twin._shared_client = self._client or self._shared_client
         return twin
@@ -110,28 +110,6 @@ class OmeroPixelSource(PixelSource):
         store = self._select(unit.well, unit.site)
         buffer = store.getStack(channel - 1, unit.timepoint - 1, self._opts)
         return decode_plane(buffer, self.layout.dtype, (self.layout.z_planes, *self.layout.plane_shape))
-
-    def read_channels(self, unit: SiteUnit, channels: Sequence[int]) -> dict[int, Any]:
-        """Every channel's request sent before any reply is awaited: the unit costs two
-        round-trips of latency (switching image, then all its channels) instead of one
-        per channel, with the same calls (a plane, or a z-stack, per channel)."""
-        z_planes = self.layout.z_planes
-        if self._plane_bytes() * z_planes > MAX_REPLY_BYTES:
-            return super().read_channels(unit, channels)
-        store = self._select(unit.well, unit.site)
-        t = unit.timepoint - 1
-        if z_planes == 1:
-            sent = [(c, store.end_getPlane, store.begin_getPlane(0, c - 1, t, _ctx=self._opts)) for c in channels]
-        else:
-            sent = [(c, store.end_getStack, store.begin_getStack(c - 1, t, _ctx=self._opts)) for c in channels]
-        shape = (z_planes, *self.layout.plane_shape)
-        stacks: dict[int, Any] = {}
-        for channel, end, request in sent:
-            try:  # every reply is collected, so that none is left pending on the store
-                stacks[channel] = decode_plane(end(request), self.layout.dtype, shape)
-            except Exception as exc:
-                stacks[channel] = exc
-        return stacks
 
     def close(self) -> None:
         store, self._store = self._store, None

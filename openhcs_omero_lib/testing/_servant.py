@@ -22,14 +22,26 @@ class StandInServant:
 
     service_name = "?"
     void: frozenset[str] = frozenset()
+    one_call_at_a_time = False
+    """OMERO's RawPixelsStore returns every read in one buffer it reuses, and the reply
+    is marshalled after its lock is released: two requests in flight on one store can
+    get each other's pixels. Servants marked so count such overlaps as
+    ``<service>.overlapping`` in the server's ``calls``, for tests to forbid."""
 
     def __init__(self, server, session):
         self.server = server
         self.session = session
 
     def _call(self, name: str, func: Callable[..., Any], args: tuple, current) -> Any:
-        self.server._before_call(f"{self.service_name}.{name}", self.session, current)
-        return func(self, *args, current=current)
+        if not self.one_call_at_a_time:
+            self.server._before_call(f"{self.service_name}.{name}", self.session, current)
+            return func(self, *args, current=current)
+        self.server._enter(self)
+        try:
+            self.server._before_call(f"{self.service_name}.{name}", self.session, current)
+            return func(self, *args, current=current)
+        finally:
+            self.server._leave(self)
 
 
 def _split_current(args: tuple, current):

@@ -46,6 +46,7 @@ class OmeroStandIn:
         self.calls: collections.Counter[str] = collections.Counter()
         self._injected: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._in_flight: dict[int, int] = {}
         self._connections: dict[str, ServiceFactoryService] = {}
         self.group: Group = self.store.add_group("lab", "rwra--")
         self.user: User = self.store.add_user(user, password, [self.group])
@@ -171,6 +172,17 @@ class OmeroStandIn:
         if servant is not None:
             self.adapter.remove(current.id)
             self.open_stateful[type(servant).service_name] -= 1
+
+    def _enter(self, servant) -> None:
+        with self._lock:
+            busy = self._in_flight.get(id(servant), 0)
+            self._in_flight[id(servant)] = busy + 1
+            if busy:
+                self.calls[f"{servant.service_name}.overlapping"] += 1
+
+    def _leave(self, servant) -> None:
+        with self._lock:
+            self._in_flight[id(servant)] -= 1
 
     def _before_call(self, key: str, session: Session, current) -> None:
         with self._lock:

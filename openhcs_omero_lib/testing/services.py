@@ -371,6 +371,7 @@ class RawFileStoreService(StandInServant, omero.api.RawFileStore):
 
 @servant(omero.api.RawPixelsStore, "RawPixelsStore", void={"setPixelsId", "setPlane", "close"})
 class RawPixelsStoreService(StandInServant, omero.api.RawPixelsStore):
+    one_call_at_a_time = True
     pixels_id: int | None = None
 
     def _pixels(self):
