@@ -58,8 +58,7 @@ class PixelSource(ABC):
 
     def read_channels(self, unit: SiteUnit, channels: Sequence[int]) -> dict[int, Any]:
         """:meth:`read_stack` of each channel, in order; a channel that fails maps to
-        its exception and ends the reading. Sources that can fetch several channels
-        at once override this."""
+        its exception and ends the reading."""
         stacks: dict[int, Any] = {}
         for channel in channels:
             try:
@@ -134,12 +133,6 @@ class UnitPrefetcher:
     def lanes(self) -> int:
         return len(self._sources)
 
-    def _read(self, lane: int, unit: SiteUnit) -> dict[int, Any]:
-        try:
-            return self._sources[lane].read_channels(unit, self.channels)
-        except Exception as exc:  # e.g. the unit's image is missing
-            return {self.channels[0]: exc} if self.channels else {}
-
     def readers(self, units: Iterable[SiteUnit]) -> Iterator[Callable[[int], np.ndarray]]:
         """One reader (channel -> ``(z, y, x)`` stack) per unit, in order. ``units``
         may be a lazy iterator: it is advanced as many units ahead as there are lanes."""
@@ -153,7 +146,8 @@ class UnitPrefetcher:
             if (unit.well, unit.site) != last[0]:
                 last[:] = [(unit.well, unit.site), next(turns)]
             lane = last[1]
-            ahead.append((lane, unit, self._pools[lane].submit(self._read, lane, unit)))
+            source = self._sources[lane]
+            ahead.append((lane, unit, self._pools[lane].submit(source.read_channels, unit, self.channels)))
 
         for unit in itertools.islice(upcoming, self.lanes):
             fetch(unit)

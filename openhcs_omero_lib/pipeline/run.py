@@ -6,7 +6,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..layout import SiteUnit
 from . import ops
 from .spec import (ExpandLabels, FillHoles, FilterObjects, Gaussian, Label, MeasureImage,
                    MeasureObjects, Median, OpenMask, PipelineSpec, ProjectZ, Ratio, RemoveSmallObjects,
@@ -121,8 +120,3 @@ def run_unit(spec: PipelineSpec, read_channel: Reader) -> dict[str, float]:
 
 def _mean(a: np.ndarray) -> float:
     return float(np.mean(a)) if len(a) else float("nan")
-
-
-def unit_reader(source, unit: SiteUnit) -> Reader:
-    """A :data:`Reader` for one unit of a :class:`~..pixels.PixelSource`."""
-    return lambda channel: source.read_stack(unit, channel)
