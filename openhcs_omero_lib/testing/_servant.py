@@ -10,6 +10,7 @@ and raises any injected error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from typing import Any, Callable
@@ -33,15 +34,10 @@ class StandInServant:
         self.session = session
 
     def _call(self, name: str, func: Callable[..., Any], args: tuple, current) -> Any:
-        if not self.one_call_at_a_time:
+        watch = self.server.in_flight(self) if self.one_call_at_a_time else contextlib.nullcontext()
+        with watch:
             self.server._before_call(f"{self.service_name}.{name}", self.session, current)
             return func(self, *args, current=current)
-        self.server._enter(self)
-        try:
-            self.server._before_call(f"{self.service_name}.{name}", self.session, current)
-            return func(self, *args, current=current)
-        finally:
-            self.server._leave(self)
 
 
 def _split_current(args: tuple, current):

@@ -18,6 +18,7 @@ make chosen calls fail.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 import time
@@ -173,16 +174,20 @@ class OmeroStandIn:
             self.adapter.remove(current.id)
             self.open_stateful[type(servant).service_name] -= 1
 
-    def _enter(self, servant) -> None:
+    @contextlib.contextmanager
+    def in_flight(self, servant):
+        """Around one call to ``servant``: counts ``<service>.overlapping`` when
+        another call to it is still in flight."""
         with self._lock:
             busy = self._in_flight.get(id(servant), 0)
             self._in_flight[id(servant)] = busy + 1
             if busy:
                 self.calls[f"{servant.service_name}.overlapping"] += 1
-
-    def _leave(self, servant) -> None:
-        with self._lock:
-            self._in_flight[id(servant)] -= 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight[id(servant)] -= 1
 
     def _before_call(self, key: str, session: Session, current) -> None:
         with self._lock:
