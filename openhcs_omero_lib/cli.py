@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from . import __version__
@@ -37,24 +35,15 @@ def cache_dir() -> Path:
 
 def demo_plate() -> Path:
     """The demo plate, generated on first use into the cache (atomically)."""
-    from .synthetic import SyntheticPlateConfig, make_plate
+    from .synthetic import SyntheticPlateConfig, make_plate, write_once
 
     target = cache_dir() / f"demo-plate-v{DEMO_VERSION}"
-    if (target / "ground_truth.csv").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
-    try:
+
+    def write(folder: Path) -> None:
         print(f"generating the demo plate in {target} (once)", file=sys.stderr)
-        make_plate(staging / "plate", SyntheticPlateConfig(**DEMO_CONFIG))
-        try:
-            (staging / "plate").rename(target)
-        except OSError:
-            if not (target / "ground_truth.csv").exists():  # not a concurrent first run
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        make_plate(folder, SyntheticPlateConfig(**DEMO_CONFIG))
+
+    return write_once(target, "ground_truth.csv", write)
 
 
 def _open_local_plate(folder: str):

@@ -13,8 +13,11 @@ regenerated alone and a plate is identical whatever order it is written in.
 from __future__ import annotations
 
 import csv
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -198,6 +201,26 @@ def make_plate(folder: str | Path, config: SyntheticPlateConfig | None = None,
         writer.writerow(["well", "site", "timepoint", "nuclei_count"])
         writer.writerows(truth)
     return root
+
+
+def write_once(target: Path, marker: str, write: Callable[[Path], None]) -> Path:
+    """``target``, written by ``write(folder)`` on first use into a staging folder
+    beside it and renamed into place, so a half-written plate is never found;
+    ``marker`` is the file whose presence says it is complete."""
+    if (target / marker).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".plate-", dir=target.parent))
+    try:
+        write(staging / "plate")
+        try:
+            (staging / "plate").rename(target)
+        except OSError:
+            if not (target / marker).exists():  # not a concurrent first run
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def read_ground_truth(folder: str | Path) -> dict[tuple[str, int, int], int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,22 +54,8 @@ def default_cache() -> Path:
 def plate_folder(spec: PlateSpec, cache: Path | None = None) -> Path:
     """The plate's folder, written on first use (atomically: a half-written plate is
     never found in the cache)."""
-    cache = cache or default_cache()
-    target = cache / spec.key()
-    if (target / f"{spec.name}.HTD").exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".plate-", dir=cache))
-    try:
-        write_plate(staging / "plate", spec)
-        try:
-            (staging / "plate").rename(target)
-        except OSError:
-            if not (target / f"{spec.name}.HTD").exists():  # not a concurrent first run
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    target = (cache or default_cache()) / spec.key()
+    return synthetic.write_once(target, f"{spec.name}.HTD", lambda folder: write_plate(folder, spec))
 
 
 def write_plate(folder: Path, spec: PlateSpec) -> None:
