@@ -66,7 +66,7 @@ def zt_plate(tmp_path_factory) -> Plate:
 
 
 # OMERO-side fixtures (tests/omero_fixtures.py), re-exported for every test module.
-from omero_fixtures import fake_384_plate, small_and_multi_server, tiny_plate  # noqa: E402,F401
+from omero_fixtures import conn, fake_384_plate, small_and_multi_server, tiny_plate  # noqa: E402,F401
 
 
 def pytest_configure(config):

@@ -224,3 +224,10 @@ def small_and_multi_server(small_plate, multi_plate):
         server.small_id = server.import_plate(small_plate.folder)
         server.multi_id = server.import_plate(multi_plate.folder)
         yield server
+
+
+@pytest.fixture(scope="module")
+def conn(server):
+    """A BlitzGateway logged in to the requesting module's ``server`` fixture."""
+    with gateway(server) as conn:
+        yield conn

@@ -23,12 +23,6 @@ def server(small_plate):
         yield server
 
 
-@pytest.fixture(scope="module")
-def conn(server):
-    with gateway(server) as conn:
-        yield conn
-
-
 def _request(server, conn, **params):
     """Run the script's function; return (outcome, calls made, objects created)."""
     from openhcs_omero_lib.omero.script_support import run_pipeline_script

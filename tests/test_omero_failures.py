@@ -12,7 +12,7 @@ import collections
 
 import pytest
 
-from omero_fixtures import NS, calls_since, created_since, csv_rows, file_name, gateway, snapshot, standin
+from omero_fixtures import NS, calls_since, created_since, csv_rows, file_name, snapshot, standin
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +20,6 @@ def server(tiny_plate):
     with standin() as server:
         server.plate_id = server.import_plate(tiny_plate)
         yield server
-
-
-@pytest.fixture(scope="module")
-def conn(server):
-    with gateway(server) as conn:
-        yield conn
 
 
 def _run(server, conn, plate_id, **params):

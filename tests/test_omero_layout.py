@@ -25,12 +25,6 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def conn(server):
-    with gateway(server) as conn:
-        yield conn
-
-
-@pytest.fixture(scope="module")
 def loaded384(server, conn, fake_384_plate):
     """The 384-well plate imported and loaded once, into a cache of its own."""
     from openhcs_omero_lib.omero.plate import PlateCache, load_plate

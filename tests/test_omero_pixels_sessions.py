@@ -24,12 +24,6 @@ def server(small_and_multi_server):
     return small_and_multi_server
 
 
-@pytest.fixture(scope="module")
-def conn(server):
-    with gateway(server) as conn:
-        yield conn
-
-
 def _load(conn, plate_id):
     from openhcs_omero_lib.omero.plate import PlateCache, load_plate
 

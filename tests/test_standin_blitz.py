@@ -13,7 +13,7 @@ import inspect
 
 import numpy as np
 import pytest
-from omero_fixtures import calls_since, gateway, image_site, standin, well_names
+from omero_fixtures import calls_since, image_site, standin, well_names
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,6 @@ def server(small_plate):
         server.hidden_id = server.import_plate(small_plate.folder, name="HIDDEN", owner=stranger, group=other)
         server.screen_id = server.add_screen("screen", [server.plate_id])
         yield server
-
-
-@pytest.fixture(scope="module")
-def conn(server):
-    with gateway(server) as conn:
-        yield conn
 
 
 def test_get_object_plate_is_the_stored_plate(server, conn):
