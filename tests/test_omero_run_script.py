@@ -195,6 +195,23 @@ def test_message_and_file_annotation_output(server, full):
     assert output.getId().getValue() == plate_files["nuclei_count_wells.csv"].getId().getValue()
 
 
+def test_activities_panel_reads_the_outputs(server, full):
+    """OMERO.web reads a finished script's results once, in one pass that reads each
+    object's file without a guard: the File_Annotation must come with its file."""
+    from omero_clients import web_activities
+
+    _ok(full.run)
+    wells_csv = _plate_files(server, full.pid)["nuclei_count_wells.csv"]
+    shown = web_activities(full.run.outputs)
+    assert shown["Message"] == full.run.output("Message")
+    assert shown["results"]["File_Annotation"] == {
+        "id": wells_csv.getId().getValue(), "type": "FileAnnotation", "name": "nuclei_count_wells.csv"}
+    ofile = full.run.output("File_Annotation").getFile()
+    stored = server.store.get("OriginalFile", ofile.getId().getValue())
+    assert (ofile.getName().getValue(), ofile.getMimetype().getValue(), ofile.getSize().getValue()) == \
+        ("nuclei_count_wells.csv", "text/csv", len(server.store.files[stored.getId().getValue()]))
+
+
 def test_attach_to_plate_only_leaves_wells_and_images_alone(server, plate_only):
     _ok(plate_only.run)
     store = server.store

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import signal
+import sys
 
 import omero.scripts as scripts
 from omero.gateway import BlitzGateway
@@ -42,8 +43,9 @@ def serve(client, function: str, progress: bool = False) -> None:
         extra = {"job": publisher} if progress else {}
         outcome = getattr(support, function)(conn, client.getInputs(unwrap=True), **extra)
         client.setOutput("Message", rstring(outcome.message))
-        if outcome.file_annotation is not None:
-            client.setOutput("File_Annotation", robject(outcome.file_annotation))
+        downloadable = _with_file(conn, outcome.file_annotation)
+        if downloadable is not None:
+            client.setOutput("File_Annotation", robject(downloadable))
         if outcome.attached:
             client.setOutput("Attached_IDs", rmap({kind: rlist([rlong(i) for i in ids])
                                                    for kind, ids in outcome.attached.items()}))
@@ -53,3 +55,26 @@ def serve(client, function: str, progress: bool = False) -> None:
             publisher.finish("failed", "the script stopped unexpectedly (see its stderr)")
         signal.signal(signal.SIGTERM, previous)
         client.closeSession()
+
+
+def _with_file(conn, annotation):
+    """``annotation`` read back with its OriginalFile loaded (name, mimetype, size), or
+    None. IUpdate answers a save with unloaded references to the objects the saved
+    graph only pointed at (omero-server ``MergeEventListener`` loads them as proxies,
+    ``ProxyCleanupFilter`` sends proxies as unloaded objects), so a saved annotation
+    knows its file by ID alone; OMERO.web's Activities panel reads the output's
+    ``file.mimetype`` and ``file.name`` without a guard (omero-web
+    ``webclient/views.py``, ``activities``), and a script's results can be read only
+    once: an unloaded file there loses the run's ``Message`` too."""
+    if annotation is None:
+        return None
+    from . import queries as Q
+    from .plate import all_groups, query_params
+
+    try:
+        found = conn.getQueryService().findAllByQuery(
+            Q.FILE_ANNOTATION, query_params(id=annotation.getId().getValue()), all_groups(conn))
+    except Exception as exc:  # the Message matters more than the download
+        print(f"openhcs-omero: no File_Annotation output: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+        return None
+    return found[0] if found else None

@@ -38,20 +38,23 @@ per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs).""
             description="Parallel workers, capped at the server's cores: this script's own "
                         "process, and more processes when the plate is large enough to be worth "
                         "their start-up."),
+        # A Bool with children switches them off in OMERO.insight, which then sends their
+        # defaults instead (omero-insight ScriptComponent.getValue, ParamData.setValueToPass):
+        # the outputs are each chosen on their own, under the choice of where they go.
         scripts.String(
             "Attach_To", optional=True, grouping="5",
-            description="Where to attach results.",
+            description="Where to attach results; the outputs below are each chosen on their own.",
             values=[rstring("Plate"), rstring("Plate and wells"), rstring("Plate, wells and images")],
             default="Plate and wells"),
-        scripts.Bool("CSV", optional=True, grouping="6", default=True,
+        scripts.Bool("CSV", optional=True, grouping="5.1", default=True,
                      description="CSV tables (per well, per field)."),
-        scripts.Bool("JSON", optional=True, grouping="6.1", default=True,
+        scripts.Bool("JSON", optional=True, grouping="5.2", default=True,
                      description="Run summary: pipeline, timing, errors."),
-        scripts.Bool("OMERO_Table", optional=True, grouping="6.2", default=True,
+        scripts.Bool("OMERO_Table", optional=True, grouping="5.3", default=True,
                      description="OMERO.table on the plate, shown in OMERO.web's plate view."),
-        scripts.Bool("Key_Value_Pairs", optional=True, grouping="6.3", default=True,
+        scripts.Bool("Key_Value_Pairs", optional=True, grouping="5.4", default=True,
                      description="Per-well measurements as key-value pairs on each well."),
-        scripts.Bool("Replace_Previous_Results", optional=True, grouping="7", default=True,
+        scripts.Bool("Replace_Previous_Results", optional=True, grouping="6", default=True,
                      description="Remove this pipeline's earlier results once the new ones are saved."),
         **SCRIPT_INFO,
     )
