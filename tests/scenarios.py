@@ -534,6 +534,61 @@ def cancel_stops_and_attaches_nothing(target: Target, folder: Path, workdir: Pat
         assert bundle_annotations(conn, plate_id) == []
 
 
+def _results_once(conn, script_id: int, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Run a script and read its results as OMERO.web does: once, when the process has
+    ended (``proc.getResults(0)`` answers only once)."""
+    import time
+
+    from openhcs_omero_lib.omero import jobs
+
+    _, proc = jobs.start_job(conn, script_id, inputs)
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, f"the script still runs after {JOB_TIMEOUT:.0f} s"
+            time.sleep(0.2)
+        return proc.getResults(0, conn.SERVICE_OPTS)
+    finally:
+        proc.close(False)
+
+
+def clients_run_the_script_and_read_its_outputs(target: Target, folder: Path) -> None:
+    """Run_HCS_Pipeline as OMERO.web and OMERO.insight run it, from the parameters the
+    server gives their dialogs: OMERO.web's Activities panel reads the results (the
+    File_Annotation with its file), and what a user ticks in either dialog is what the
+    script attaches."""
+    import omero_clients as clients
+
+    from openhcs_omero_lib.omero.sink import results_namespace
+
+    plate_id = target.import_plate(folder)
+    script = target.script_id()
+    with connected(target) as conn:
+        params = conn.getScriptService().getParams(script)
+        form = clients.web_form(clients.web_script_ui(params, {"Plate": str(plate_id)}),
+                                {"Workers": 1, "Attach_To": "Plate"})
+        shown = clients.web_activities(_results_once(conn, script, clients.web_inputs(params, form)))
+        view = read_plate(conn, plate_id, "nuclei_count")
+        target.seen_results += view.ids.get("FileAnnotation", ())
+        assert f"plate {plate_id}" in shown["Message"], shown
+        on_plate = conn.getObject("Plate", plate_id).listAnnotations(ns=results_namespace("nuclei_count"))
+        wells_csv = [a.getId() for a in on_plate if a.getFile().getName() == "nuclei_count_wells.csv"]
+        assert shown["results"]["File_Annotation"] == {"id": wells_csv[0], "type": "FileAnnotation",
+                                                       "name": "nuclei_count_wells.csv"}
+        assert sorted(view.plate_files) == ["nuclei_count_images.csv", "nuclei_count_results.json",
+                                            "nuclei_count_wells.csv"]
+        assert view.table is not None and not view.well_pairs
+
+        # OMERO.insight with CSV and JSON unticked: the table and key-value pairs still come
+        chosen = {"Data_Type": "Plate", "IDs": [plate_id], "Workers": 1, "CSV": False, "JSON": False}
+        shown = clients.web_activities(_results_once(conn, script, clients.insight_inputs(params, chosen)))
+        view = read_plate(conn, plate_id, "nuclei_count")
+        target.seen_results += view.ids.get("FileAnnotation", ())
+        assert "File_Annotation" not in shown["results"], shown
+        assert view.plate_files == {} and not view.well_files, sorted(view.plate_files)
+        assert view.table is not None and sorted(view.well_pairs) == sorted(view.wells)
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -541,4 +596,4 @@ def _sha256(path: Path) -> str:
 
 
 SCENARIOS = (upload_reads_back_identically, run_and_check_against_truth, rerun_is_idempotent,
-             describe_and_delete, cancel_stops_and_attaches_nothing)
+             describe_and_delete, cancel_stops_and_attaches_nothing, clients_run_the_script_and_read_its_outputs)

@@ -26,7 +26,8 @@ OUTPUTS = ("CSV", "JSON", "OMERO_Table", "Key_Value_Pairs")
 
 # A Bool parent's children, where a script has one: each child means nothing when the
 # parent is unticked, so that the default sent in its place does no harm.
-DEPENDS_ON: dict[str, dict[str, str]] = {"Run_HCS_Pipeline.py": {}, "Describe_Plate.py": {}, "Delete_HCS_Results.py": {}}
+DEPENDS_ON: dict[str, dict[str, str]] = {"Run_HCS_Pipeline.py": {}, "Describe_Plate.py": {},
+                                         "Delete_HCS_Results.py": {}}
 
 # The example of the style guide's "Parameter grouping", with defaults.
 STYLE_GUIDE_EXAMPLE = '''

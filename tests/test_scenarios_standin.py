@@ -94,6 +94,10 @@ def test_cancel_stops_and_attaches_nothing(target, normal_plate, tmp_path):
     assert target.server.calls["ScriptProcess.cancel"] == 1
 
 
+def test_clients_run_the_script_and_read_its_outputs(target, tiny_plate):
+    scenarios.clients_run_the_script_and_read_its_outputs(target, tiny_plate)
+
+
 def test_wrong_truth_fails_and_cleanup_still_removes_everything(tiny_plate, tmp_path):
     """The accuracy check can fail, and a scenario that fails half-way (plate
     uploaded, results attached) still leaves nothing behind after cleanup."""

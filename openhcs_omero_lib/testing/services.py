@@ -285,6 +285,8 @@ class UpdateService(StandInServant, omero.api.IUpdate):
             new._details = omero.model.DetailsI()
             if kind == "FileAnnotation":
                 file = self._save(obj.getFile(), group)
+                if store.group_of(file) != group:  # omero-server OmeroInterceptor.evaluateLinkages
+                    raise omero.SecurityViolation(message="cannot link objects of different groups")
                 new.setFile(_ref(file))
             stored = store.add(new, self.session.user, group)
             if kind == "OriginalFile":
@@ -292,6 +294,12 @@ class UpdateService(StandInServant, omero.api.IUpdate):
             return stored
         raise omero.ApiUsageException(message=f"the OMERO stand-in does not model saving a new {kind}")
 
+    # The answer holds what was saved, but an object the graph only pointed at comes back
+    # unloaded: omero-server's MergeEventListener (earlyExit) replaces an unloaded
+    # reference by a Hibernate proxy, and ProxyCleanupFilter sends uninitialised proxies
+    # as unloaded objects; so a new FileAnnotation's file and a new link's parent come
+    # back by ID alone. New objects nested in the graph come back unloaded here too,
+    # stricter than the server, which returns them loaded.
     def saveAndReturnObject(self, obj, current=None):
         return _shell(self._save(obj, self._write_group(current)))
 

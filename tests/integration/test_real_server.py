@@ -24,3 +24,7 @@ def test_describe_and_delete(target, tiny_plate):
 
 def test_cancel_stops_and_attaches_nothing(target, normal_plate, tmp_path):
     scenarios.cancel_stops_and_attaches_nothing(target, normal_plate.folder, tmp_path)
+
+
+def test_clients_run_the_script_and_read_its_outputs(target, tiny_plate):
+    scenarios.clients_run_the_script_and_read_its_outputs(target, tiny_plate)
