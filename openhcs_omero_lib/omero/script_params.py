@@ -28,7 +28,7 @@ def selection_params(what: str) -> list:
 
 def serve(client, function: str, progress: bool = False) -> None:
     """Call ``script_support.<function>(conn, inputs)``, publish its outcome as the
-    ``Message`` (and ``File_Annotation``, ``Attached_IDs``) outputs and as the job's
+    ``Message`` (and ``File_Annotation`` with its file, ``Attached_IDs``) outputs and as the job's
     message, and close the script's session. With ``progress`` the function also gets
     a publisher of its progress (``job=``), through which it learns of a cancel."""
     from .job_progress import JobMessagePublisher
