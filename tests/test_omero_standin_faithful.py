@@ -168,7 +168,6 @@ def test_every_adapter_query_is_modelled(server):
             assert isinstance(result, list), name
 
 
-
 def test_a_save_answers_with_unloaded_references_to_what_existed():
     """What IUpdate returns: the saved objects, with the objects they only point at
     coming back unloaded (omero-server MergeEventListener, ProxyCleanupFilter), so that
@@ -178,6 +177,7 @@ def test_a_save_answers_with_unloaded_references_to_what_existed():
     import omero.model
 
     from openhcs_omero_lib.omero import annotations as A
+    from openhcs_omero_lib.omero.plate import in_group
 
     with standin() as server:
         other = server.add_group("elsewhere")
@@ -196,7 +196,7 @@ def test_a_save_answers_with_unloaded_references_to_what_existed():
             link = omero.model.ScreenAnnotationLinkI()
             link.setParent(omero.model.ScreenI(screen_id, False))
             link.setChild(omero.model.FileAnnotationI(ann.getId().getValue(), False))
-            saved = conn.getUpdateService().saveAndReturnObject(link, A.in_group(conn, group))
+            saved = conn.getUpdateService().saveAndReturnObject(link, in_group(conn, group))
             assert saved.isLoaded() and saved.getId() is not None
             assert not saved.getParent().isLoaded() and not saved.getChild().isLoaded()
 

@@ -298,8 +298,9 @@ class UpdateService(StandInServant, omero.api.IUpdate):
     # unloaded: omero-server's MergeEventListener (earlyExit) replaces an unloaded
     # reference by a Hibernate proxy, and ProxyCleanupFilter sends uninitialised proxies
     # as unloaded objects; so a new FileAnnotation's file and a new link's parent come
-    # back by ID alone. New objects nested in the graph come back unloaded here too,
-    # stricter than the server, which returns them loaded.
+    # back by ID alone (a proxy the save happened to initialise would come back loaded:
+    # never counted on here). New objects nested in the graph come back unloaded here
+    # too, stricter than the server, which returns them loaded.
     def saveAndReturnObject(self, obj, current=None):
         return _shell(self._save(obj, self._write_group(current)))
 
