@@ -131,21 +131,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         source.close()
         raise UserError(str(exc)) from None
+    try:
+        measurement = _picture_measurement(args, bind(spec, source.layout))
+    except UserError:
+        source.close()
+        raise
     out = Path(args.out) if args.out else Path("results") / f"{source.layout.name}_{spec.name}"
     print(source.layout.describe(), file=sys.stderr)
     print(f"pipeline {spec.name}, {args.workers} worker(s), {source.layout.n_units} units", file=sys.stderr)
     try:
-        results = run_pipeline(source, spec, workers=args.workers,
-                               progress=_progress_bar(args.no_progress), source_label=str(folder))
+        results = run_pipeline(source, spec, workers=args.workers, progress=_progress_bar(args.no_progress),
+                               source_label=str(folder), outlines=args.qc)
+        pictures = _local_pictures(args, results, source, bind(spec, source.layout), measurement)
     finally:
         source.close()
-    written = LocalFolderSink(out).write(results)
+    written = LocalFolderSink(out, pictures).write(results)
     _print_wells(results)
     s = results.summary
     print(f"{s['timing']['units']} units in {s['timing']['seconds']:.1f} s, "
           f"{s['units_failed']} failed; wrote {', '.join(written)}")
     _compare_ground_truth(folder, results)
     return 1 if s["units_failed"] == s["timing"]["units"] else 0
+
+
+def _picture_measurement(args: argparse.Namespace, bound) -> str:
+    """The measurement the heat map and the QC montage show, checked before the run."""
+    from .pictures.heatmap import check_measurement
+
+    try:
+        return check_measurement(bound, args.heatmap)
+    except ValueError as exc:
+        raise UserError(f"--heatmap: {exc}") from None
+
+
+def _local_pictures(args: argparse.Namespace, results, source, bound, measurement: str) -> dict[str, bytes]:
+    """``heatmap.png`` (unless --no-heatmap) and, with --qc, ``qc_montage.png``."""
+    from .pictures.heatmap import plate_heatmap
+    from .pictures.montage import qc_montage
+
+    pictures = {}
+    layout = source.layout
+    if not args.no_heatmap:
+        pictures["heatmap.png"] = plate_heatmap(results.wells, layout.rows, layout.columns, plate=layout.name,
+                                                pipeline=bound.name, measurement=measurement).png
+    if args.qc:
+        pictures["qc_montage.png"] = qc_montage(results, source.read_stack, bound, measurement).png
+    return pictures
 
 
 def _omero_connection(args: argparse.Namespace):
@@ -305,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"openhcs-omero {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a pipeline on a plate and write images.csv, wells.csv, results.json")
+    run = sub.add_parser("run", help="run a pipeline on a plate and write images.csv, wells.csv, results.json "
+                                     "and a heat map")
     run.add_argument("plate", nargs="?", help="ImageXpress plate folder")
     run.add_argument("--demo", action="store_true", help="use the built-in synthetic demo plate")
     run.add_argument("--pipeline", default="nuclei_count", help="preset name or spec file (default: nuclei_count)")
@@ -313,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive, default=available_cores(),
                      help="worker processes (default: the cores available, %(default)s here)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--heatmap", metavar="MEASUREMENT",
+                     help="the well measurement heatmap.png shows (default: the pipeline's first count)")
+    run.add_argument("--no-heatmap", action="store_true", help="no heatmap.png")
+    run.add_argument("--qc", action="store_true",
+                     help="also write qc_montage.png: the fields of the wells with the lowest and highest "
+                          "values, and failed fields, with the segmented objects outlined")
     run.add_argument("--omero-plate", type=_positive, action="append", metavar="ID",
                      help="run on an OMERO plate instead (repeatable); results are attached to it")
     run.add_argument("--attach", default="plate,wells", help="with --omero-plate: plate,wells,images")

@@ -31,6 +31,7 @@ from multiprocessing.util import Finalize
 from typing import Callable, Sequence
 
 from .layout import SiteUnit
+from .pipeline.outlines import unit_outlines
 from .pipeline.run import Reader, run_unit
 from .pipeline.spec import PipelineSpec
 from .pixels import PixelSource, SourceSpec, UnitPrefetcher, open_source
@@ -46,6 +47,9 @@ class UnitResult:
     measurements: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    outlines: dict | None = None
+    """With ``outlines=True``: each measured labels image's :class:`~.pipeline.outlines.Outlines`
+    by column prefix."""
 
 
 def available_cores() -> int:
@@ -55,9 +59,13 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _run_one(spec: PipelineSpec, read: Reader, index: int, unit: SiteUnit) -> UnitResult:
+def _run_one(spec: PipelineSpec, read: Reader, index: int, unit: SiteUnit, outlines: bool = False) -> UnitResult:
     start = time.perf_counter()
     try:
+        if outlines:  # only outlines leave the process that computed them, never labels
+            labels: dict = {}
+            row = run_unit(spec, read, labels)
+            return UnitResult(index, unit, row, None, time.perf_counter() - start, unit_outlines(labels))
         row = run_unit(spec, read)
         return UnitResult(index, unit, row, None, time.perf_counter() - start)
     except Exception as exc:  # a unit's failure is data, not the run's end
@@ -72,11 +80,12 @@ def _run_one(spec: PipelineSpec, read: Reader, index: int, unit: SiteUnit) -> Un
 _worker: dict[str, object] = {}
 
 
-def _init_worker(source_spec: SourceSpec, pipeline: dict) -> None:
+def _init_worker(source_spec: SourceSpec, pipeline: dict, outlines: bool = False) -> None:
     # The parent decides about Ctrl-C; workers must not die half-way on their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     source = _worker["source"] = open_source(source_spec)
     spec = _worker["spec"] = PipelineSpec.model_validate(pipeline)
+    _worker["outlines"] = outlines
     # One reader for the worker's life: its threads and stores serve every chunk.
     _worker["prefetch"] = UnitPrefetcher(source, spec.channels_read())
     # Runs at the worker's normal exit (multiprocessing does not run atexit there).
@@ -89,7 +98,8 @@ def _run_chunk(chunk: list[tuple[int, SiteUnit]]) -> list[UnitResult]:
     spec: PipelineSpec = _worker["spec"]  # type: ignore[assignment]
     try:
         readers = prefetch.readers([u for _, u in chunk])
-        return [_run_one(spec, read, i, u) for (i, u), read in zip(chunk, readers)]
+        outlines = bool(_worker.get("outlines"))
+        return [_run_one(spec, read, i, u, outlines) for (i, u), read in zip(chunk, readers)]
     except BaseException:
         traceback.print_exc()
         raise
@@ -149,14 +159,14 @@ def _sigterm_cancels():
 
 def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit] | None = None,
               workers: int = 1, progress: ProgressCallback | None = None,
-              chunk_size: int | None = None) -> list[UnitResult]:
+              chunk_size: int | None = None, outlines: bool = False) -> list[UnitResult]:
     """Run a bound pipeline over ``units`` (default: every unit of the plate).
 
     With ``workers == 1`` the work runs in this process on ``source``; otherwise
     this process and up to ``workers - 1`` spawned ones share it, each spawned
     process opening its own source from ``source.spec()``. Ctrl-C
     (KeyboardInterrupt) or SIGTERM (:class:`Cancelled`) stops the workers and is
-    re-raised.
+    re-raised. With ``outlines`` each result also carries its objects' outlines.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -164,13 +174,14 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
     if progress:
         progress(0, len(units), 0)
     if workers == 1 or len(units) <= 1:
-        return _run_here(spec, source, units, progress)
+        return _run_here(spec, source, units, progress, outlines)
     with _sigterm_cancels():
-        return _run_in_workers(spec, source, units, workers, progress, chunk_size)
+        return _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines)
 
 
-def _run_here(spec, source, units, progress) -> list[UnitResult]:
+def _run_here(spec, source, units, progress, outlines=False) -> list[UnitResult]:
     run = _SharedRun(units, 1, progress)
+    run.outlines = outlines
     run.compute_here(spec, source)
     return run.results
 
@@ -205,6 +216,7 @@ class _SharedRun:
         self.running: dict = {}  # future -> its chunk, to take back if its worker dies
         self.ready = 0
         self.broken: str | None = None  # why the workers stopped, when they did
+        self.outlines = False  # whether units send back their objects' outlines
 
     def start_helpers(self) -> None:
         self.pool = self._open_pool()  # type: ignore[misc]
@@ -283,7 +295,7 @@ class _SharedRun:
         with UnitPrefetcher(source, spec.channels_read()) as prefetch:
             for read in prefetch.readers(take()):
                 index, unit = taken.popleft()
-                self.add([_run_one(spec, read, index, unit)])
+                self.add([_run_one(spec, read, index, unit, self.outlines)])
                 done_here += 1
                 if self.helpers and self.pool is None:
                     now = time.perf_counter()
@@ -306,14 +318,15 @@ class _SharedRun:
             self.collect(timeout=None)
 
 
-def _run_in_workers(spec, source, units, workers, progress, chunk_size) -> list[UnitResult]:
+def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines=False) -> list[UnitResult]:
     def open_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("spawn"),
                                    initializer=_init_worker,
-                                   initargs=(source.spec(), spec.model_dump(mode="json")))
+                                   initargs=(source.spec(), spec.model_dump(mode="json"), outlines))
 
     helpers = workers - 1 if PARENT_COMPUTES else workers
     run = _SharedRun(units, _largest_chunk(len(units), workers, chunk_size), progress, helpers, open_pool)
+    run.outlines = outlines
     try:
         if PARENT_COMPUTES:
             while True:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from . import __version__
 from .executor import UnitResult
-from .layout import PlateLayout, parse_well, row_letters
+from .layout import PlateLayout, SiteUnit, parse_well, row_letters
 from .pipeline.spec import PipelineSpec
 
 KEY_COLUMNS = ["well", "row", "column", "site", "timepoint"]
@@ -36,6 +36,9 @@ class PlateResults:
     images: pd.DataFrame
     wells: pd.DataFrame
     summary: dict[str, Any]
+    outlines: dict[SiteUnit, dict[str, Any]] | None = None
+    """When the run kept them: each unit's objects' outlines by column prefix
+    (:class:`~.pipeline.outlines.Outlines`); failed units have none."""
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -131,7 +134,8 @@ def collect(layout: PlateLayout, spec: PipelineSpec, results: Sequence[UnitResul
         "units_failed": len(errors),
         "errors": errors,
     }
-    return PlateResults(images, wells, summary)
+    kept = {r.unit: r.outlines for r in results if r.outlines is not None}
+    return PlateResults(images, wells, summary, outlines=kept or None)
 
 
 class ResultSink(ABC):
@@ -147,15 +151,17 @@ class LocalFolderSink(ResultSink):
     """``images.csv``, ``wells.csv`` and ``results.json`` in a folder.
 
     Files are written to a temporary folder beside the target and moved in only
-    when all are complete, so a failed run leaves no half-written output."""
+    when all are complete, so a failed run leaves no half-written output.
+    ``pictures`` (file name -> PNG bytes) are written with them."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, pictures: dict[str, bytes] | None = None):
         self.folder = Path(folder)
+        self.pictures = dict(pictures or {})
 
     def write(self, results: PlateResults) -> list[str]:
         parent = self.folder.resolve().parent
         parent.mkdir(parents=True, exist_ok=True)
-        files = results.files()
+        files = {**results.files(), **self.pictures}
         staging = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=parent))
         try:
             for name, data in files.items():

@@ -36,10 +36,10 @@ def run_output(small_plate, tmp_path_factory):
     return code, out, stdout.getvalue(), stderr.getvalue()
 
 
-def test_run_succeeds_and_writes_three_files(run_output):
+def test_run_succeeds_and_writes_three_files_and_a_heat_map(run_output):
     code, out, stdout, _ = run_output
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["images.csv", "results.json", "wells.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "images.csv", "results.json", "wells.csv"]
     assert "sites within 5%" in stdout
 
 

@@ -75,9 +75,12 @@ def _require_2d(step: _Step, name: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
-def run_unit(spec: PipelineSpec, read_channel: Reader) -> dict[str, float]:
+def run_unit(spec: PipelineSpec, read_channel: Reader,
+             measured_labels: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Measurements of one unit. ``spec`` must be bound to the plate
-    (:func:`~.spec.bind_to_plate`); ``read_channel`` returns a channel's z-stack."""
+    (:func:`~.spec.bind_to_plate`); ``read_channel`` returns a channel's z-stack.
+    Given a dict, ``measured_labels`` receives each ``measure_objects`` step's labels
+    by column prefix (for outlines; the measurements do not change)."""
     values: dict[str, np.ndarray] = {}
     row: dict[str, float] = {}
 
@@ -94,6 +97,8 @@ def run_unit(spec: PipelineSpec, read_channel: Reader) -> dict[str, float]:
             images = {n: _require_2d(step, n, get(n)) for n in step.intensity}
             cols = ops.object_measurements(labels, images)
             p = step.column_prefix
+            if measured_labels is not None:
+                measured_labels[p] = labels
             row[f"{p}_count"] = float(len(cols["label"]))
             row[f"{p}_area_mean"] = _mean(cols["area"])
             for n in step.intensity:
