@@ -210,18 +210,32 @@ def _run_omero(args: argparse.Namespace) -> int:
             prepared = prepare(conn, "Plate", args.omero_plate, spec)
         except OmeroInputError as exc:
             raise UserError(str(exc)) from None
+        measurements = [_picture_measurement(args, bound) for _, bound in prepared]
         worst = 0
-        for plate, bound in prepared:
+        for (plate, bound), measurement in zip(prepared, measurements):
             print(f"omero plate {plate.id}: {plate.layout.describe()}", file=sys.stderr)
             run = run_on_plate(conn, plate, bound, workers=args.workers, attach_to=attach, outputs=outputs,
-                               replace=not args.no_replace, progress=_progress_bar(args.no_progress))
+                               replace=not args.no_replace, progress=_progress_bar(args.no_progress),
+                               heatmap=not args.no_heatmap, heatmap_measurement=measurement,
+                               save_rois=args.save_rois, roi_cap=args.max_rois)
             if args.out:
-                LocalFolderSink(Path(args.out) / f"plate_{plate.id}").write(run.results)
+                pictures = {}
+                if not args.no_heatmap and run.report.count():
+                    from .pictures.heatmap import plate_heatmap
+
+                    pictures["heatmap.png"] = plate_heatmap(
+                        run.results.wells, plate.layout.rows, plate.layout.columns, plate=plate.layout.name,
+                        pipeline=bound.name, measurement=measurement).png
+                LocalFolderSink(Path(args.out) / f"plate_{plate.id}", pictures).write(run.results)
             _print_wells(run.results)
             s = run.results.summary
+            rois = run.report.rois
             print(f"plate {plate.id}: {s['timing']['units']} fields in {s['timing']['seconds']:.1f} s, "
-                  f"{s['units_failed']} failed; attached {run.report.count()} annotations, "
-                  f"replaced {run.report.replaced}")
+                  f"{s['units_failed']} failed; attached {run.report.count()} annotations"
+                  + (f" and {len(rois.rois)} ROIs" if rois is not None else "")
+                  + f", replaced {run.report.replaced}")
+            if rois is not None and rois.capped:
+                print(f"plate {plate.id}: {rois.note()}", file=sys.stderr)
             if s["units_failed"] == s["timing"]["units"]:
                 worst = 1
         return worst
@@ -357,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--outputs", default="csv,json,table,key_values",
                      help="with --omero-plate: any of csv,json,table,key_values")
     run.add_argument("--no-replace", action="store_true", help="keep earlier results of the same pipeline")
+    run.add_argument("--save-rois", action="store_true",
+                     help="with --omero-plate: save the measured objects as ROIs on each field's image")
+    run.add_argument("--max-rois", type=_positive, default=2000, metavar="N",
+                     help="with --save-rois: at most N ROIs per image (default: %(default)s)")
     _connection_arguments(run)
     run.set_defaults(func=cmd_run)
 

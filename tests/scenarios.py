@@ -387,8 +387,9 @@ def run_and_check_against_truth(target: Target, folder: Path, workers: int = 2) 
         assert state.outcome == "finished", (state, outputs)
         view = read_plate(conn, plate_id, "nuclei_count")
     target.seen_results += view.ids.get("FileAnnotation", ())
-    assert sorted(view.plate_files) == ["nuclei_count_images.csv", "nuclei_count_results.json",
-                                        "nuclei_count_wells.csv"]
+    assert sorted(view.plate_files) == ["nuclei_count_heatmap.png", "nuclei_count_images.csv",
+                                        "nuclei_count_results.json", "nuclei_count_wells.csv"]
+    assert view.plate_files["nuclei_count_heatmap.png"].startswith(b"\x89PNG\r\n")
     images = view.csv("nuclei_count_images.csv")
     truth = read_truth(folder)
     assert_counts_match_truth(images, truth)
@@ -575,8 +576,8 @@ def clients_run_the_script_and_read_its_outputs(target: Target, folder: Path) ->
         wells_csv = [a.getId() for a in on_plate if a.getFile().getName() == "nuclei_count_wells.csv"]
         assert shown["results"]["File_Annotation"] == {"id": wells_csv[0], "type": "FileAnnotation",
                                                        "name": "nuclei_count_wells.csv"}
-        assert sorted(view.plate_files) == ["nuclei_count_images.csv", "nuclei_count_results.json",
-                                            "nuclei_count_wells.csv"]
+        assert sorted(view.plate_files) == ["nuclei_count_heatmap.png", "nuclei_count_images.csv",
+                                            "nuclei_count_results.json", "nuclei_count_wells.csv"]
         assert view.table is not None and not view.well_pairs
 
         # OMERO.insight with CSV and JSON unticked: the table and key-value pairs still come
@@ -585,8 +586,54 @@ def clients_run_the_script_and_read_its_outputs(target: Target, folder: Path) ->
         view = read_plate(conn, plate_id, "nuclei_count")
         target.seen_results += view.ids.get("FileAnnotation", ())
         assert "File_Annotation" not in shown["results"], shown
-        assert view.plate_files == {} and not view.well_files, sorted(view.plate_files)
+        assert list(view.plate_files) == ["nuclei_count_heatmap.png"] and not view.well_files, \
+            sorted(view.plate_files)
         assert view.table is not None and sorted(view.well_pairs) == sorted(view.wells)
+
+
+def read_rois(conn, image_ids, ns: str) -> dict[int, list]:
+    """Each image's ROIs of namespace ``ns`` (their description), as a client reads them."""
+    opts = conn.SERVICE_OPTS.copy()
+    opts.setOmeroGroup(-1)
+    service = conn.getRoiService()
+    return {iid: [r for r in service.findByImage(iid, None, opts).rois
+                  if r.getDescription() is not None and r.getDescription().getValue() == ns]
+            for iid in image_ids}
+
+
+def pictures_once_per_run(target: Target, folder: Path) -> None:
+    """With Save_ROIs: the heat map on the plate and, on each field's image, one ROI
+    per nucleus counted there, read back as a client reads them; a second run
+    replaces both."""
+    from omero.rtypes import rbool
+
+    from openhcs_omero_lib.omero import jobs
+    from openhcs_omero_lib.omero.sink import results_namespace
+
+    ns = results_namespace("nuclei_count")
+    plate_id = target.import_plate(folder)
+    script = target.script_id()
+    runs = []
+    with connected(target) as conn:
+        for _ in range(2):
+            inputs = jobs.run_inputs([plate_id], workers=1, attach=("plate",))
+            inputs.update(pipeline_inputs(target, conn, "nuclei_count"))
+            inputs["Save_ROIs"] = rbool(True)
+            state, outputs = run_job(conn, script, inputs)
+            assert state.outcome == "finished", (state, outputs)
+            view = read_plate(conn, plate_id, "nuclei_count")
+            target.seen_results += view.ids.get("FileAnnotation", ())
+            names = [a.getFile().getName() for a in conn.getObject("Plate", plate_id).listAnnotations(ns=ns)]
+            assert names.count("nuclei_count_heatmap.png") == 1, names
+            assert view.plate_files["nuclei_count_heatmap.png"].startswith(b"\x89PNG\r\n")
+            images = view.csv("nuclei_count_images.csv")
+            counts = dict(zip(images["image_id"].astype(int), images["nuclei_count"].astype(int)))
+            rois = read_rois(conn, sorted(view.images.values()), ns)
+            assert {iid: len(found) for iid, found in rois.items()} == counts
+            assert all(s.getTheT().getValue() == 0 for found in rois.values() for r in found for s in r.copyShapes())
+            assert f"{sum(counts.values())} ROIs on {len(counts)} images" in outputs["Message"], outputs["Message"]
+            runs.append({r.getId().getValue() for found in rois.values() for r in found})
+    assert runs[0] and runs[1] and runs[0].isdisjoint(runs[1])
 
 
 def _sha256(path: Path) -> str:
@@ -596,4 +643,5 @@ def _sha256(path: Path) -> str:
 
 
 SCENARIOS = (upload_reads_back_identically, run_and_check_against_truth, rerun_is_idempotent,
-             describe_and_delete, cancel_stops_and_attaches_nothing, clients_run_the_script_and_read_its_outputs)
+             describe_and_delete, cancel_stops_and_attaches_nothing, clients_run_the_script_and_read_its_outputs,
+             pictures_once_per_run)

@@ -158,7 +158,7 @@ def test_annotations_on_plate_wells_and_images(server, full):
     plate_files = _plate_files(server, full.pid)
     assert {name: mimetype(store, a) for name, a in plate_files.items()} == {
         "nuclei_count_wells.csv": "text/csv", "nuclei_count_images.csv": "text/csv",
-        "nuclei_count_results.json": "application/json"}
+        "nuclei_count_results.json": "application/json", "nuclei_count_heatmap.png": "image/png"}
     wells_rows = {r["well"]: r for r in csv_rows(store, plate_files["nuclei_count_wells.csv"])}
     members = plate_members(store, full.pid)
     names = well_names(store, full.pid)
@@ -216,7 +216,7 @@ def test_attach_to_plate_only_leaves_wells_and_images_alone(server, plate_only):
     _ok(plate_only.run)
     store = server.store
     assert set(_plate_files(server, plate_only.pid)) == {
-        "nuclei_count_wells.csv", "nuclei_count_images.csv", "nuclei_count_results.json"}
+        "nuclei_count_wells.csv", "nuclei_count_images.csv", "nuclei_count_results.json", "nuclei_count_heatmap.png"}
     assert len(store.annotations_on("Plate", plate_only.pid, BULK_NS)) == 1
     members = plate_members(store, plate_only.pid)
     for kind in ("Well", "Image"):

@@ -26,7 +26,9 @@ OUTPUTS = ("CSV", "JSON", "OMERO_Table", "Key_Value_Pairs")
 
 # A Bool parent's children, where a script has one: each child means nothing when the
 # parent is unticked, so that the default sent in its place does no harm.
-DEPENDS_ON: dict[str, dict[str, str]] = {"Run_HCS_Pipeline.py": {}, "Describe_Plate.py": {},
+DEPENDS_ON: dict[str, dict[str, str]] = {"Run_HCS_Pipeline.py": {"Heat_Map_Measurement": "Heat_Map",
+                                                                "Max_ROIs_Per_Image": "Save_ROIs"},
+                                         "Describe_Plate.py": {},
                                          "Delete_HCS_Results.py": {}}
 
 # The example of the style guide's "Parameter grouping", with defaults.
@@ -106,6 +108,23 @@ def test_run_dialog_groups_each_output_under_where_it_goes(parsed):
     shown = [key for key in web if key in ("Data_Type", "IDs", "Pipeline", "Workers", "Attach_To",
                                            "Replace_Previous_Results")]
     assert shown == ["Data_Type", "IDs", "Pipeline", "Workers", "Attach_To", "Replace_Previous_Results"]
+
+
+def test_the_pictures_are_chosen_under_their_own_checkboxes(parsed):
+    params = parsed["Run_HCS_Pipeline.py"]
+    web = dict(_web_tree(params))
+    assert web["Heat_Map"] == ["Heat_Map_Measurement"] and web["Save_ROIs"] == ["Max_ROIs_Per_Image"]
+    assert insight_tree(params)["Save_ROIs"] == ["Max_ROIs_Per_Image"]
+    assert list(web)[-2:] == ["Heat_Map", "Save_ROIs"]  # after Replace_Previous_Results, as numbered
+    for heat_map, save_rois in itertools.product((True, False), repeat=2):
+        chosen = {"Heat_Map": heat_map, "Heat_Map_Measurement": "nuclei_area_mean", "Save_ROIs": save_rois,
+                  "Max_ROIs_Per_Image": 50}
+        for client, received in _dialogs(params, 51, chosen).items():
+            assert received["Heat_Map"] is heat_map and received["Save_ROIs"] is save_rois, client
+            if save_rois or client == "OMERO.web":
+                assert received["Max_ROIs_Per_Image"] == 50, client
+            if heat_map or client == "OMERO.web":
+                assert received["Heat_Map_Measurement"] == "nuclei_area_mean", client
 
 
 def _dialogs(params, plate_id: int, chosen: dict):

@@ -21,7 +21,7 @@ from omero_fixtures import gateway, standin
 
 # Everything a scenario may leave in the stand-in's store; cleanup must empty these.
 CREATED_KINDS = ("Plate", "Well", "WellSample", "Image", "Pixels", "Channel", "LogicalChannel", "FileAnnotation",
-                 "MapAnnotation", "PlateAnnotationLink", "WellAnnotationLink", "ImageAnnotationLink")
+                 "MapAnnotation", "PlateAnnotationLink", "WellAnnotationLink", "ImageAnnotationLink", "Roi", "Polygon")
 
 
 class StandInTarget(scenarios.Target):
@@ -96,6 +96,11 @@ def test_cancel_stops_and_attaches_nothing(target, normal_plate, tmp_path):
 
 def test_clients_run_the_script_and_read_its_outputs(target, tiny_plate):
     scenarios.clients_run_the_script_and_read_its_outputs(target, tiny_plate)
+
+
+def test_pictures_once_per_run(target, tiny_plate):
+    scenarios.pictures_once_per_run(target, tiny_plate)
+    assert target.server.store.all("Roi")  # until cleanup, which must remove them
 
 
 def test_wrong_truth_fails_and_cleanup_still_removes_everything(tiny_plate, tmp_path):

@@ -74,3 +74,10 @@ PIPELINE_UPLOAD = (
     "select a from FileAnnotation a join fetch a.file "
     "where a.ns = :ns and a.description = :description and a.details.owner.id = :owner"
 )
+
+# This bundle's ROIs on images (IDs only): a ROI has no namespace, so its description
+# holds the results' namespace (see omero/rois.py).
+ROIS = "select r.id from Roi r where r.image.id in (:ids) and r.description = :ns"
+
+# ROIs whose description is a namespace under a prefix, on images.
+ROIS_NS_PREFIX = "select r.id from Roi r where r.image.id in (:ids) and r.description like :ns"

@@ -13,6 +13,7 @@ from ..results import PlateResults, collect
 from .annotations import read_file_annotation
 from .metadata import OMEROMetadataHandler
 from .pixels import OmeroPixelSource
+from . import rois as R
 from .plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
 from .sink import OmeroResultSink, WriteReport
 
@@ -58,17 +59,24 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
 
 def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int = 1,
                  attach_to: tuple[str, ...] = ("plate", "wells"), outputs: tuple[str, ...] = ("csv", "json", "table", "key_values"),
-                 replace: bool = True, progress: ProgressCallback | None = None) -> PlateRun:
-    """Compute on every field of the plate, then attach the results."""
+                 replace: bool = True, progress: ProgressCallback | None = None,
+                 heatmap: bool = True, heatmap_measurement: str | None = None,
+                 save_rois: bool = False, roi_cap: int = R.DEFAULT_CAP) -> PlateRun:
+    """Compute on every field of the plate, then attach the results (with a heat map
+    and, when asked, the measured objects as ROIs)."""
     source = OmeroPixelSource(conn, plate)
     started = time.time()
     try:
-        units = run_units(bound, source, workers=workers, progress=progress)
+        units = run_units(bound, source, workers=workers, progress=progress, outlines=save_rois)
     finally:
         source.close()
     results = collect(plate.layout, bound, units, source=f"omero plate {plate.id}",
                       started=started, finished=time.time(), workers=workers)
-    sink = OmeroResultSink(conn, plate, bound.name, attach_to=attach_to, outputs=outputs, replace=replace)
+    rois = R.RoiChoice(roi_cap, R.roi_z(bound.load.z, plate.layout.z_planes)) if save_rois else None
+    if rois is not None and results.outlines:  # the run's JSON says what the cap left out
+        results.summary["rois"] = R.plan(results.outlines, plate.layout.image_ids, roi_cap).summary()
+    sink = OmeroResultSink(conn, plate, bound.name, attach_to=attach_to, outputs=outputs, replace=replace,
+                           heatmap=heatmap, heatmap_measurement=heatmap_measurement, rois=rois)
     if len(results.errors) < len(units):  # a run where every unit failed attaches nothing
         sink.write(results)
     return PlateRun(plate, results, sink.report)

@@ -18,6 +18,7 @@ from ..pipeline.loading import PipelineError
 from ..progress import RunProgress
 from ..virtual_backend import VirtualBackend
 from . import annotations as A
+from . import rois as R
 from .plate import OmeroInputError, load_plate, plate_ids_for
 from .run import pipeline_from_choice, prepare, run_on_plate
 from .sink import NS_PREFIX, TABLE_DESCRIPTION, attaches_anything
@@ -29,7 +30,8 @@ ATTACH_VALUES = {
 }
 DEFAULTS = {"Data_Type": "Plate", "Pipeline": "nuclei_count", "Workers": 2, "Attach_To": "Plate and wells",
             "CSV": True, "JSON": True, "OMERO_Table": True, "Key_Value_Pairs": True,
-            "Replace_Previous_Results": True}
+            "Replace_Previous_Results": True, "Heat_Map": True, "Save_ROIs": False,
+            "Max_ROIs_Per_Image": R.DEFAULT_CAP}
 
 
 @dataclass
@@ -89,7 +91,10 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
             raise OmeroInputError(f"Attach_To={p['Attach_To']} with only {', '.join(outputs)} would attach "
                                   "nothing: key-value pairs go on wells, per-field CSVs on images")
         workers = max(1, min(int(p["Workers"]), available_cores()))
+        if int(p["Max_ROIs_Per_Image"]) < 1:
+            raise OmeroInputError(f"Max_ROIs_Per_Image must be at least 1, got {p['Max_ROIs_Per_Image']}")
         prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec)
+        measurement = _heatmap_measurement(p, prepared)
     except Exception as exc:
         return _failure(exc, "Nothing attached")
     progress = None
@@ -101,7 +106,9 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
         try:
             run = run_on_plate(conn, plate, bound, workers=workers, attach_to=attach, outputs=outputs,
                                replace=p["Replace_Previous_Results"],
-                               progress=progress.plate_callback(index) if progress else None)
+                               progress=progress.plate_callback(index) if progress else None,
+                               heatmap=bool(p["Heat_Map"]), heatmap_measurement=measurement,
+                               save_rois=bool(p["Save_ROIs"]), roi_cap=int(p["Max_ROIs_Per_Image"]))
         except Cancelled:
             lines.append(f"stopped during plate {plate.id}: nothing attached to it")
             return ScriptOutcome("; ".join(lines), file_ann, outcome="cancelled", attached=attached)
@@ -114,13 +121,28 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
         lines.append(_plate_line(run))
         file_ann = file_ann or run.report.wells_csv_annotation
         for kind, ids in run.report.created.items():
-            if ids:
+            if ids and kind != "Roi":  # thousands of them: the Message says how many
                 attached.setdefault(kind, []).extend(ids)
     head = (f"{spec.name} on {len(prepared)} plate{'s' if len(prepared) != 1 else ''} with "
             f"{workers} worker{'s' if workers != 1 else ''} in {time.time() - started:.1f} s")
     if failed_units:
         head += f"; {failed_units} field(s) failed (see the error column)"
     return ScriptOutcome("; ".join([head] + lines), file_ann, attached=attached)
+
+
+def _heatmap_measurement(p: dict[str, Any], prepared) -> str | None:
+    """The heat map's measurement, checked against the pipeline before anything runs."""
+    from ..pictures.heatmap import check_measurement
+
+    if not p["Heat_Map"]:
+        return None
+    chosen = None
+    for plate, bound in prepared:  # "all" channels differ from plate to plate
+        try:
+            chosen = check_measurement(bound, p.get("Heat_Map_Measurement"))
+        except ValueError as exc:
+            raise OmeroInputError(f"Heat_Map_Measurement: plate {plate.id}: {exc}") from None
+    return chosen
 
 
 def _plate_line(run) -> str:
@@ -133,6 +155,11 @@ def _plate_line(run) -> str:
         return f"plate {run.plate.id}: every field failed ({first}); nothing attached"
     line = (f"plate {run.plate.id} ({run.plate.layout.name}): {s['timing']['units']} fields{total}; "
             f"attached {run.report.count()} annotations, replaced {run.report.replaced}")
+    rois = run.report.rois
+    if rois is not None:
+        line += f"; {len(rois.rois)} ROIs on {rois.images} images"
+        if rois.capped:
+            line += f" ({rois.note()})"
     if run.report.not_replaced:
         line += (f"; could not remove {run.report.not_replaced} earlier annotations "
                  f"({run.report.replace_error})")
@@ -157,7 +184,7 @@ def describe_plates_script(conn, params: dict[str, Any], samples: int = 5) -> Sc
 def delete_results_script(conn, params: dict[str, Any]) -> ScriptOutcome:
     """Delete_HCS_Results: this bundle's annotations on the plates, wells and images."""
     try:
-        removed = 0
+        removed = removed_rois = 0
         for pid in plate_ids_for(conn, params.get("Data_Type", "Plate"), list(params.get("IDs") or [])):
             plate = load_plate(conn, pid)
             targets = {"Plate": [pid], "Well": [w.id for w in plate.layout.wells if w.id is not None],
@@ -167,8 +194,11 @@ def delete_results_script(conn, params: dict[str, Any]) -> ScriptOutcome:
                 found += A.find_annotations(conn, kind, ids, NS_PREFIX, ns_prefix=True)
             found += A.find_annotations(conn, "Plate", [pid], A.BULK_ANNOTATIONS_NS,
                                         description=lambda d: d.startswith(TABLE_DESCRIPTION + " "))
-            A.delete_objects(conn, A.group_targets(found), plate.group_id)
+            rois = R.find_rois(conn, targets["Image"], NS_PREFIX, ns_prefix=True)
+            A.delete_objects(conn, A.group_targets(found + rois), plate.group_id)
             removed += len(found)
-        return ScriptOutcome(f"removed {removed} openhcs-omero annotations")
+            removed_rois += len(rois)
+        return ScriptOutcome(f"removed {removed} openhcs-omero annotations"
+                             + (f" and {removed_rois} ROIs" if removed_rois else ""))
     except Exception as exc:
         return _failure(exc, "Nothing removed")

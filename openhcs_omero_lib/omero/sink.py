@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..results import IMAGES_CSV, RESULTS_JSON, WELLS_CSV, PlateResults, ResultSink, measurement_columns
 from . import annotations as A
+from . import rois as R
 from .plate import OmeroPlate
 
 NS_PREFIX = "openhcs.omero/results"
@@ -41,12 +42,15 @@ class WriteReport:
     not_replaced: int = 0
     replace_error: str = ""
     wells_csv_annotation: Any = None
+    rois: Any = None
+    """The :class:`~.rois.RoiPlan` saved, when ROIs were asked for"""
 
     def add(self, kind: str, anns: list[Any]) -> None:
         self.created.setdefault(kind, []).extend(a.getId().getValue() for a in anns)
 
     def count(self) -> int:
-        return sum(len(v) for v in self.created.values())
+        """Annotations created (ROIs are in ``created["Roi"]``, not counted here)."""
+        return sum(len(v) for k, v in self.created.items() if k != "Roi")
 
 
 class OmeroResultSink(ResultSink):
@@ -57,7 +61,8 @@ class OmeroResultSink(ResultSink):
 
     def __init__(self, conn, plate: OmeroPlate, pipeline: str, *,
                  attach_to: tuple[str, ...] = ("plate", "wells"),
-                 outputs: tuple[str, ...] = OUTPUT_CHOICES, replace: bool = True):
+                 outputs: tuple[str, ...] = OUTPUT_CHOICES, replace: bool = True,
+                 heatmap: bool = True, heatmap_measurement: str | None = None, rois: R.RoiChoice | None = None):
         unknown = set(attach_to) - set(ATTACH_CHOICES) | set(outputs) - set(OUTPUT_CHOICES)
         if unknown:
             raise ValueError(f"unknown choices: {sorted(unknown)}")
@@ -68,6 +73,9 @@ class OmeroResultSink(ResultSink):
         self.attach_to = attach_to
         self.outputs = outputs
         self.replace = replace
+        self.heatmap = heatmap
+        self.heatmap_measurement = heatmap_measurement
+        self.rois = rois
         self.report = WriteReport()
 
     # ---- what exists -------------------------------------------------------------------------
@@ -88,6 +96,7 @@ class OmeroResultSink(ResultSink):
         own_table = table_description(self.pipeline)
         found += A.find_annotations(self.conn, "Plate", [self.plate.id], A.BULK_ANNOTATIONS_NS,
                                     description=lambda d: d == own_table)
+        found += R.find_rois(self.conn, self._targets()["Image"], self.ns)
         return found
 
     # ---- writing -----------------------------------------------------------------------------
@@ -96,6 +105,7 @@ class OmeroResultSink(ResultSink):
         old = self.existing() if self.replace else []
         try:
             self._write_new(results)
+            self._write_pictures(results)
         except BaseException:
             self._rollback()
             raise
@@ -169,6 +179,22 @@ class OmeroResultSink(ResultSink):
             anns = self._files([(f"{name}_image{iid}.csv", rows.to_csv(index=False).encode(), "text/csv")
                                 for iid, rows in groups])
             A.link(self.conn, "Image", [(iid, a) for (iid, _), a in zip(groups, anns)], gid)
+
+    def _write_pictures(self, results: PlateResults) -> None:
+        """The heat map PNG on the plate; the measured objects as ROIs on the images,
+        each batch's IDs recorded as it is saved, so that a failure removes them."""
+        layout = self.plate.layout
+        if self.heatmap:
+            from ..pictures.heatmap import plate_heatmap
+
+            png = plate_heatmap(results.wells, layout.rows, layout.columns, plate=layout.name,
+                                pipeline=self.pipeline, measurement=self.heatmap_measurement).png
+            anns = self._files([(f"{self.pipeline}_heatmap.png", png, "image/png")])
+            A.link(self.conn, "Plate", [(self.plate.id, anns[0])], self.plate.group_id)
+        if self.rois is not None and results.outlines:
+            self.report.rois = R.plan(results.outlines, layout.image_ids, self.rois.cap)
+            R.save_rois(self.conn, self.report.rois, self.ns, self.plate.group_id, self.rois.z,
+                        self.report.created.setdefault("Roi", []))
 
 
 def well_key_values(rows: pd.DataFrame, pipeline: str) -> list[tuple[str, str]]:

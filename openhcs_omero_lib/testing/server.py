@@ -39,9 +39,11 @@ from .store import Group, Session, Store, User, class_name
 
 
 class OmeroStandIn:
-    """See the module docstring. ``latency`` is added to every service call, in seconds."""
+    """See the module docstring. ``latency`` is added to every service call, in seconds;
+    with ``wire_metrics`` Ice counts the bytes of every call (:meth:`wire_bytes`)."""
 
-    def __init__(self, latency: float = 0.0, user: str = "alice", password: str = "alice-password"):
+    def __init__(self, latency: float = 0.0, user: str = "alice", password: str = "alice-password",
+                 wire_metrics: bool = False):
         self.store = Store()
         self.latency = latency
         self.calls: collections.Counter[str] = collections.Counter()
@@ -66,7 +68,7 @@ class OmeroStandIn:
         self.communicator = Ice.initialize([
             "--Ice.ThreadPool.Server.Size=4", "--Ice.ThreadPool.Server.SizeMax=64",
             "--Ice.MessageSizeMax=262144", "--Ice.Warn.Connections=0",
-        ])
+        ] + (_WIRE_METRICS if wire_metrics else []))
         # Objects sent by clients (links, annotations) must arrive as omero.model.*I.
         from omero import ObjectFactoryRegistrar
 
@@ -219,6 +221,17 @@ class OmeroStandIn:
     def clear_failures(self) -> None:
         with self._lock:
             self._injected.clear()
+
+    def wire_bytes(self) -> dict[str, dict[str, int]]:
+        """Per operation name (``saveAndReturnIds``), what the server received so far:
+        ``calls``, ``request_bytes`` (the requests' encoded parameters) and
+        ``reply_bytes``, as Ice's own dispatch metrics count them (IceMX)."""
+        import IceMX
+
+        admin = IceMX.MetricsAdminPrx.checkedCast(self.communicator.getAdmin(), "Metrics")
+        views, _ = admin.getMetricsView("Wire")
+        return {m.id: {"calls": m.total, "request_bytes": m.size, "reply_bytes": m.replySize}
+                for m in views.get("Dispatch", [])}
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -380,6 +393,12 @@ class OmeroStandIn:
                         store.tables.pop(fid, None)
                         deleted["OriginalFile"].append(fid)
         return dict(deleted)
+
+
+# Ice's metrics of dispatched requests by operation, read through the admin facet on loopback.
+_WIRE_METRICS = ["--Ice.Admin.Enabled=1", "--Ice.Admin.Endpoints=tcp -h 127.0.0.1",
+                 "--Ice.Admin.InstanceName=omero-standin", "--IceMX.Metrics.Wire.GroupBy=operation",
+                 "--IceMX.Metrics.Wire.Map.Dispatch.GroupBy=operation"]
 
 
 def _plane_reader(source: ImageXpressSource, well: str, site: int):

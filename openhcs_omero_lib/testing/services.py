@@ -25,7 +25,7 @@ import omero.sys
 from omero.rtypes import rlong, rstring, unwrap
 
 from ..omero import queries as Q
-from . import annotation_reads, blitz, image_service
+from . import annotation_reads, blitz, image_service, rois
 from ._servant import StandInServant, servant
 from .store import Session, class_name
 
@@ -220,6 +220,9 @@ class QueryService(StandInServant, omero.api.IQuery):
             if text == Q.OBJECT_EXISTS.format(kind=kind):
                 obj = store.get(kind, _param(params, "id"))
                 return [[rlong(obj.getId().getValue())]] if self._visible(obj, current) else []
+        found = rois.project(self, text, params, current)  # the bundle's ROIs on images
+        if found is not None:
+            return found
         raise omero.ApiUsageException(message=f"the OMERO stand-in does not model this query: {text}")
 
     def findAllByQuery(self, query, params, current=None):
@@ -251,6 +254,9 @@ class UpdateService(StandInServant, omero.api.IUpdate):
 
     def _save(self, obj, group: int) -> Any:
         modelled = image_service.save(self, obj, group)  # plates and images made through the API
+        if modelled is not None:
+            return modelled
+        modelled = rois.save(self, obj, group)  # ROIs with their shapes
         if modelled is not None:
             return modelled
         store = self.server.store
@@ -668,6 +674,9 @@ class ServiceFactoryService(StandInServant, omero.api.ServiceFactory):
     def createRawFileStore(self, current=None):
         return self.server.add_servant(RawFileStoreService, self.session, omero.api.RawFileStorePrx)
 
+    def getRoiService(self, current=None):
+        return self._stateless(rois.RoiService, omero.api.IRoiPrx)
+
     def getPixelsService(self, current=None):
         return self._stateless(image_service.PixelsService, omero.api.IPixelsPrx)
 
@@ -692,8 +701,9 @@ class ServiceFactoryService(StandInServant, omero.api.ServiceFactory):
             try:
                 targets = {k: list(v) for k, v in req.targetObjects.items()}
                 # with what the server deletes along with plates and images
-                deleted = self.server.delete_graph(image_service.delete_targets(self.server.store, targets),
-                                                   self.session)
+                targets = image_service.delete_targets(self.server.store, targets)
+                targets = rois.delete_targets(self.server.store, targets)  # images' ROIs, ROIs' shapes
+                deleted = self.server.delete_graph(targets, self.session)
                 servant_obj.response = omero.cmd.Delete2Response(deletedObjects=deleted)
             except omero.ServerError as exc:
                 servant_obj.response = omero.cmd.ERR(category="graph", name=type(exc).__name__,

@@ -28,3 +28,7 @@ def test_cancel_stops_and_attaches_nothing(target, normal_plate, tmp_path):
 
 def test_clients_run_the_script_and_read_its_outputs(target, tiny_plate):
     scenarios.clients_run_the_script_and_read_its_outputs(target, tiny_plate)
+
+
+def test_pictures_once_per_run(target, tiny_plate):
+    scenarios.pictures_once_per_run(target, tiny_plate)

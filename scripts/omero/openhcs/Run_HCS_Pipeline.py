@@ -5,7 +5,8 @@ Run_HCS_Pipeline.py: run an openhcs-omero pipeline on plates, inside the server.
 Measures every field of the selected plates (or of every plate of the selected
 screens) with a pipeline preset or a pipeline spec uploaded as a file annotation,
 in parallel worker processes, and attaches the results: CSV and JSON files, an
-OMERO.table shown in the plate view, and key-value pairs on the wells.
+OMERO.table shown in the plate view, key-value pairs on the wells, a heat map of
+the plate and, if asked, the measured objects as ROIs.
 
 Requires the openhcs-omero package in the server's Python environment.
 """
@@ -17,6 +18,7 @@ from omero.rtypes import rstring
 def run_script():
     # Imported here: the server runs this file once to read its parameters, and that
     # must stay cheap.
+    from openhcs_omero_lib.omero.rois import DEFAULT_CAP
     from openhcs_omero_lib.omero.script_params import SCRIPT_INFO, selection_params, serve
     from openhcs_omero_lib.presets import names
 
@@ -24,7 +26,8 @@ def run_script():
     client = scripts.client(
         "Run_HCS_Pipeline.py",
         """Run an HCS image pipeline on plates where their pixels are, and attach
-per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs).""",
+per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs), a heat
+map of the plate and, if asked, the measured objects as ROIs.""",
         *selection_params("Run on"),
         scripts.String(
             "Pipeline", optional=True, grouping="3",
@@ -56,6 +59,18 @@ per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs).""
                      description="Per-well measurements as key-value pairs on each well."),
         scripts.Bool("Replace_Previous_Results", optional=True, grouping="6", default=True,
                      description="Remove this pipeline's earlier results once the new ones are saved."),
+        # Bool parents whose children mean nothing without them: the default OMERO.insight
+        # sends for a greyed-out child does no harm.
+        scripts.Bool("Heat_Map", optional=True, grouping="7", default=True,
+                     description="A PNG of the plate coloured by a well measurement, attached to the plate."),
+        scripts.String("Heat_Map_Measurement", optional=True, grouping="7.1",
+                       description="The well measurement it shows (a column of the wells CSV); "
+                                   "empty: the pipeline's first count."),
+        scripts.Bool("Save_ROIs", optional=True, grouping="8", default=False,
+                     description="Outline the objects each field's count was made of, as ROIs on its image "
+                                 "(shown in OMERO.iviewer); replaced with the other results."),
+        scripts.Int("Max_ROIs_Per_Image", optional=True, grouping="8.1", default=DEFAULT_CAP, min=1, max=100000,
+                    description="At most this many ROIs per image; the Message says where it was reached."),
         **SCRIPT_INFO,
     )
     serve(client, "run_pipeline_script", progress=True)
