@@ -166,12 +166,15 @@ def _picture_measurement(args: argparse.Namespace, bound) -> str:
 
 def _local_pictures(args: argparse.Namespace, results, source, bound, measurement: str) -> dict[str, bytes]:
     """``heatmap.png`` (unless --no-heatmap) and, with --qc, ``qc_montage.png``."""
-    from .pictures.heatmap import plate_heatmap
+    from .pictures.heatmap import drawable, plate_heatmap
     from .pictures.montage import qc_montage
 
     pictures = {}
     layout = source.layout
-    if not args.no_heatmap:
+    if not args.no_heatmap and not drawable(layout.rows, layout.columns):
+        print(f"no heatmap.png: a plate of {layout.rows}x{layout.columns} wells is larger than 1536-well plates",
+              file=sys.stderr)
+    elif not args.no_heatmap:
         pictures["heatmap.png"] = plate_heatmap(results.wells, layout.rows, layout.columns, plate=layout.name,
                                                 pipeline=bound.name, measurement=measurement).png
     if args.qc:
@@ -220,7 +223,7 @@ def _run_omero(args: argparse.Namespace) -> int:
                                save_rois=args.save_rois, roi_cap=args.max_rois)
             if args.out:
                 pictures = {}
-                if not args.no_heatmap and run.report.count():
+                if not args.no_heatmap and run.report.count() and not run.report.heatmap_note:
                     from .pictures.heatmap import plate_heatmap
 
                     pictures["heatmap.png"] = plate_heatmap(

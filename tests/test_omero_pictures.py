@@ -268,3 +268,20 @@ def test_delete_hcs_results_removes_the_rois_too(tiny_plate):
             outcome = delete_results_script(conn, {"Data_Type": "Plate", "IDs": [pid]})
         assert outcome.ok and f"and {n} ROIs" in outcome.message, outcome.message
         assert server.store.all("Roi") == [] and server.store.all("Polygon") == []
+
+
+def test_a_plate_larger_than_1536_wells_gets_its_results_without_a_heat_map(tiny_plate):
+    from omero.rtypes import rint
+
+    from openhcs_omero_lib.omero.script_support import run_pipeline_script
+
+    with standin() as server:
+        pid = server.import_plate(tiny_plate)
+        plate = server.store.get("Plate", pid)
+        plate.setRows(rint(40))  # more rows than a heat map draws
+        server.store.touch(plate)
+        with gateway(server) as conn:
+            outcome = run_pipeline_script(conn, {"IDs": [pid], "Workers": 1, "Attach_To": "Plate"})
+        assert outcome.ok and "no heat map of a plate of 40x" in outcome.message, outcome.message
+        names = sorted(file_name(server.store, a) for a in server.store.annotations_on("Plate", pid, NS))
+        assert names == ["nuclei_count_images.csv", "nuclei_count_results.json", "nuclei_count_wells.csv"]

@@ -155,6 +155,8 @@ def _plate_line(run) -> str:
         return f"plate {run.plate.id}: every field failed ({first}); nothing attached"
     line = (f"plate {run.plate.id} ({run.plate.layout.name}): {s['timing']['units']} fields{total}; "
             f"attached {run.report.count()} annotations, replaced {run.report.replaced}")
+    if run.report.heatmap_note:
+        line += f"; {run.report.heatmap_note}"
     rois = run.report.rois
     if rois is not None:
         line += f"; {len(rois.rois)} ROIs on {rois.images} images"

@@ -44,6 +44,8 @@ class WriteReport:
     wells_csv_annotation: Any = None
     rois: Any = None
     """The :class:`~.rois.RoiPlan` saved, when ROIs were asked for"""
+    heatmap_note: str = ""
+    """Why a heat map that was asked for is not there"""
 
     def add(self, kind: str, anns: list[Any]) -> None:
         self.created.setdefault(kind, []).extend(a.getId().getValue() for a in anns)
@@ -185,12 +187,15 @@ class OmeroResultSink(ResultSink):
         each batch's IDs recorded as it is saved, so that a failure removes them."""
         layout = self.plate.layout
         if self.heatmap:
-            from ..pictures.heatmap import plate_heatmap
+            from ..pictures.heatmap import drawable, plate_heatmap
 
-            png = plate_heatmap(results.wells, layout.rows, layout.columns, plate=layout.name,
-                                pipeline=self.pipeline, measurement=self.heatmap_measurement).png
-            anns = self._files([(f"{self.pipeline}_heatmap.png", png, "image/png")])
-            A.link(self.conn, "Plate", [(self.plate.id, anns[0])], self.plate.group_id)
+            if drawable(layout.rows, layout.columns):
+                png = plate_heatmap(results.wells, layout.rows, layout.columns, plate=layout.name,
+                                    pipeline=self.pipeline, measurement=self.heatmap_measurement).png
+                anns = self._files([(f"{self.pipeline}_heatmap.png", png, "image/png")])
+                A.link(self.conn, "Plate", [(self.plate.id, anns[0])], self.plate.group_id)
+            else:  # the results matter more than their picture
+                self.report.heatmap_note = f"no heat map of a plate of {layout.rows}x{layout.columns} wells"
         if self.rois is not None and results.outlines:
             self.report.rois = R.plan(results.outlines, layout.image_ids, self.rois.cap)
             R.save_rois(self.conn, self.report.rois, self.ns, self.plate.group_id, self.rois.z,

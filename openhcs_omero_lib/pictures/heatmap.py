@@ -32,6 +32,7 @@ FAILED = "#d62728"
 NO_VALUE = "#a0a0a0"
 NOT_IMAGED = "#f2f2f2"
 _NOT_MEASUREMENTS = ("sites", "sites_failed")
+MAX_ROWS, MAX_COLUMNS = 32, 48  # a 1536-well plate
 
 # Inches. The grid gets at most the width OMERO.web's attachment preview and a
 # browser tab show without scaling (about 1000 px), and wells at least 0.2 in.
@@ -102,6 +103,11 @@ def check_measurement(spec, measurement: str | None) -> str:
     return measurement
 
 
+def drawable(rows: int, columns: int) -> bool:
+    """Whether a plate of this format fits a heat map (standard plates up to 1536 wells)."""
+    return 1 <= rows <= MAX_ROWS and 1 <= columns <= MAX_COLUMNS
+
+
 def _layout_inches(rows: int, columns: int) -> tuple[float, float, float]:
     grid_w = min(_MAX_GRID_WIDTH, max(_MIN_GRID_WIDTH, _MAX_CELL * columns))
     cell = grid_w / columns
@@ -113,8 +119,9 @@ def plate_heatmap(wells: pd.DataFrame, rows: int, columns: int, *, plate: str, p
     """The heat map of ``measurement`` (default: the first count column) over a plate
     of ``rows`` x ``columns`` wells, from a wells table (:func:`~.results.wells_table`);
     with several timepoints, of ``timepoint`` (default the first)."""
-    if not 1 <= rows <= 32 or not 1 <= columns <= 48:
-        raise ValueError(f"a plate of {rows}x{columns} wells is not one a heat map can draw (up to 32x48)")
+    if not drawable(rows, columns):
+        raise ValueError(f"a plate of {rows}x{columns} wells is not one a heat map can draw "
+                         f"(up to {MAX_ROWS}x{MAX_COLUMNS})")
     choices = well_measurements(wells)
     measurement = measurement or default_measurement(choices)
     if measurement not in choices:
