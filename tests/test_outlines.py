@@ -54,11 +54,13 @@ def test_each_object_is_traced_within_a_pixel():
     for label in range(1, 6):
         a, b = labels == label, drawn == label
         assert (a & b).sum() / (a | b).sum() > 0.85, label
-    # within the image, pixel-edge coordinates
-    assert found.points[:, 0].min() >= 0 and found.points[:, 0].max() <= labels.shape[1]
-    assert found.points[:, 1].min() >= 0 and found.points[:, 1].max() <= labels.shape[0]
+    # within the image, pixel-edge coordinates on the half-pixel grid
+    points = np.concatenate([poly for _, poly in found.polygons()])
+    assert points[:, 0].min() >= 0 and points[:, 0].max() <= labels.shape[1]
+    assert points[:, 1].min() >= 0 and points[:, 1].max() <= labels.shape[0]
+    assert np.array_equal(points * 2, np.rint(points * 2))
     # simplified, not a vertex per boundary pixel
-    assert len(found.points) < sum(ops.object_measurements(labels, {})["area"]) / 3
+    assert len(points) < sum(ops.object_measurements(labels, {})["area"]) / 3
 
 
 def test_a_ring_has_its_outer_and_inner_edge_and_a_missing_object_none():

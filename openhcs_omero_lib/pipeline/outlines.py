@@ -23,24 +23,26 @@ TOLERANCE = 0.5
 class Outlines:
     """Every object of one labels image (labels ``1..count``) as closed polygons.
 
-    ``points`` holds all vertices, ``(x, y)`` in pixel-edge coordinates (pixel
-    ``(i, j)`` covers ``[j, j+1) x [i, i+1)``, as OMERO's shapes and matplotlib's
-    ``imshow`` extent count them); polygon ``k`` is ``points[starts[k]:starts[k+1]]``
-    and outlines object ``owner[k]``. An object has one polygon per boundary: its
-    outer edge, each hole's edge, each separate piece's. An object without pixels
-    (a ring covered by its neighbours) is counted but has none.
+    Vertices are ``(x, y)`` in pixel-edge coordinates (pixel ``(i, j)`` covers
+    ``[j, j+1) x [i, i+1)``, as OMERO's shapes and matplotlib's ``imshow`` extent count
+    them), all on the half-pixel grid, so ``halves`` keeps them doubled as 16-bit
+    integers (4 bytes a vertex, for fields up to 32767 pixels); polygon ``k`` is
+    ``halves[starts[k]:starts[k+1]] / 2`` and outlines object ``owner[k]``. An object
+    has one polygon per boundary: its outer edge, each hole's edge, each separate
+    piece's. An object without pixels (a ring covered by its neighbours) is counted
+    but has none.
     """
 
     count: int
     shape: tuple[int, int]
-    points: np.ndarray
+    halves: np.ndarray
     starts: np.ndarray
     owner: np.ndarray
 
     def polygons(self) -> Iterator[tuple[int, np.ndarray]]:
-        """``(label, (n, 2) array of x, y)`` for every polygon, in label order."""
+        """``(label, (n, 2) float array of x, y)`` for every polygon, in label order."""
         for k in range(len(self.owner)):
-            yield int(self.owner[k]), self.points[self.starts[k]:self.starts[k + 1]]
+            yield int(self.owner[k]), self.halves[self.starts[k]:self.starts[k + 1]] / np.float32(2)
 
     def by_object(self) -> dict[int, list[np.ndarray]]:
         """Label -> its polygons, for the objects that have pixels."""
@@ -53,6 +55,8 @@ class Outlines:
 def outlines(labels: np.ndarray, tolerance: float = TOLERANCE) -> Outlines:
     """The outlines of a 2-D labels image (0 = background)."""
     labels = np.asarray(labels)
+    if max(labels.shape, default=0) > 32767:
+        raise ValueError(f"outlines of a {labels.shape} image: at most 32767 pixels a side")
     count = int(labels.max()) if labels.size else 0
     polys: list[np.ndarray] = []
     owner: list[int] = []
@@ -68,12 +72,12 @@ def outlines(labels: np.ndarray, tolerance: float = TOLERANCE) -> Outlines:
                 continue
             # find_contours counts from pixel centres; shapes count from pixel edges.
             yx = contour + origin + 0.5
-            polys.append(yx[:, ::-1].astype(np.float32))
+            polys.append(np.rint(yx[:, ::-1] * 2).astype(np.uint16))
             owner.append(label)
     sizes = np.array([len(p) for p in polys], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
-    points = np.concatenate(polys) if polys else np.zeros((0, 2), np.float32)
-    return Outlines(count, (int(labels.shape[0]), int(labels.shape[1])), points, starts,
+    halves = np.concatenate(polys) if polys else np.zeros((0, 2), np.uint16)
+    return Outlines(count, (int(labels.shape[0]), int(labels.shape[1])), halves, starts,
                     np.array(owner, dtype=np.int32))
 
 
