@@ -74,3 +74,7 @@ PIPELINE_UPLOAD = (
     "select a from FileAnnotation a join fetch a.file "
     "where a.ns = :ns and a.description = :description and a.details.owner.id = :owner"
 )
+
+# The plate as an object, so that the server sends its details.permissions with the
+# caller's restrictions (canAnnotate), as it does with every object it returns.
+PLATE_PERMISSIONS = "select p from Plate p where p.id = :id"

@@ -14,6 +14,7 @@ from .annotations import read_file_annotation
 from .metadata import OMEROMetadataHandler
 from .pixels import OmeroPixelSource
 from .plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
+from .preflight import check_can_annotate, check_ready, check_tables
 from .sink import OmeroResultSink, WriteReport
 
 
@@ -42,9 +43,15 @@ def pipeline_from_choice(conn, preset: str | None, annotation_id: int | None) ->
 
 
 def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
-            handler: OMEROMetadataHandler | None = None) -> list[tuple[OmeroPlate, PipelineSpec]]:
-    """Every plate's layout and the spec bound to it, before anything runs: a bad ID
-    or a channel a plate lacks stops the whole request with nothing written."""
+            handler: OMEROMetadataHandler | None = None,
+            outputs: tuple[str, ...] = ()) -> list[tuple[OmeroPlate, PipelineSpec]]:
+    """Every plate's layout and the spec bound to it, before anything runs: a bad ID,
+    a channel a plate lacks, a plate the user may not annotate, a table among the
+    ``outputs`` without OMERO.tables, or images the server is still preparing
+    (:class:`~.preflight.PlateNotReady`) stop the whole request with nothing
+    computed and nothing written."""
+    if "table" in outputs:
+        check_tables(conn)
     prepared = []
     for pid in plate_ids_for(conn, data_type, ids):
         plate = load_plate(conn, pid, handler)
@@ -52,14 +59,18 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
             bound = bind(spec, plate.layout)
         except ValueError as exc:
             raise OmeroInputError(f"plate {pid} ({plate.layout.name}): {exc}") from None
+        check_can_annotate(conn, plate)
         prepared.append((plate, bound))
+    check_ready(conn, [plate for plate, _ in prepared])
     return prepared
 
 
 def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int = 1,
                  attach_to: tuple[str, ...] = ("plate", "wells"), outputs: tuple[str, ...] = ("csv", "json", "table", "key_values"),
                  replace: bool = True, progress: ProgressCallback | None = None) -> PlateRun:
-    """Compute on every field of the plate, then attach the results."""
+    """Compute on every field of the plate, then attach the results. Raises
+    :class:`~..pixels.SourceNotReady`, with nothing attached, when the server turns
+    out to be still preparing one of its images."""
     source = OmeroPixelSource(conn, plate)
     started = time.time()
     try:

@@ -15,6 +15,7 @@ import omero
 
 from ..executor import Cancelled, available_cores
 from ..pipeline.loading import PipelineError
+from ..pixels import SourceNotReady
 from ..progress import RunProgress
 from ..virtual_backend import VirtualBackend
 from . import annotations as A
@@ -89,19 +90,23 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
             raise OmeroInputError(f"Attach_To={p['Attach_To']} with only {', '.join(outputs)} would attach "
                                   "nothing: key-value pairs go on wells, per-field CSVs on images")
         workers = max(1, min(int(p["Workers"]), available_cores()))
-        prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec)
+        prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec, outputs=outputs)
     except Exception as exc:
         return _failure(exc, "Nothing attached")
     progress = None
     if job is not None:
         progress = RunProgress([(len(pl.layout.wells), pl.layout.n_units) for pl, _ in prepared],
                                job.publish, job.should_stop)
-    lines, file_ann, failed_units, attached = [], None, 0, {}
+    lines, file_ann, failed_units, attached, not_ready = [], None, 0, {}, 0
     for index, (plate, bound) in enumerate(prepared):
         try:
             run = run_on_plate(conn, plate, bound, workers=workers, attach_to=attach, outputs=outputs,
                                replace=p["Replace_Previous_Results"],
                                progress=progress.plate_callback(index) if progress else None)
+        except SourceNotReady as exc:  # this plate only; the others may be ready
+            lines.append(f"{exc}; nothing attached to it")
+            not_ready += 1
+            continue
         except Cancelled:
             lines.append(f"stopped during plate {plate.id}: nothing attached to it")
             return ScriptOutcome("; ".join(lines), file_ann, outcome="cancelled", attached=attached)
@@ -120,7 +125,10 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
             f"{workers} worker{'s' if workers != 1 else ''} in {time.time() - started:.1f} s")
     if failed_units:
         head += f"; {failed_units} field(s) failed (see the error column)"
-    return ScriptOutcome("; ".join([head] + lines), file_ann, attached=attached)
+    if not_ready:
+        head += f"; {not_ready} plate{'s' if not_ready != 1 else ''} not run"
+    return ScriptOutcome("; ".join([head] + lines), file_ann, outcome="failed" if not_ready else "finished",
+                         attached=attached)
 
 
 def _plate_line(run) -> str:
@@ -136,6 +144,8 @@ def _plate_line(run) -> str:
     if run.report.not_replaced:
         line += (f"; could not remove {run.report.not_replaced} earlier annotations "
                  f"({run.report.replace_error})")
+    if run.report.others:
+        line += f"; other users' results of this pipeline stay ({A.describe_others(run.report.others)})"
     return line
 
 
@@ -155,20 +165,27 @@ def describe_plates_script(conn, params: dict[str, Any], samples: int = 5) -> Sc
 
 
 def delete_results_script(conn, params: dict[str, Any]) -> ScriptOutcome:
-    """Delete_HCS_Results: this bundle's annotations on the plates, wells and images."""
+    """Delete_HCS_Results: the user's own annotations of this bundle on the plates,
+    wells and images; other users' stay, and the message says whose."""
     try:
-        removed = 0
+        removed, left = 0, {}
         for pid in plate_ids_for(conn, params.get("Data_Type", "Plate"), list(params.get("IDs") or [])):
             plate = load_plate(conn, pid)
             targets = {"Plate": [pid], "Well": [w.id for w in plate.layout.wells if w.id is not None],
                        "Image": sorted(set(plate.layout.image_ids.values()))}
             found = []
             for kind, ids in targets.items():
-                found += A.find_annotations(conn, kind, ids, NS_PREFIX, ns_prefix=True)
-            found += A.find_annotations(conn, "Plate", [pid], A.BULK_ANNOTATIONS_NS,
-                                        description=lambda d: d.startswith(TABLE_DESCRIPTION + " "))
-            A.delete_objects(conn, A.group_targets(found), plate.group_id)
-            removed += len(found)
-        return ScriptOutcome(f"removed {removed} openhcs-omero annotations")
+                found += A.find_owned_annotations(conn, kind, ids, NS_PREFIX, ns_prefix=True)
+            found += A.find_owned_annotations(conn, "Plate", [pid], A.BULK_ANNOTATIONS_NS,
+                                              description=lambda d: d.startswith(TABLE_DESCRIPTION + " "))
+            mine, others = A.split_by_owner(conn, found)
+            A.delete_objects(conn, A.group_targets(mine), plate.group_id)
+            removed += len(mine)
+            for name, n in others.items():
+                left[name] = left.get(name, 0) + n
+        message = f"removed {removed} openhcs-omero annotations"
+        if left:
+            message += f"; left other users' ({A.describe_others(left)})"
+        return ScriptOutcome(message)
     except Exception as exc:
         return _failure(exc, "Nothing removed")

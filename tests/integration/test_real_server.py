@@ -28,3 +28,7 @@ def test_cancel_stops_and_attaches_nothing(target, normal_plate, tmp_path):
 
 def test_clients_run_the_script_and_read_its_outputs(target, tiny_plate):
     scenarios.clients_run_the_script_and_read_its_outputs(target, tiny_plate)
+
+
+def test_colleagues_results_stay(target, colleague, tiny_plate):
+    scenarios.colleagues_results_stay(target, colleague, tiny_plate)
