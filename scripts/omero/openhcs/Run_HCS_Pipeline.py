@@ -55,7 +55,7 @@ per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs).""
         scripts.Bool("Key_Value_Pairs", optional=True, grouping="5.4", default=True,
                      description="Per-well measurements as key-value pairs on each well."),
         scripts.Bool("Replace_Previous_Results", optional=True, grouping="6", default=True,
-                     description="Remove this pipeline's earlier results once the new ones are saved."),
+                     description="Remove your earlier results of this pipeline once the new ones are saved (other users' results stay)."),
         **SCRIPT_INFO,
     )
     serve(client, "run_pipeline_script", progress=True)
