@@ -202,25 +202,35 @@ def _run_omero(args: argparse.Namespace) -> int:
     from .omero.connection import disconnect
     from .omero.plate import OmeroInputError
     from .omero.run import prepare, run_on_plate
+    from .omero.sink import ATTACH_CHOICES, OUTPUT_CHOICES
+    from .pixels import SourceNotReady
     from .results import LocalFolderSink
 
     spec = _load_pipeline(args.pipeline)
     attach = tuple(a for a in args.attach.split(",") if a)
     outputs = tuple(o for o in args.outputs.split(",") if o)
+    unknown = sorted(set(attach) - set(ATTACH_CHOICES) | set(outputs) - set(OUTPUT_CHOICES))
+    if unknown:
+        raise UserError(f"unknown --attach/--outputs choices: {', '.join(unknown)}")
     conn = _omero_connection(args)
     try:
         try:
-            prepared = prepare(conn, "Plate", args.omero_plate, spec)
+            prepared = prepare(conn, "Plate", args.omero_plate, spec, outputs=outputs)
         except OmeroInputError as exc:
             raise UserError(str(exc)) from None
         measurements = [_picture_measurement(args, bound) for _, bound in prepared]
         worst = 0
         for (plate, bound), measurement in zip(prepared, measurements):
             print(f"omero plate {plate.id}: {plate.layout.describe()}", file=sys.stderr)
-            run = run_on_plate(conn, plate, bound, workers=args.workers, attach_to=attach, outputs=outputs,
-                               replace=not args.no_replace, progress=_progress_bar(args.no_progress),
-                               heatmap=not args.no_heatmap, heatmap_measurement=measurement,
-                               save_rois=args.save_rois, roi_cap=args.max_rois)
+            try:
+                run = run_on_plate(conn, plate, bound, workers=args.workers, attach_to=attach, outputs=outputs,
+                                   replace=not args.no_replace, progress=_progress_bar(args.no_progress),
+                                   heatmap=not args.no_heatmap, heatmap_measurement=measurement,
+                                   save_rois=args.save_rois, roi_cap=args.max_rois)
+            except SourceNotReady as exc:
+                print(f"{exc}; nothing attached to it", file=sys.stderr)
+                worst = 1
+                continue
             if args.out:
                 pictures = {}
                 if not args.no_heatmap and run.report.count() and not run.report.heatmap_note:
@@ -239,6 +249,11 @@ def _run_omero(args: argparse.Namespace) -> int:
                   + f", replaced {run.report.replaced}")
             if rois is not None and rois.capped:
                 print(f"plate {plate.id}: {rois.note()}", file=sys.stderr)
+            if run.report.others:
+                from .omero.annotations import describe_others
+
+                print(f"plate {plate.id}: other users' results of this pipeline stay "
+                      f"({describe_others(run.report.others)})")
             if s["units_failed"] == s["timing"]["units"]:
                 worst = 1
         return worst

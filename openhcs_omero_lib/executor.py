@@ -9,8 +9,9 @@ every unit it is given. While a unit computes, the next units' planes are fetche
 background threads (:class:`~.pixels.UnitPrefetcher`), so server round-trips overlap
 computing. Units travel in chunks and only result rows come back, so memory is
 bounded by a few units per process whatever the plate size. A failing unit becomes
-an error row and the run goes on; a worker that dies loses no unit. Results come back
-in plate order, identical for any number of workers.
+an error row and the run goes on, unless the source says it cannot serve the plate
+yet (:class:`~.pixels.SourceNotReady`), which stops the run; a worker that dies loses
+no unit. Results come back in plate order, identical for any number of workers.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .layout import SiteUnit
 from .pipeline.outlines import unit_outlines
 from .pipeline.run import Reader, run_unit
 from .pipeline.spec import PipelineSpec
-from .pixels import PixelSource, SourceSpec, UnitPrefetcher, open_source
+from .pixels import PixelSource, SourceNotReady, SourceSpec, UnitPrefetcher, open_source
 
 ProgressCallback = Callable[[int, int, int], None]
 """``(units done, units in all, errors so far)``"""
@@ -68,6 +69,8 @@ def _run_one(spec: PipelineSpec, read: Reader, index: int, unit: SiteUnit, outli
             return UnitResult(index, unit, row, None, time.perf_counter() - start, unit_outlines(labels))
         row = run_unit(spec, read)
         return UnitResult(index, unit, row, None, time.perf_counter() - start)
+    except SourceNotReady:  # the plate's failure, not the unit's: the run stops
+        raise
     except Exception as exc:  # a unit's failure is data, not the run's end
         # OMERO's exceptions carry the server's reason in .message; str() says only their type.
         reason = getattr(exc, "message", None) or str(exc)
@@ -100,6 +103,8 @@ def _run_chunk(chunk: list[tuple[int, SiteUnit]]) -> list[UnitResult]:
         readers = prefetch.readers([u for _, u in chunk])
         outlines = bool(_worker.get("outlines"))
         return [_run_one(spec, read, i, u, outlines) for (i, u), read in zip(chunk, readers)]
+    except SourceNotReady:
+        raise  # the parent stops the run and says why
     except BaseException:
         traceback.print_exc()
         raise
@@ -166,7 +171,8 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
     this process and up to ``workers - 1`` spawned ones share it, each spawned
     process opening its own source from ``source.spec()``. Ctrl-C
     (KeyboardInterrupt) or SIGTERM (:class:`Cancelled`) stops the workers and is
-    re-raised. With ``outlines`` each result also carries its objects' outlines.
+    re-raised, as is :class:`~.pixels.SourceNotReady` from any unit. With ``outlines``
+    each result also carries its objects' outlines.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -267,6 +273,8 @@ class _SharedRun:
         or, when it does not compute, the run fails with the reason."""
         try:
             return future.result()
+        except SourceNotReady:
+            raise
         except Exception as exc:
             if not PARENT_COMPUTES:
                 raise
@@ -337,6 +345,12 @@ def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines
         else:
             run.start_helpers()
             run.finish()
+    except SourceNotReady:
+        if run.pool is not None:
+            # Let the workers end as they normally do, closing their stores on the
+            # server: the session goes on to the next plate.
+            run.pool.shutdown(wait=True, cancel_futures=True)
+        raise
     except BaseException:
         if run.pool is not None:
             _terminate(run.pool)

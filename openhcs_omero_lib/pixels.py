@@ -37,6 +37,12 @@ class SourceSpec:
     secret: str | None = field(default=None, repr=False)
 
 
+class SourceNotReady(Exception):
+    """The source cannot serve this plate's planes yet (an OMERO server still building
+    an image's pyramid): every unit would fail alike, so a run stops with this one
+    reason instead of recording an error per unit. The message says what to do."""
+
+
 class PixelSource(ABC):
     """Reads 2-D planes of one plate; sources are context managers."""
 
@@ -179,5 +185,7 @@ class UnitPrefetcher:
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:
-        # On Ctrl-C or an error, do not wait for a read in flight.
-        self.close(wait=exc_type is None)
+        # On Ctrl-C or a cancel, do not wait for a read in flight. Otherwise (the end,
+        # or a source that is not ready) wait: a lane still reading would open a
+        # store after its source was closed, and leave it open on the server.
+        self.close(wait=exc_type is None or not issubclass(exc_type, KeyboardInterrupt))

@@ -590,6 +590,67 @@ def clients_run_the_script_and_read_its_outputs(target: Target, folder: Path) ->
             sorted(view.plate_files)
         assert view.table is not None and sorted(view.well_pairs) == sorted(view.wells)
 
+def results_by_owner(conn, plate_id: int, pipeline: str) -> dict[int, set[tuple[str, int]]]:
+    """Owner ID -> ``(class, ID)`` of the annotations ``pipeline`` attached to the plate,
+    its wells and fields (its table included), whoever attached them."""
+    from openhcs_omero_lib.omero.annotations import BULK_ANNOTATIONS_NS
+    from openhcs_omero_lib.omero.sink import results_namespace, table_description
+
+    plate, wells = walk_plate(conn, plate_id)
+    found: dict[int, set[tuple[str, int]]] = {}
+    for obj in [plate] + [w for _, w, _ in wells] + [i for _, _, images in wells for i in images]:
+        for ann in obj.listAnnotations():
+            ns = ann.getNs() or ""
+            if ns == results_namespace(pipeline) or (
+                    ns == BULK_ANNOTATIONS_NS and ann.getDescription() == table_description(pipeline)):
+                owner = ann._obj.getDetails().getOwner().getId().getValue()
+                found.setdefault(owner, set()).add((type(ann._obj).__name__.rstrip("I"), ann.getId()))
+    return found
+
+
+def colleagues_results_stay(target: Target, colleague: Target, folder: Path) -> None:
+    """Two users of a read-annotate (or read-write) group run the pipeline on one plate.
+    A re-run by one replaces only their own results and says the other's are there;
+    Delete_HCS_Results removes only its user's results and says whose it left."""
+    import pytest
+    from omero.rtypes import rlist, rlong, rstring
+
+    from openhcs_omero_lib.omero import jobs
+    from openhcs_omero_lib.omero.script_support import delete_results_script
+
+    plate_id = target.import_plate(folder)
+    selection = {"Data_Type": rstring("Plate"), "IDs": rlist([rlong(plate_id)])}
+    with connected(target) as conn, connected(colleague) as other:
+        permissions = conn.getObject("Plate", plate_id).getDetails().getPermissions()
+        if not permissions.isGroupAnnotate():
+            pytest.skip(f"the plate's group is {permissions}: members cannot annotate each other's plates")
+        me, them, their_name = conn.getUserId(), other.getUserId(), other.getEventContext().userName
+        inputs = jobs.run_inputs([plate_id], workers=1, attach=("plate", "wells", "images"))
+        inputs.update(pipeline_inputs(target, conn, "nuclei_count"))
+        try:
+            for who in (conn, other):
+                state, outputs = run_job(who, target.script_id(RUN), dict(inputs))
+                assert state.outcome == "finished", (state, outputs)
+            before = results_by_owner(conn, plate_id, "nuclei_count")
+            assert before.get(me) and before.get(them), before
+            state, outputs = run_job(conn, target.script_id(RUN), dict(inputs))
+            assert state.outcome == "finished", (state, outputs)
+            after = results_by_owner(conn, plate_id, "nuclei_count")
+            target.seen_results += [i for kind, i in after[me] if kind == "FileAnnotation"]
+            assert after[them] == before[them], "a re-run removed a colleague's results"
+            assert after[me] and not after[me] & before[me], "the user's earlier results are still linked"
+            assert f"replaced {len(before[me])}" in outputs["Message"], outputs["Message"]
+            assert f"other users' results of this pipeline stay ({len(before[them])} of {their_name})" \
+                in outputs["Message"], outputs["Message"]
+            state, outputs = run_job(conn, target.script_id(DELETE), dict(selection))
+            assert state.outcome == "finished", (state, outputs)
+            assert outputs["Message"] == (f"removed {len(after[me])} openhcs-omero annotations; "
+                                          f"left other users' ({len(before[them])} of {their_name})")
+            assert results_by_owner(conn, plate_id, "nuclei_count") == {them: before[them]}
+        finally:
+            delete_results_script(other, {"Data_Type": "Plate", "IDs": [plate_id]})
+        assert results_by_owner(conn, plate_id, "nuclei_count") == {}
+
 
 def read_rois(conn, image_ids, ns: str) -> dict[int, list]:
     """Each image's ROIs of namespace ``ns`` (their description), as a client reads them."""
@@ -644,4 +705,4 @@ def _sha256(path: Path) -> str:
 
 SCENARIOS = (upload_reads_back_identically, run_and_check_against_truth, rerun_is_idempotent,
              describe_and_delete, cancel_stops_and_attaches_nothing, clients_run_the_script_and_read_its_outputs,
-             pictures_once_per_run)
+             colleagues_results_stay, pictures_once_per_run)

@@ -214,8 +214,9 @@ def test_a_failing_roi_batch_attaches_nothing_and_keeps_the_earlier_results(tiny
 
 
 def test_rois_go_to_the_plates_group_and_need_annotate_rights(tiny_plate):
-    """A plate of another of the user's groups gets its ROIs there; in a read-only
-    group of someone else's plate nothing is attached."""
+    """A plate of another of the user's groups gets its ROIs there; someone else's
+    plate in a read-only group is refused before anything runs (the stand-in's own
+    refusal of such a ROI is in test_omero_rois)."""
     from openhcs_omero_lib.omero.script_support import run_pipeline_script
 
     with standin() as server:
@@ -234,7 +235,7 @@ def test_rois_go_to_the_plates_group_and_need_annotate_rights(tiny_plate):
         assert ok.ok, ok.message
         groups = {server.store.group_of(r) for r in server.store.all("Roi")}
         assert groups == {other.id}
-        assert not refused.ok and "permission denied" in refused.message, refused.message
+        assert not refused.ok and "no permission to annotate" in refused.message, refused.message
         assert not any(r.getImage().getId().getValue() in plate_members(server.store, theirs)["Image"]
                        for r in server.store.all("Roi"))
 
@@ -285,3 +286,26 @@ def test_a_plate_larger_than_1536_wells_gets_its_results_without_a_heat_map(tiny
         assert outcome.ok and "no heat map of a plate of 40x" in outcome.message, outcome.message
         names = sorted(file_name(server.store, a) for a in server.store.annotations_on("Plate", pid, NS))
         assert names == ["nuclei_count_images.csv", "nuclei_count_results.json", "nuclei_count_wells.csv"]
+
+
+def test_a_rerun_leaves_a_colleagues_rois(tiny_plate):
+    """As with the other results, a re-run (and Delete_HCS_Results) removes only the
+    user's own ROIs: in a read-annotate group the server would refuse the rest."""
+    from openhcs_omero_lib.omero.script_support import delete_results_script, run_pipeline_script
+
+    with standin() as server:
+        pid = server.import_plate(tiny_plate)
+        bob = server.add_user("bob", "bob-password", [server.group])
+        params = {"IDs": [pid], "Workers": 1, "Attach_To": "Plate", "Save_ROIs": True}
+        with gateway(server, "bob", "bob-password") as conn:
+            assert run_pipeline_script(conn, params).ok
+        bobs = {r.getId().getValue() for r in server.store.all("Roi")}
+        assert bobs and {server.store.owner_of(r) for r in server.store.all("Roi")} == {bob.id}
+        with gateway(server) as conn:
+            first = run_pipeline_script(conn, params)
+            second = run_pipeline_script(conn, params)
+            deleted = delete_results_script(conn, {"Data_Type": "Plate", "IDs": [pid]})
+        assert first.ok and second.ok, (first.message, second.message)
+        assert "bob" in second.message, second.message
+        assert {r.getId().getValue() for r in server.store.all("Roi")} == bobs  # alice's went, bob's stay
+        assert deleted.ok and "left other users' (" in deleted.message and "bob" in deleted.message

@@ -39,6 +39,23 @@ class StandInTarget(scenarios.Target):
         return ConnectionSettings(host=s.host, port=s.port, user=s.user.name, password=s.password, router=s.router)
 
 
+class ColleagueTarget(scenarios.Target):
+    """Another user of the stand-in, in the same group as its first."""
+
+    def __init__(self, server, name: str, password: str):
+        super().__init__()
+        self.server = server
+        self.user = server.add_user(name, password, [server.group])
+        self.password = password
+
+    def settings(self):
+        from openhcs_omero_lib.omero.connection import ConnectionSettings
+
+        s = self.server
+        return ConnectionSettings(host=s.host, port=s.port, user=self.user.name, password=self.password,
+                                  router=s.router)
+
+
 def left_in_store(server) -> dict[str, list[int]]:
     """What the scenarios created that is still in the store; the scripts' own files
     and the jobs' stdout/stderr (which OMERO keeps with each job) are not theirs."""
@@ -96,6 +113,11 @@ def test_cancel_stops_and_attaches_nothing(target, normal_plate, tmp_path):
 
 def test_clients_run_the_script_and_read_its_outputs(target, tiny_plate):
     scenarios.clients_run_the_script_and_read_its_outputs(target, tiny_plate)
+
+
+def test_colleagues_results_stay(target, tiny_plate):
+    assert target.server.group.permissions == "rwra--"  # read-annotate: the server refuses deleting bob's
+    scenarios.colleagues_results_stay(target, ColleagueTarget(target.server, "bob", "bob-password"), tiny_plate)
 
 
 def test_pictures_once_per_run(target, tiny_plate):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import omero
 
 from ..layout import SiteUnit
-from ..pixels import PixelSource, SourceSpec
+from ..pixels import PixelSource, SourceNotReady, SourceSpec
 from .connection import ServerAddress, address_of, join_session, session_key
 from .plate import OmeroPlate
+from .preflight import not_ready_message
 
 # Largest reply asked for in one call: well under the default Ice.MessageSizeMax
 # (OMERO sets 250 MB on the server, clients often less).
@@ -81,7 +83,12 @@ class OmeroPixelSource(PixelSource):
             raise FileNotFoundError(f"plate {self.layout.plate_id} has no image for well {well} field {site}") from None
         store = self._pixels_store()
         if pixels_id != self._current:
-            store.setPixelsId(pixels_id, True, self._opts)
+            try:
+                store.setPixelsId(pixels_id, True, self._opts)
+            except omero.MissingPyramidException:
+                # Every field would fail alike until the server has built the pyramids
+                # (omero-romio PixelsService): one reason for the plate, not one per field.
+                raise SourceNotReady(not_ready_message(self.plate)) from None
             self._current = pixels_id
         return store
 

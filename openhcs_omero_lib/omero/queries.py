@@ -75,9 +75,15 @@ PIPELINE_UPLOAD = (
     "where a.ns = :ns and a.description = :description and a.details.owner.id = :owner"
 )
 
-# This bundle's ROIs on images (IDs only): a ROI has no namespace, so its description
-# holds the results' namespace (see omero/rois.py).
-ROIS = "select r.id from Roi r where r.image.id in (:ids) and r.description = :ns"
+# The plate as an object, so that the server sends its details.permissions with the
+# caller's restrictions (canAnnotate), as it does with every object it returns.
+PLATE_PERMISSIONS = "select p from Plate p where p.id = :id"
+
+# This bundle's ROIs on images, IDs and owners only: a ROI has no namespace, so its
+# description holds the results' namespace (see omero/rois.py).
+ROIS = ("select r.id, r.details.owner.id from Roi r "
+        "where r.image.id in (:ids) and r.description = :ns")
 
 # ROIs whose description is a namespace under a prefix, on images.
-ROIS_NS_PREFIX = "select r.id from Roi r where r.image.id in (:ids) and r.description like :ns"
+ROIS_NS_PREFIX = ("select r.id, r.details.owner.id from Roi r "
+                  "where r.image.id in (:ids) and r.description like :ns")

@@ -173,16 +173,17 @@ def save_rois(conn, planned: RoiPlan, ns: str, group_id: int, z: int | None, sav
         saved.extend(update.saveAndReturnIds([roi_object(r, ns, z) for r in chunk], opts))
 
 
-def find_rois(conn, image_ids: Sequence[int], ns: str, ns_prefix: bool = False) -> list[tuple[str, int]]:
-    """``("Roi", ID)`` of the ROIs on these images whose description is ``ns`` (or,
-    with ``ns_prefix``, any namespace under it), across the user's groups; IDs only,
-    1000 images per query."""
-    found: dict[int, None] = {}
+def find_rois(conn, image_ids: Sequence[int], ns: str, ns_prefix: bool = False) -> list[tuple[str, int, int]]:
+    """``("Roi", ID, owner ID)`` of the ROIs on these images whose description is
+    ``ns`` (or, with ``ns_prefix``, any namespace under it), across the user's groups;
+    IDs only, 1000 images per query. (:func:`~.annotations.split_by_owner` keeps the
+    user's own.)"""
+    found: dict[tuple[str, int, int], None] = {}
     query = Q.ROIS_NS_PREFIX if ns_prefix else Q.ROIS
     ids = list(image_ids)
     service = conn.getQueryService()
     for start in range(0, len(ids), 1000):
         params = query_params(ids=ids[start:start + 1000], ns=ns.rstrip("/") + "/%" if ns_prefix else ns)
         for row in service.projection(query, params, all_groups(conn)):
-            found[row[0].getValue()] = None
-    return [("Roi", i) for i in found]
+            found[("Roi", row[0].getValue(), row[1].getValue())] = None
+    return list(found)

@@ -15,6 +15,7 @@ from .metadata import OMEROMetadataHandler
 from .pixels import OmeroPixelSource
 from . import rois as R
 from .plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
+from .preflight import check_can_annotate, check_ready, check_tables
 from .sink import OmeroResultSink, WriteReport
 
 
@@ -43,9 +44,15 @@ def pipeline_from_choice(conn, preset: str | None, annotation_id: int | None) ->
 
 
 def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
-            handler: OMEROMetadataHandler | None = None) -> list[tuple[OmeroPlate, PipelineSpec]]:
-    """Every plate's layout and the spec bound to it, before anything runs: a bad ID
-    or a channel a plate lacks stops the whole request with nothing written."""
+            handler: OMEROMetadataHandler | None = None,
+            outputs: tuple[str, ...] = ()) -> list[tuple[OmeroPlate, PipelineSpec]]:
+    """Every plate's layout and the spec bound to it, before anything runs: a bad ID,
+    a channel a plate lacks, a plate the user may not annotate, a table among the
+    ``outputs`` without OMERO.tables, or images the server is still preparing
+    (:class:`~.preflight.PlateNotReady`) stop the whole request with nothing
+    computed and nothing written."""
+    if "table" in outputs:
+        check_tables(conn)
     prepared = []
     for pid in plate_ids_for(conn, data_type, ids):
         plate = load_plate(conn, pid, handler)
@@ -53,7 +60,9 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
             bound = bind(spec, plate.layout)
         except ValueError as exc:
             raise OmeroInputError(f"plate {pid} ({plate.layout.name}): {exc}") from None
+        check_can_annotate(conn, plate)
         prepared.append((plate, bound))
+    check_ready(conn, [plate for plate, _ in prepared])
     return prepared
 
 
@@ -63,7 +72,9 @@ def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int =
                  heatmap: bool = True, heatmap_measurement: str | None = None,
                  save_rois: bool = False, roi_cap: int = R.DEFAULT_CAP) -> PlateRun:
     """Compute on every field of the plate, then attach the results (with a heat map
-    and, when asked, the measured objects as ROIs)."""
+    and, when asked, the measured objects as ROIs). Raises
+    :class:`~..pixels.SourceNotReady`, with nothing attached, when the server turns
+    out to be still preparing one of its images."""
     source = OmeroPixelSource(conn, plate)
     started = time.time()
     try:

@@ -15,6 +15,7 @@ import omero
 
 from ..executor import Cancelled, available_cores
 from ..pipeline.loading import PipelineError
+from ..pixels import SourceNotReady
 from ..progress import RunProgress
 from ..virtual_backend import VirtualBackend
 from . import annotations as A
@@ -93,7 +94,7 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
         workers = max(1, min(int(p["Workers"]), available_cores()))
         if int(p["Max_ROIs_Per_Image"]) < 1:
             raise OmeroInputError(f"Max_ROIs_Per_Image must be at least 1, got {p['Max_ROIs_Per_Image']}")
-        prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec)
+        prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec, outputs=outputs)
         measurement = _heatmap_measurement(p, prepared)
     except Exception as exc:
         return _failure(exc, "Nothing attached")
@@ -101,7 +102,7 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
     if job is not None:
         progress = RunProgress([(len(pl.layout.wells), pl.layout.n_units) for pl, _ in prepared],
                                job.publish, job.should_stop)
-    lines, file_ann, failed_units, attached = [], None, 0, {}
+    lines, file_ann, failed_units, attached, not_ready = [], None, 0, {}, 0
     for index, (plate, bound) in enumerate(prepared):
         try:
             run = run_on_plate(conn, plate, bound, workers=workers, attach_to=attach, outputs=outputs,
@@ -109,6 +110,10 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
                                progress=progress.plate_callback(index) if progress else None,
                                heatmap=bool(p["Heat_Map"]), heatmap_measurement=measurement,
                                save_rois=bool(p["Save_ROIs"]), roi_cap=int(p["Max_ROIs_Per_Image"]))
+        except SourceNotReady as exc:  # this plate only; the others may be ready
+            lines.append(f"{exc}; nothing attached to it")
+            not_ready += 1
+            continue
         except Cancelled:
             lines.append(f"stopped during plate {plate.id}: nothing attached to it")
             return ScriptOutcome("; ".join(lines), file_ann, outcome="cancelled", attached=attached)
@@ -127,7 +132,10 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
             f"{workers} worker{'s' if workers != 1 else ''} in {time.time() - started:.1f} s")
     if failed_units:
         head += f"; {failed_units} field(s) failed (see the error column)"
-    return ScriptOutcome("; ".join([head] + lines), file_ann, attached=attached)
+    if not_ready:
+        head += f"; {not_ready} plate{'s' if not_ready != 1 else ''} not run"
+    return ScriptOutcome("; ".join([head] + lines), file_ann, outcome="failed" if not_ready else "finished",
+                         attached=attached)
 
 
 def _heatmap_measurement(p: dict[str, Any], prepared) -> str | None:
@@ -165,6 +173,8 @@ def _plate_line(run) -> str:
     if run.report.not_replaced:
         line += (f"; could not remove {run.report.not_replaced} earlier annotations "
                  f"({run.report.replace_error})")
+    if run.report.others:
+        line += f"; other users' results of this pipeline stay ({A.describe_others(run.report.others)})"
     return line
 
 
@@ -184,23 +194,32 @@ def describe_plates_script(conn, params: dict[str, Any], samples: int = 5) -> Sc
 
 
 def delete_results_script(conn, params: dict[str, Any]) -> ScriptOutcome:
-    """Delete_HCS_Results: this bundle's annotations on the plates, wells and images."""
+    """Delete_HCS_Results: the user's own annotations of this bundle on the plates,
+    wells and images; other users' stay, and the message says whose."""
     try:
-        removed = removed_rois = 0
+        removed, removed_rois, left = 0, 0, {}
         for pid in plate_ids_for(conn, params.get("Data_Type", "Plate"), list(params.get("IDs") or [])):
             plate = load_plate(conn, pid)
             targets = {"Plate": [pid], "Well": [w.id for w in plate.layout.wells if w.id is not None],
                        "Image": sorted(set(plate.layout.image_ids.values()))}
             found = []
             for kind, ids in targets.items():
-                found += A.find_annotations(conn, kind, ids, NS_PREFIX, ns_prefix=True)
-            found += A.find_annotations(conn, "Plate", [pid], A.BULK_ANNOTATIONS_NS,
-                                        description=lambda d: d.startswith(TABLE_DESCRIPTION + " "))
-            rois = R.find_rois(conn, targets["Image"], NS_PREFIX, ns_prefix=True)
-            A.delete_objects(conn, A.group_targets(found + rois), plate.group_id)
-            removed += len(found)
-            removed_rois += len(rois)
-        return ScriptOutcome(f"removed {removed} openhcs-omero annotations"
-                             + (f" and {removed_rois} ROIs" if removed_rois else ""))
+                found += A.find_owned_annotations(conn, kind, ids, NS_PREFIX, ns_prefix=True)
+            found += A.find_owned_annotations(conn, "Plate", [pid], A.BULK_ANNOTATIONS_NS,
+                                              description=lambda d: d.startswith(TABLE_DESCRIPTION + " "))
+            found += R.find_rois(conn, targets["Image"], NS_PREFIX, ns_prefix=True)
+            mine, others = A.split_by_owner(conn, found)
+            A.delete_objects(conn, A.group_targets(mine), plate.group_id)
+            rois = sum(kind == "Roi" for kind, _ in mine)
+            removed += len(mine) - rois
+            removed_rois += rois
+            for name, n in others.items():
+                left[name] = left.get(name, 0) + n
+        message = f"removed {removed} openhcs-omero annotations"
+        if removed_rois:
+            message += f" and {removed_rois} ROIs"
+        if left:
+            message += f"; left other users' ({A.describe_others(left)})"
+        return ScriptOutcome(message)
     except Exception as exc:
         return _failure(exc, "Nothing removed")

@@ -41,6 +41,8 @@ class WriteReport:
     replaced: int = 0
     not_replaced: int = 0
     replace_error: str = ""
+    others: dict[str, int] = field(default_factory=dict)
+    """other users' annotations of the same pipeline, left in place: user name -> count"""
     wells_csv_annotation: Any = None
     rois: Any = None
     """The :class:`~.rois.RoiPlan` saved, when ROIs were asked for"""
@@ -90,16 +92,18 @@ class OmeroResultSink(ResultSink):
         return targets
 
     def existing(self) -> list[tuple[str, int]]:
-        """Annotations of this pipeline's namespace on the plate, wells, images, and
-        this bundle's bulk-annotation table on the plate."""
+        """The current user's annotations of this pipeline's namespace on the plate,
+        wells, images, and this bundle's bulk-annotation table on the plate: what a
+        re-run replaces. Other users' stay; how many is noted in ``report.others``."""
         found = []
         for kind, ids in self._targets().items():
-            found += A.find_annotations(self.conn, kind, ids, self.ns)
+            found += A.find_owned_annotations(self.conn, kind, ids, self.ns)
         own_table = table_description(self.pipeline)
-        found += A.find_annotations(self.conn, "Plate", [self.plate.id], A.BULK_ANNOTATIONS_NS,
-                                    description=lambda d: d == own_table)
+        found += A.find_owned_annotations(self.conn, "Plate", [self.plate.id], A.BULK_ANNOTATIONS_NS,
+                                          description=lambda d: d == own_table)
         found += R.find_rois(self.conn, self._targets()["Image"], self.ns)
-        return found
+        mine, self.report.others = A.split_by_owner(self.conn, found)
+        return mine
 
     # ---- writing -----------------------------------------------------------------------------
 

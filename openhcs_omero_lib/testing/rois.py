@@ -167,7 +167,7 @@ def project(query_service, text: str, params, current) -> list[list[Any]] | None
                 continue
             desc = unwrap(roi.getDescription()) or ""
             if desc.startswith(ns.rstrip("%")) if like else desc == ns:
-                rows.append([omero.rtypes.rlong(roi.getId().getValue())])
+                rows.append([omero.rtypes.rlong(roi.getId().getValue()), omero.rtypes.rlong(store.owner_of(roi))])
     return rows
 
 

@@ -34,6 +34,7 @@ import omero.rtypes
 from omero.rtypes import rint, rlong, rstring
 
 from ..imagexpress import ImageXpressSource
+from . import acl
 from .services import RouterServant, ServiceFactoryService
 from .store import Group, Session, Store, User, class_name
 
@@ -42,9 +43,17 @@ class OmeroStandIn:
     """See the module docstring. ``latency`` is added to every service call, in seconds;
     with ``wire_metrics`` Ice counts the bytes of every call (:meth:`wire_bytes`)."""
 
-    def __init__(self, latency: float = 0.0, user: str = "alice", password: str = "alice-password",
-                 wire_metrics: bool = False):
+    def __init__(self, latency: float = 0.0, user: str = "alice", password: str = "alice-password", *,
+                 tables_enabled: bool = True, pyramid_threshold: int = 3192 * 3192, wire_metrics: bool = False):
         self.store = Store()
+        self.tables_enabled = tables_enabled
+        """Whether OMERO.tables runs (SharedResources.areTablesEnabled)"""
+        self.pyramid_threshold = pyramid_threshold
+        """Planes of more pixels than this need a pyramid (the server's
+        omero.pixeldata.max_plane_width x max_plane_height, 3192 x 3192 by default);
+        :meth:`import_plate` leaves their pyramids to be built (:meth:`build_pyramids`)"""
+        self.pyramids_pending: set[int] = set()
+        """Pixels IDs whose pyramid is not built yet: setPixelsId raises MissingPyramidException"""
         self.latency = latency
         self.calls: collections.Counter[str] = collections.Counter()
         self._injected: list[dict[str, Any]] = []
@@ -304,11 +313,21 @@ class OmeroStandIn:
                     ch.setLogicalChannel(omero.model.LogicalChannelI(lc.getId().getValue(), False))
                     add(ch, owner, gid, {"pixels": px.getId().getValue()})
                 self.store.pixels_data[px.getId().getValue()] = _plane_reader(source, well.name, site)
+                if layout.plane_shape[0] * layout.plane_shape[1] > self.pyramid_threshold:
+                    self.pyramids_pending.add(px.getId().getValue())
                 ws = omero.model.WellSampleI()
                 ws.setWell(omero.model.WellI(w.getId().getValue(), False))
                 ws.setImage(omero.model.ImageI(iid, False))
                 add(ws, owner, gid, {"well": w.getId().getValue()})
         return pid
+
+    def build_pyramids(self, pixels_ids: set[int] | None = None) -> None:
+        """Finish building the pyramids of ``pixels_ids`` (default: every one pending),
+        as the server's PixelData service does in the background after an import."""
+        if pixels_ids is None:
+            self.pyramids_pending.clear()
+        else:
+            self.pyramids_pending -= set(pixels_ids)
 
     def add_dataset(self, name: str, *, owner: User | None = None, group: Group | None = None) -> int:
         owner, gid = self._owner_group(owner, group)
@@ -371,8 +390,7 @@ class OmeroStandIn:
                     obj = store.get(kind, oid)
                     if obj is None:
                         continue
-                    if store.owner_of(obj) != session.user.id and \
-                            store.groups[store.group_of(obj)].permissions[2:4] != "rw":
+                    if not acl.allowed(store, obj, session.user, "w"):  # BasicACLVoter: DELETE needs WRITE
                         raise omero.SecurityViolation(message=f"may not delete {kind}:{oid}")
                     for link_kind in list(store.objects):
                         if not link_kind.endswith("AnnotationLink"):

@@ -160,6 +160,9 @@ class QueryService(StandInServant, omero.api.IQuery):
             return self._pixels_channels(_param(params, "id"), current)
         if text == Q.FILE_ANNOTATION:
             return self._file_annotation(_param(params, "id"), current)
+        if text == Q.PLATE_PERMISSIONS:
+            plate = self.server.store.get("Plate", _param(params, "id"))
+            return [_shell(plate)] if self._visible(plate, current) else []
         if text == Q.PIPELINE_UPLOAD:
             return self._pipeline_upload(_param(params, "ns"), _param(params, "description"),
                                          _param(params, "owner"), current)
@@ -406,6 +409,13 @@ class RawPixelsStoreService(StandInServant, omero.api.RawPixelsStore):
         px = self.server.store.get("Pixels", pixelsId)
         if px is None or not self.server.store.visible(px, self.session, _ctx_group(current)):
             raise omero.SecurityViolation(message=f"Pixels:{pixelsId} is not readable")
+        if pixelsId in self.server.pyramids_pending:
+            # omero-romio PixelsService.handleMissingPyramid via SimpleBackOff; the
+            # store forgets its image (omero-server RawPixelsBean.setPixelsId), so
+            # that a later call can try again.
+            self.pixels_id = None
+            raise omero.MissingPyramidException(message=f"Missing pyramid:/OMERO/Pixels/{pixelsId}_pyramid",
+                                                backOff=1000, pixelsID=pixelsId)
         self.pixels_id = pixelsId
 
     def getPixelsId(self, current=None):
@@ -504,7 +514,7 @@ class SharedResourcesService(StandInServant, omero.grid.SharedResources):
         return omero.grid.RepositoryMap(descriptions=[repo], proxies=[None])
 
     def areTablesEnabled(self, current=None):
-        return True
+        return self.server.tables_enabled
 
     def newTable(self, repoId, path, current=None):
         store = self.server.store
@@ -517,6 +527,11 @@ class SharedResourcesService(StandInServant, omero.grid.SharedResources):
         ofile.setMimetype(rstring("OMERO.tables"))
         ofile = store.add(ofile, self.session.user, self.session.group if group is None else group)
         store.files[ofile.getId().getValue()] = bytearray()
+        if not self.server.tables_enabled:
+            # omero-blitz SharedResourcesI.newTable saves the file, then finds no
+            # Tables service to open it, and TableCloserI refuses the missing table;
+            # the file stays behind.
+            raise omero.InternalException(message="null table as argument")
         store.tables[ofile.getId().getValue()] = {"headers": None, "columns": None}
         return self.server.add_servant(TableService, self.session, omero.grid.TablePrx, file_id=ofile.getId().getValue())
 

@@ -2,9 +2,10 @@
 
 Objects are kept by class name and ID. Each has ``details`` (owner, group,
 permissions) as the server would set them, and visibility follows OMERO's rules
-closely enough for the adapter's questions: a user sees objects of the groups they
-belong to, in the group of the call's context (``omero.group``; ``-1`` means all of
-them), and may annotate an object they own or one in a group that allows it.
+closely enough for the adapter's questions (:mod:`.acl`): a user sees objects of the
+groups they belong to (in a private group, only their own), in the group of the
+call's context (``omero.group``; ``-1`` means all of them), and may annotate an object
+they own or one in a group that allows it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import omero
 import omero.model
 from omero.rtypes import rlong
+
+from . import acl
 
 
 @dataclass
@@ -131,17 +134,13 @@ class Store:
         return obj.getDetails().getOwner().getId().getValue()
 
     def visible(self, obj: Any, session: Session, ctx_group: int | None) -> bool:
-        gid = self.group_of(obj)
-        if gid not in session.user.groups:
+        if not acl.readable_by(self, obj, session.user):
             return False
         wanted = session.group if ctx_group is None else ctx_group
-        return wanted == -1 or gid == wanted
+        return wanted == -1 or self.group_of(obj) == wanted
 
     def may_annotate(self, obj: Any, session: Session) -> bool:
-        if self.owner_of(obj) == session.user.id:
-            return True
-        perms = self.groups[self.group_of(obj)].permissions
-        return perms[2:4] in ("ra", "rw")
+        return acl.allowed(self, obj, session.user, "a")
 
     # ---- convenience for tests ------------------------------------------------------
 

@@ -30,5 +30,9 @@ def test_clients_run_the_script_and_read_its_outputs(target, tiny_plate):
     scenarios.clients_run_the_script_and_read_its_outputs(target, tiny_plate)
 
 
+def test_colleagues_results_stay(target, colleague, tiny_plate):
+    scenarios.colleagues_results_stay(target, colleague, tiny_plate)
+
+
 def test_pictures_once_per_run(target, tiny_plate):
     scenarios.pictures_once_per_run(target, tiny_plate)

@@ -58,7 +58,7 @@ map of the plate and, if asked, the measured objects as ROIs.""",
         scripts.Bool("Key_Value_Pairs", optional=True, grouping="5.4", default=True,
                      description="Per-well measurements as key-value pairs on each well."),
         scripts.Bool("Replace_Previous_Results", optional=True, grouping="6", default=True,
-                     description="Remove this pipeline's earlier results once the new ones are saved."),
+                     description="Remove your earlier results of this pipeline once the new ones are saved (other users' results stay)."),
         # Bool parents whose children mean nothing without them: the default OMERO.insight
         # sends for a greyed-out child does no harm.
         scripts.Bool("Heat_Map", optional=True, grouping="7", default=True,
