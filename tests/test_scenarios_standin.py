@@ -20,8 +20,8 @@ import scenarios
 from omero_fixtures import gateway, standin
 
 # Everything a scenario may leave in the stand-in's store; cleanup must empty these.
-CREATED_KINDS = ("Plate", "Well", "WellSample", "Image", "Pixels", "Channel", "LogicalChannel", "FileAnnotation",
-                 "MapAnnotation", "PlateAnnotationLink", "WellAnnotationLink", "ImageAnnotationLink")
+CREATED_KINDS = ("Plate", "PlateAcquisition", "Well", "WellSample", "Image", "Pixels", "Channel", "LogicalChannel",
+                 "FileAnnotation", "MapAnnotation", "PlateAnnotationLink", "WellAnnotationLink", "ImageAnnotationLink")
 
 
 class StandInTarget(scenarios.Target):
@@ -92,6 +92,14 @@ def test_describe_and_delete(target, tiny_plate):
 def test_cancel_stops_and_attaches_nothing(target, normal_plate, tmp_path):
     scenarios.cancel_stops_and_attaches_nothing(target, normal_plate.folder, tmp_path)
     assert target.server.calls["ScriptProcess.cancel"] == 1
+
+
+def test_time_lapse_runs_and_gaps(target, timelapse_runs):
+    view = scenarios.time_lapse_runs_and_gaps(target, timelapse_runs)
+    store = target.server.store
+    # The plate was made through the API: runs, then sparse wells by deleting fields.
+    assert len(store.children("PlateAcquisition", "plate", view.plate_id)) == len(timelapse_runs)
+    assert target.server.calls["ServiceFactory.submit"] >= 1
 
 
 def test_wrong_truth_fails_and_cleanup_still_removes_everything(tiny_plate, tmp_path):

@@ -42,17 +42,31 @@ def pipeline_from_choice(conn, preset: str | None, annotation_id: int | None) ->
 
 
 def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
-            handler: OMEROMetadataHandler | None = None) -> list[tuple[OmeroPlate, PipelineSpec]]:
+            handler: OMEROMetadataHandler | None = None,
+            runs: list[int] | None = None) -> list[tuple[OmeroPlate, PipelineSpec]]:
     """Every plate's layout and the spec bound to it, before anything runs: a bad ID
-    or a channel a plate lacks stops the whole request with nothing written."""
-    prepared = []
+    or a channel a plate lacks stops the whole request with nothing written.
+
+    ``runs`` (PlateAcquisition IDs) measures only those runs: a plate with none of
+    them is left out, and a run on none of the plates is an error. Without it every
+    run of every plate is measured, each on its own."""
+    chosen = frozenset(runs) if runs else None
+    prepared, found = [], set()
     for pid in plate_ids_for(conn, data_type, ids):
-        plate = load_plate(conn, pid, handler)
+        plate = load_plate(conn, pid, handler, runs=chosen)
+        if chosen is not None:
+            found |= chosen & {r.id for r in plate.all_runs}
+            if plate.layout.n_units == 0:
+                continue
         try:
             bound = bind(spec, plate.layout)
         except ValueError as exc:
             raise OmeroInputError(f"plate {pid} ({plate.layout.name}): {exc}") from None
         prepared.append((plate, bound))
+    if chosen is not None and chosen - found:
+        missing = ", ".join(str(r) for r in sorted(chosen - found))
+        raise OmeroInputError(f"no chosen plate has the run(s) {missing} (Runs takes the IDs of a plate's "
+                              "acquisition runs, its PlateAcquisitions)")
     return prepared
 
 

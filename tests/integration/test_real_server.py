@@ -24,3 +24,7 @@ def test_describe_and_delete(target, tiny_plate):
 
 def test_cancel_stops_and_attaches_nothing(target, normal_plate, tmp_path):
     scenarios.cancel_stops_and_attaches_nothing(target, normal_plate.folder, tmp_path)
+
+
+def test_time_lapse_runs_and_gaps(target, timelapse_runs):
+    scenarios.time_lapse_runs_and_gaps(target, timelapse_runs)
