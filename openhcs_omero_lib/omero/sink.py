@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..layout import PlateLayout
 from ..results import (IMAGES_CSV, RESULTS_JSON, RUN_COLUMNS, WELLS_CSV, PlateResults, ResultSink,
                        measurement_columns)
 from . import annotations as A
@@ -181,7 +182,7 @@ class OmeroResultSink(ResultSink):
             A.link(self.conn, "Image", [(iid, a) for (iid, _), a in zip(groups, anns)], gid)
 
 
-def well_rows(results: PlateResults, layout) -> pd.DataFrame:
+def well_rows(results: PlateResults, layout: PlateLayout) -> pd.DataFrame:
     """One row per well and run: what viewers that look a well up (OMERO.web's well
     panel, OMERO.parade) show for it. ``Well`` (its ID), ``well_name``, ``run_id`` and
     ``run`` where the plate has runs, then the well's values (``sites``,
@@ -213,7 +214,7 @@ def well_rows(results: PlateResults, layout) -> pd.DataFrame:
         at = group.set_index(group["timepoint"].astype(int))
         for name, t, column in columns:
             series = pd.to_numeric(at[column], errors="coerce")
-            row[name] = series.mean() if t is None else (series.get(t) if t in series.index else None)
+            row[name] = series.mean() if t is None else series.get(t)
         rows.append(row)
     frame = pd.DataFrame(rows)
     if runs:
@@ -245,7 +246,7 @@ def well_key_values(row: pd.Series, pipeline: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def field_table(results: PlateResults, layout) -> pd.DataFrame:
+def field_table(results: PlateResults, layout: PlateLayout) -> pd.DataFrame:
     """One row per field, timepoint and run, in the project's own namespace. Its
     ``Image`` ImageColumn lets OMERO.web show a field's rows for a selected image; it
     has no ``Well`` (or ``well``) column, so a viewer that looks a well up in the
