@@ -272,8 +272,9 @@ def walk_plate(conn, plate_id: int):
 
     plate = conn.getObject("Plate", plate_id)
     assert plate is not None, f"Plate:{plate_id} is not readable"
-    samples = []
-    for well in plate.listChildren():
+    wells, samples = {}, []
+    for well in plate.listChildren():  # a well may come more than once (a fetch join's rows)
+        wells[well.getId()] = (_well_name(well), well, {})
         for index, sample in enumerate(well.copyWellSamples()):
             if sample is not None:
                 run = sample.getPlateAcquisition()
@@ -281,7 +282,6 @@ def walk_plate(conn, plate_id: int):
     first = {}
     for _, index, run, _ in samples:
         first[run] = min(first.get(run, index), index)
-    wells = {well.getId(): (_well_name(well), well, {}) for well in plate.listChildren()}
     for well, index, run, sample in samples:
         start = first[run] if run is not None else 0
         wells[well.getId()][2][(index - start + 1, run)] = ImageWrapper(conn, sample.getImage())
