@@ -119,7 +119,7 @@ def test_launch_with_a_pipeline_file_uploads_it_once(server, capsys, tmp_path, n
         assert code == 0
     uploads = [a for a in server.store.all("FileAnnotation") if a.getNs() and a.getNs().getValue() == PIPELINE_NS]
     assert len(uploads) == 1
-    assert len(_results_on_plate(server)) == 3  # the re-run replaced the first run's CSVs and JSON
+    assert len(_results_on_plate(server)) == 4  # the re-run replaced the first run's CSVs, JSON and field table
     truth = sum(read_ground_truth(normal_plate.folder).values())
     total = int(re.search(r"nuclei_count total (\d+)", capsys.readouterr().out).group(1))
     assert abs(total - truth) <= 0.05 * truth
@@ -191,7 +191,7 @@ def test_cancel_of_an_ended_job_says_so(server, capsys):
     capsys.readouterr()
     assert main(["cancel", str(job.getId().getValue()), *server.args]) == 0
     assert "has already ended: finished" in capsys.readouterr().out
-    assert len(_results_on_plate(server)) == 3
+    assert len(_results_on_plate(server)) == 4  # CSVs, JSON and the field table
 
 
 # ---- bad input: one line, nothing started or uploaded ------------------------------------------

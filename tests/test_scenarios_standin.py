@@ -20,8 +20,8 @@ import scenarios
 from omero_fixtures import gateway, standin
 
 # Everything a scenario may leave in the stand-in's store; cleanup must empty these.
-CREATED_KINDS = ("Plate", "Well", "WellSample", "Image", "Pixels", "Channel", "LogicalChannel", "FileAnnotation",
-                 "MapAnnotation", "PlateAnnotationLink", "WellAnnotationLink", "ImageAnnotationLink")
+CREATED_KINDS = ("Plate", "PlateAcquisition", "Well", "WellSample", "Image", "Pixels", "Channel", "LogicalChannel",
+                 "FileAnnotation", "MapAnnotation", "PlateAnnotationLink", "WellAnnotationLink", "ImageAnnotationLink")
 
 
 class StandInTarget(scenarios.Target):
@@ -118,6 +118,14 @@ def test_clients_run_the_script_and_read_its_outputs(target, tiny_plate):
 def test_colleagues_results_stay(target, tiny_plate):
     assert target.server.group.permissions == "rwra--"  # read-annotate: the server refuses deleting bob's
     scenarios.colleagues_results_stay(target, ColleagueTarget(target.server, "bob", "bob-password"), tiny_plate)
+
+
+def test_time_lapse_runs_and_gaps(target, timelapse_runs):
+    view = scenarios.time_lapse_runs_and_gaps(target, timelapse_runs)
+    store = target.server.store
+    # The plate was made through the API: runs, then sparse wells by deleting fields.
+    assert len(store.children("PlateAcquisition", "plate", view.plate_id)) == len(timelapse_runs)
+    assert target.server.calls["ServiceFactory.submit"] >= 1
 
 
 def test_wrong_truth_fails_and_cleanup_still_removes_everything(tiny_plate, tmp_path):

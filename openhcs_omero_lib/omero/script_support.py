@@ -90,12 +90,14 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
             raise OmeroInputError(f"Attach_To={p['Attach_To']} with only {', '.join(outputs)} would attach "
                                   "nothing: key-value pairs go on wells, per-field CSVs on images")
         workers = max(1, min(int(p["Workers"]), available_cores()))
-        prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec, outputs=outputs)
+        prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec,
+                           runs=list(p.get("Runs") or []), outputs=outputs)
     except Exception as exc:
         return _failure(exc, "Nothing attached")
     progress = None
     if job is not None:
-        progress = RunProgress([(len(pl.layout.wells), pl.layout.n_units) for pl, _ in prepared],
+        progress = RunProgress([(len(pl.layout.wells) * len(pl.layout.run_ids()), pl.layout.n_units)
+                                for pl, _ in prepared],
                                job.publish, job.should_stop)
     lines, file_ann, failed_units, attached, not_ready = [], None, 0, {}, 0
     for index, (plate, bound) in enumerate(prepared):

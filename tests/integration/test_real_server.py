@@ -32,3 +32,7 @@ def test_clients_run_the_script_and_read_its_outputs(target, tiny_plate):
 
 def test_colleagues_results_stay(target, colleague, tiny_plate):
     scenarios.colleagues_results_stay(target, colleague, tiny_plate)
+
+
+def test_time_lapse_runs_and_gaps(target, timelapse_runs):
+    scenarios.time_lapse_runs_and_gaps(target, timelapse_runs)

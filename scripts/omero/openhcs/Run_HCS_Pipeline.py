@@ -11,7 +11,7 @@ Requires the openhcs-omero package in the server's Python environment.
 """
 
 import omero.scripts as scripts
-from omero.rtypes import rstring
+from omero.rtypes import rlong, rstring
 
 
 def run_script():
@@ -26,6 +26,10 @@ def run_script():
         """Run an HCS image pipeline on plates where their pixels are, and attach
 per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs).""",
         *selection_params("Run on"),
+        scripts.List(
+            "Runs", optional=True, grouping="2.1",
+            description="IDs of the acquisition runs (PlateAcquisitions) to measure; empty: every run, "
+                        "each measured on its own.").ofType(rlong(0)),
         scripts.String(
             "Pipeline", optional=True, grouping="3",
             description="A built-in pipeline.", values=presets, default="nuclei_count"),
