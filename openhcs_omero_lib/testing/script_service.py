@@ -113,7 +113,7 @@ class ScriptService(StandInServant, omero.api.IScript):
         return self.server.store.get("OriginalFile", script_id)
 
     def runScript(self, scriptID, inputs, waitSecs, current=None):
-        server, store, user = self.server, self.server.store, self.session.user
+        server, user = self.server, self.session.user
         name = self._file(scriptID).getName().getValue()
         if not server.processor_available:
             raise omero.NoProcessorAvailable(message="No processor available! [0 response(s)]", processorCount=0)
