@@ -23,6 +23,9 @@ def add_job_commands(sub, connection_arguments, positive) -> None:
     launch.add_argument("--workers", type=positive, help="worker processes on the server (default: the script's)")
     launch.add_argument("--attach", default="plate,wells", help="plate | plate,wells | plate,wells,images")
     launch.add_argument("--outputs", help="any of csv,json,table,key_values (default: all)")
+    launch.add_argument("--run", type=positive, action="append", metavar="ID",
+                        help="measure only this acquisition run (PlateAcquisition ID; repeatable); "
+                             "default: every run, each on its own")
     launch.add_argument("--no-replace", action="store_true", help="keep earlier results of the same pipeline")
     launch.add_argument("--no-wait", action="store_true", help="start the job, print its ID and return")
     launch.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,7 +63,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     try:
         try:
             inputs = run_inputs(args.plate, workers=args.workers, attach=attach, outputs=outputs,
-                                replace=not args.no_replace)
+                                replace=not args.no_replace, runs=args.run)
             script_id = find_script(conn, args.script)
             inputs.update(pipeline_inputs(conn, args.pipeline))
             job_id, proc = start_job(conn, script_id, inputs)

@@ -253,3 +253,22 @@ def test_status_of_a_job_that_is_not_yours(server, capsys, monkeypatch):
     monkeypatch.setenv("OMERO_PASSWORD", bob.password)
     assert main(["status", str(job.getId().getValue()), *server.args]) == 2
     assert f"no job {job.getId().getValue()} of yours" in capsys.readouterr().err
+
+
+def test_launch_measures_only_the_chosen_run(server, capsys, timelapse_runs):
+    from omero_fixtures import csv_rows, file_name
+
+    plate_id = server.import_plate(timelapse_runs)
+    runs = {r.getName().getValue(): r.getId().getValue()
+            for r in server.store.children("PlateAcquisition", "plate", plate_id)}
+    code = main(["launch", "--plate", str(plate_id), "--run", str(runs["Run B"]), "--workers", "1",
+                 "--attach", "plate", "--outputs", "csv", "--no-progress", *server.args])
+    assert code == 0, capsys.readouterr().err
+    [images] = [a for a in server.store.annotations_on("Plate", plate_id)
+                if file_name(server.store, a).endswith("_images.csv")]
+    rows = csv_rows(server.store, images)
+    assert rows and {(r["run_id"], r["run"]) for r in rows} == {(str(runs["Run B"]), "Run B")}
+    # a run of another plate (or none at all) is refused before anything runs
+    assert main(["launch", "--plate", str(server.plate_id), "--run", str(runs["Run A"]), "--workers", "1",
+                 "--no-progress", *server.args]) == 1
+    assert f"no chosen plate has the run(s) {runs['Run A']}" in capsys.readouterr().out

@@ -133,8 +133,10 @@ def upload_pipeline(conn, name: str, data: bytes) -> int:
 
 
 def run_inputs(plates: list[int], *, workers: int | None = None, attach: tuple[str, ...] = ("plate", "wells"),
-               outputs: tuple[str, ...] | None = None, replace: bool = True) -> dict[str, Any]:
-    """The script's parameters (without the pipeline) for a run on ``plates``."""
+               outputs: tuple[str, ...] | None = None, replace: bool = True,
+               runs: list[int] | None = None) -> dict[str, Any]:
+    """The script's parameters (without the pipeline) for a run on ``plates``; ``runs``
+    (PlateAcquisition IDs) measures only those acquisition runs."""
     if not plates:
         raise JobError("give at least one plate")
     if attach not in ATTACH_TO:
@@ -143,6 +145,8 @@ def run_inputs(plates: list[int], *, workers: int | None = None, attach: tuple[s
               "Attach_To": rstring(ATTACH_TO[attach]), "Replace_Previous_Results": rbool(replace)}
     if workers:
         inputs["Workers"] = rint(workers)
+    if runs:
+        inputs["Runs"] = rlist([rlong(r) for r in runs])
     if outputs is not None:
         unknown = set(outputs) - set(OUTPUT_PARAMS)
         if unknown:
