@@ -121,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.demo or args.plate:
             raise UserError("give a plate folder, --demo or --omero-plate (one of them)")
         return _run_omero(args)
+    if args.run:
+        raise UserError("--run chooses acquisition runs of an OMERO plate (--omero-plate); a folder has none")
     if args.demo == bool(args.plate):
         raise UserError("give a plate folder or --demo (not both)")
     folder = demo_plate() if args.demo else Path(args.plate)
@@ -215,7 +217,7 @@ def _run_omero(args: argparse.Namespace) -> int:
     conn = _omero_connection(args)
     try:
         try:
-            prepared = prepare(conn, "Plate", args.omero_plate, spec, outputs=outputs)
+            prepared = prepare(conn, "Plate", args.omero_plate, spec, runs=args.run, outputs=outputs)
         except OmeroInputError as exc:
             raise UserError(str(exc)) from None
         measurements = [_picture_measurement(args, bound) for _, bound in prepared]
@@ -385,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "values, and failed fields, with the segmented objects outlined")
     run.add_argument("--omero-plate", type=_positive, action="append", metavar="ID",
                      help="run on an OMERO plate instead (repeatable); results are attached to it")
+    run.add_argument("--run", type=_positive, action="append", metavar="ID",
+                     help="with --omero-plate: measure only this acquisition run (PlateAcquisition ID; "
+                          "repeatable); default: every run, each on its own")
     run.add_argument("--attach", default="plate,wells", help="with --omero-plate: plate,wells,images")
     run.add_argument("--outputs", default="csv,json,table,key_values",
                      help="with --omero-plate: any of csv,json,table,key_values")

@@ -211,7 +211,10 @@ class ImageXpressSource(PixelSource):
                 f"plate {self.layout.name!r} has no image for well {well} site {site} "
                 f"w{channel} z{z} t{t}") from None
 
-    def read_plane(self, well: str, site: int, channel: int, z: int = 1, t: int = 1) -> np.ndarray:
+    def read_plane(self, well: str, site: int, channel: int, z: int = 1, t: int = 1,
+                   run: int | None = None) -> np.ndarray:
+        if run is not None:
+            raise FileNotFoundError(f"plate {self.layout.name!r} is a folder: it has no acquisition run {run}")
         plane = tifffile.imread(self.path_of(well, site, channel, z, t), key=0)
         if plane.ndim != 2:
             raise ValueError(f"{self.path_of(well, site, channel, z, t).name}: expected a 2-D plane, "

@@ -73,20 +73,41 @@ class Well:
 
 
 @dataclass(frozen=True)
+class Run:
+    """An acquisition run of a plate (OMERO: a PlateAcquisition). Plates imaged more
+    than once hold a run per imaging; each run's fields are numbered on their own."""
+
+    id: int | None
+    name: str
+
+
+@dataclass(frozen=True)
 class SiteUnit:
-    """One unit of work: every channel and z plane of one site at one timepoint."""
+    """One unit of work: every channel and z plane of one site at one timepoint, of
+    one acquisition run where the plate has runs (``run`` is the run's ID)."""
 
     well: str
     site: int
     timepoint: int
+    run: int | None = None
+
+    @property
+    def image_key(self) -> tuple[str, int, int | None]:
+        """``(well, site, run)``: the field, whose image holds every timepoint."""
+        return self.well, self.site, self.run
 
 
 @dataclass(frozen=True)
 class PlateLayout:
-    """Structure of a plate: wells, fields (sites), channels, z planes, timepoints.
+    """Structure of a plate: wells, fields (sites), channels, z planes, timepoints,
+    and acquisition runs.
 
-    ``image_ids`` maps ``(well name, site)`` to the ID of the image holding that
-    field when the plate lives on a server; local plates leave it empty.
+    ``sites`` is the highest field number. ``fields`` holds the ``(well name, site,
+    run ID)`` that exist when not every well has every field in every run (a server's
+    sparse wells); None means all do. ``runs`` lists the plate's acquisition runs,
+    empty for a plate without (local folders). ``image_ids`` maps ``(well name,
+    site, run ID)`` to the ID of the image holding that field when the plate lives on
+    a server; local plates leave it empty.
     """
 
     name: str
@@ -101,7 +122,9 @@ class PlateLayout:
     dtype: str = "uint16"
     pixel_size_um: float | None = None
     plate_id: int | None = None
-    image_ids: dict[tuple[str, int], int] = field(default_factory=dict, compare=False, hash=False)
+    image_ids: dict[tuple[str, int, int | None], int] = field(default_factory=dict, compare=False, hash=False)
+    runs: tuple[Run, ...] = ()
+    fields: frozenset[tuple[str, int, int | None]] | None = None
 
     def __post_init__(self) -> None:
         if not self.wells:
@@ -131,16 +154,37 @@ class PlateLayout:
                 return c
         raise KeyError(key)
 
+    def run_ids(self) -> list[int | None]:
+        """The runs' IDs in plate order; ``[None]`` for a plate without runs."""
+        return [r.id for r in self.runs] or [None]
+
+    def run_name(self, run_id: int | None) -> str:
+        return next((r.name for r in self.runs if r.id == run_id), "")
+
+    def field_keys(self) -> Iterator[tuple[str, int, int | None]]:
+        """Every field as ``(well, site, run)``, in plate order: run, well, site."""
+        for run in self.run_ids():
+            for w in self.wells:
+                for site in range(1, self.sites + 1):
+                    if self.fields is None or (w.name, site, run) in self.fields:
+                        yield w.name, site, run
+
     def units(self) -> Iterator[SiteUnit]:
-        """Units of work in plate order: well, then site, then timepoint."""
-        for w in self.wells:
-            for site in range(1, self.sites + 1):
-                for t in range(1, self.timepoints + 1):
-                    yield SiteUnit(w.name, site, t)
+        """Units of work in plate order: run, well, site, then timepoint. Each run is
+        measured on its own; a field a well lacks is no unit."""
+        for well, site, run in self.field_keys():
+            for t in range(1, self.timepoints + 1):
+                yield SiteUnit(well, site, t, run)
+
+    @property
+    def n_fields(self) -> int:
+        if self.fields is not None:
+            return len(self.fields)
+        return len(self.wells) * self.sites * len(self.run_ids())
 
     @property
     def n_units(self) -> int:
-        return len(self.wells) * self.sites * self.timepoints
+        return self.n_fields * self.timepoints
 
     @property
     def n_planes(self) -> int:
@@ -150,8 +194,14 @@ class PlateLayout:
         chans = ", ".join(f"w{c.index}={c.name}" for c in self.channels)
         y, x = self.plane_shape
         size = f", {self.pixel_size_um} um/px" if self.pixel_size_um else ""
+        runs = ""
+        if self.runs:
+            runs = f", {len(self.runs)} run{'s' if len(self.runs) != 1 else ''} [" + ", ".join(
+                f"{r.id}={r.name}" for r in self.runs) + "]"
+        full = len(self.wells) * self.sites * len(self.run_ids())
+        sparse = f" ({self.n_fields} of {full} fields present)" if self.n_fields != full else ""
         return (f"plate {self.name!r}: {len(self.wells)} wells ({self.rows}x{self.columns} format), "
-                f"{self.sites} sites, channels [{chans}], {self.z_planes} z, {self.timepoints} t, "
+                f"{self.sites} sites{sparse}{runs}, channels [{chans}], {self.z_planes} z, {self.timepoints} t, "
                 f"planes {y}x{x} {self.dtype}{size}")
 
 

@@ -49,8 +49,10 @@ class PixelSource(ABC):
     layout: PlateLayout
 
     @abstractmethod
-    def read_plane(self, well: str, site: int, channel: int, z: int = 1, t: int = 1) -> np.ndarray:
-        """One plane as a 2-D array in the plate's dtype (native byte order)."""
+    def read_plane(self, well: str, site: int, channel: int, z: int = 1, t: int = 1,
+                   run: int | None = None) -> np.ndarray:
+        """One plane as a 2-D array in the plate's dtype (native byte order); ``run``
+        names the acquisition run on a plate that has runs."""
 
     @abstractmethod
     def spec(self) -> SourceSpec:
@@ -58,7 +60,9 @@ class PixelSource(ABC):
 
     def read_stack(self, unit: SiteUnit, channel: int) -> np.ndarray:
         """All z planes of one channel of a unit, shape ``(z, y, x)``."""
-        planes = [self.read_plane(unit.well, unit.site, channel, z, unit.timepoint)
+        # Only a plate with runs passes one: sources of plates without take no ``run``.
+        run = {"run": unit.run} if unit.run is not None else {}
+        planes = [self.read_plane(unit.well, unit.site, channel, z, unit.timepoint, **run)
                   for z in range(1, self.layout.z_planes + 1)]
         return np.stack(planes)
 
@@ -145,12 +149,12 @@ class UnitPrefetcher:
         upcoming = iter(units)
         ahead: collections.deque[tuple[int, SiteUnit, Future]] = collections.deque()
         turns = itertools.cycle(range(self.lanes))
-        last: list = [None, 0]  # (well, site), lane
+        last: list = [None, 0]  # (well, site, run), lane
 
         def fetch(unit: SiteUnit) -> None:
             # A field's timepoints stay on one lane: its store is already on that image.
-            if (unit.well, unit.site) != last[0]:
-                last[:] = [(unit.well, unit.site), next(turns)]
+            if unit.image_key != last[0]:
+                last[:] = [unit.image_key, next(turns)]
             lane = last[1]
             source = self._sources[lane]
             ahead.append((lane, unit, self._pools[lane].submit(source.read_channels, unit, self.channels)))

@@ -1,9 +1,12 @@
 """Result tables of a run and the sinks that store them.
 
 A run produces :class:`PlateResults`: ``images`` (one row per well, site and
-timepoint), ``wells`` (per-well aggregates: ``*_count`` columns summed over sites,
-every other measurement averaged) and ``summary`` (plate, pipeline, version,
-timing, errors). Sinks store them somewhere (a local folder here; OMERO in
+timepoint, and acquisition run where the plate has runs), ``wells`` (per well,
+timepoint and run: ``*_count`` columns summed over sites, every other measurement
+averaged) and ``summary`` (plate, pipeline, version, timing, errors). A plate with
+acquisition runs (an OMERO plate's PlateAcquisitions) adds ``run_id`` and ``run``
+(its name) after the keys; a plate without runs (a local folder) has no such
+columns. Sinks store them somewhere (a local folder here; OMERO in
 :mod:`openhcs_omero_lib.omero`) and must write all or nothing.
 """
 
@@ -28,6 +31,8 @@ from .layout import PlateLayout, SiteUnit, parse_well, row_letters
 from .pipeline.spec import PipelineSpec
 
 KEY_COLUMNS = ["well", "row", "column", "site", "timepoint"]
+RUN_COLUMNS = ["run_id", "run"]
+_NOT_MEASURED = ("error", "image_id", "well_id", *RUN_COLUMNS)
 IMAGES_CSV, WELLS_CSV, RESULTS_JSON = "images.csv", "wells.csv", "results.json"
 
 
@@ -58,7 +63,7 @@ def _json_default(value: Any) -> Any:
 
 
 def measurement_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in KEY_COLUMNS and c not in ("error", "image_id", "well_id")]
+    return [c for c in frame.columns if c not in KEY_COLUMNS and c not in _NOT_MEASURED]
 
 
 def _counts_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
@@ -81,21 +86,32 @@ def images_table(layout: PlateLayout, results: Sequence[UnitResult]) -> pd.DataF
         rows.append(row)
     frame = pd.DataFrame(rows)
     frame = _counts_as_integers(frame[KEY_COLUMNS + measurement_columns(frame) + ["error"]])
+    position = len(KEY_COLUMNS)
+    if layout.runs:
+        frame.insert(position, "run_id", pd.array([r.unit.run for r in results], dtype="Int64"))
+        frame.insert(position + 1, "run", [layout.run_name(r.unit.run) for r in results])
+        position += len(RUN_COLUMNS)
     if layout.image_ids:
-        ids = [layout.image_ids.get((r.unit.well, r.unit.site)) for r in results]
-        frame.insert(len(KEY_COLUMNS), "image_id", pd.array(ids, dtype="Int64"))
+        ids = [layout.image_ids.get(r.unit.image_key) for r in results]
+        frame.insert(position, "image_id", pd.array(ids, dtype="Int64"))
     return frame
 
 
 def wells_table(layout: PlateLayout, images: pd.DataFrame) -> pd.DataFrame:
-    """Per well and timepoint: sites measured and failed, counts summed, the rest averaged."""
+    """Per well, timepoint (and run): sites measured and failed, counts summed, the
+    rest averaged. Rows come in the images' order (run, then well, then timepoint)."""
     measured = measurement_columns(images)
+    runs = "run_id" in images
     rows = []
-    for (well, t), group in images.groupby(["well", "timepoint"], sort=False):
+    for key, group in images.groupby(["run_id", "well", "timepoint"] if runs else ["well", "timepoint"],
+                                     sort=False, dropna=False):
+        well, t = key[-2:]
         ok = group[group["error"] == ""]
         row_num, col = parse_well(well)
-        row: dict[str, Any] = {"well": well, "row": row_letters(row_num), "column": col, "timepoint": t,
-                               "sites": len(ok), "sites_failed": len(group) - len(ok)}
+        row: dict[str, Any] = {"well": well, "row": row_letters(row_num), "column": col, "timepoint": t}
+        if runs:
+            row.update(run_id=group["run_id"].iloc[0], run=group["run"].iloc[0])
+        row.update(sites=len(ok), sites_failed=len(group) - len(ok))
         for c in measured:
             values = pd.to_numeric(ok[c], errors="coerce")
             if c.endswith("_count"):
@@ -104,9 +120,12 @@ def wells_table(layout: PlateLayout, images: pd.DataFrame) -> pd.DataFrame:
                 row[c] = float(values.mean()) if len(ok) else math.nan
         rows.append(row)
     frame = _counts_as_integers(pd.DataFrame(rows))
+    if runs:
+        frame["run_id"] = frame["run_id"].astype("Int64")
     well_ids = {w.name: w.id for w in layout.wells if w.id is not None}
     if well_ids:
-        frame.insert(4, "well_id", pd.array([well_ids.get(w) for w in frame["well"]], dtype="Int64"))
+        position = frame.columns.get_loc("run" if runs else "timepoint") + 1
+        frame.insert(position, "well_id", pd.array([well_ids.get(w) for w in frame["well"]], dtype="Int64"))
     return frame
 
 
@@ -115,11 +134,13 @@ def collect(layout: PlateLayout, spec: PipelineSpec, results: Sequence[UnitResul
     """Tables and summary of a finished run."""
     images = images_table(layout, results)
     wells = wells_table(layout, images)
-    errors = [{"well": r.unit.well, "site": r.unit.site, "timepoint": r.unit.timepoint, "error": r.error}
+    errors = [{"well": r.unit.well, "site": r.unit.site, "timepoint": r.unit.timepoint,
+               **({"run_id": r.unit.run} if layout.runs else {}), "error": r.error}
               for r in results if r.error]
     summary = {
         "plate": {"name": layout.name, "id": layout.plate_id, "source": source,
-                  "wells": len(layout.wells), "sites": layout.sites,
+                  "wells": len(layout.wells), "sites": layout.sites, "fields": layout.n_fields,
+                  "runs": [{"id": r.id, "name": r.name} for r in layout.runs],
                   "channels": [{"index": c.index, "name": c.name} for c in layout.channels],
                   "z_planes": layout.z_planes, "timepoints": layout.timepoints,
                   "plane_shape": list(layout.plane_shape), "dtype": layout.dtype,

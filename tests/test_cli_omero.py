@@ -53,8 +53,8 @@ def test_run_on_omero_plate_attaches_and_writes_locally(server, capsys, small_pl
     anns = server.store.annotations_on("Plate", server.plate_id, results_namespace("nuclei_count"))
     names = sorted(server.store.get("OriginalFile", a.getFile().getId().getValue()).getName().getValue()
                    for a in anns)
-    assert names == ["nuclei_count_heatmap.png", "nuclei_count_images.csv", "nuclei_count_results.json",
-                     "nuclei_count_wells.csv"]
+    assert names == ["nuclei_count_SMALL_fields.omero.h5", "nuclei_count_heatmap.png", "nuclei_count_images.csv",
+                     "nuclei_count_results.json", "nuclei_count_wells.csv"]
     assert (out / f"plate_{server.plate_id}" / "heatmap.png").exists()
     # workers joined the session instead of logging in again
     assert server.calls["sessions.created"] == 1

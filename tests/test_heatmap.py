@@ -183,3 +183,17 @@ def test_a_real_runs_heat_map(small_plate):
     hm = H.plate_heatmap(results.wells, layout.rows, layout.columns, plate=layout.name, pipeline="nuclei_count")
     _check_every_well(hm, results.wells, "nuclei_count", layout.rows, layout.columns)
     assert len(hm.values) == small_plate.config.wells
+
+
+def test_a_plate_of_several_runs_draws_one_run():
+    first = _wells(4, 6, seed=1).assign(run_id=11, run="day 1")
+    second = _wells(4, 6, seed=2).assign(run_id=12, run="day 2")
+    wells = pd.concat([first, second], ignore_index=True)
+    hm = H.plate_heatmap(wells, 4, 6, plate="P", pipeline="p")
+    assert hm.run == 11
+    _check_every_well(hm, first, "nuclei_count", 4, 6)
+    hm = H.plate_heatmap(wells, 4, 6, plate="P", pipeline="p", run=12)
+    assert hm.run == 12
+    _check_every_well(hm, second, "nuclei_count", 4, 6)
+    with pytest.raises(ValueError, match="no run 13"):
+        H.plate_heatmap(wells, 4, 6, plate="P", pipeline="p", run=13)

@@ -203,7 +203,7 @@ def test_polygons_and_masks_cost_the_same_calls_and_similar_bytes(server, conn, 
     costs = {}
     for scale, iid in images.items():
         field = np.kron(labels[unit], np.ones((scale, scale), dtype=labels[unit].dtype))
-        plan = R.plan({unit: unit_outlines({"nuclei": field})}, {(unit.well, unit.site): iid}, R.DEFAULT_CAP)
+        plan = R.plan({unit: unit_outlines({"nuclei": field})}, {unit.image_key: iid}, R.DEFAULT_CAP)
         polygons = [R.roi_object(r, "test/polygons", 0) for r in plan.rois]
         masks = []
         for mask in omero_rois.masks_from_label_image(field, rgba=(255, 212, 0, 255), z=0, t=0):

@@ -217,17 +217,17 @@ def read_file_annotation(conn, annotation_id: int, max_bytes: int = 1 << 20) -> 
 # ---- OMERO.tables ------------------------------------------------------------------------------
 
 def table_columns(frame) -> list[Any]:
-    """OMERO.tables columns for a pandas frame: ``well_id`` -> WellColumn ``Well``,
-    ``image_id`` -> ImageColumn ``Image``, whole numbers -> LongColumn, other numbers
-    -> DoubleColumn, the rest -> StringColumn."""
+    """OMERO.tables columns for a pandas frame: ``Well`` -> WellColumn, ``Image`` ->
+    ImageColumn, whole numbers -> LongColumn, other numbers -> DoubleColumn, the rest
+    -> StringColumn."""
     import pandas as pd
 
     columns = []
     for name in frame.columns:
         series = frame[name]
-        if name == "well_id":
+        if name == "Well":
             columns.append(omero.grid.WellColumn("Well", "", [int(v) for v in series]))
-        elif name == "image_id":
+        elif name == "Image":
             columns.append(omero.grid.ImageColumn("Image", "", [int(v) for v in series]))
         elif pd.api.types.is_integer_dtype(series) and not series.isna().any():
             columns.append(omero.grid.LongColumn(name, "", [int(v) for v in series]))

@@ -15,16 +15,24 @@ The handler sees what the layout queries fetched: the plate's name and format, o
 a 1536-well plate's layout must not cost the script hundreds of megabytes), and one
 image's pixels (``omero.model.Pixels`` with its pixels type) and channels with their
 logical channels.
+
+Fields are numbered as OMERO numbers them: by their index in the well's ordered list
+of well samples (omero-model ``mappings/screen.ome.xml``), not by ID, so a well that
+lacks a field keeps the numbers of the others. On a plate imaged in several runs
+(PlateAcquisitions) the fields of all runs share the well's list; each run's fields
+are numbered from that run's lowest index on the plate, as omero-py's
+``PlateWrapper.getNumberOfFields(run)`` gives the run's range, and every run is
+measured on its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from omero.rtypes import unwrap
 
-from ..layout import Channel, PlateLayout, Well, plate_format
+from ..layout import Channel, PlateLayout, Run, Well, plate_format
 
 
 @dataclass(frozen=True)
@@ -37,8 +45,9 @@ class PlateSummary:
 
 @dataclass(frozen=True)
 class FieldRow:
-    """One well sample (field) of a well, as OMERO stores it (row and column from 0);
-    a well without fields has one row whose other IDs are None."""
+    """One well sample (field) of a well, as OMERO stores it (row and column from 0),
+    with its index in the well's list and its run (PlateAcquisition ID and name, None
+    outside runs); a well without fields has one row whose other values are None."""
 
     well_id: int
     row: int
@@ -46,6 +55,9 @@ class FieldRow:
     sample_id: int | None
     image_id: int | None
     pixels_id: int | None
+    index: int | None = None
+    run_id: int | None = None
+    run_name: str | None = None
 
 
 class OMEROMetadataHandler:
@@ -58,10 +70,17 @@ class OMEROMetadataHandler:
         """1-based (row, column); OMERO stores them 0-based."""
         return field.row + 1, field.column + 1
 
-    def site_of(self, field: FieldRow, index: int) -> int:
-        """1-based field number of a well sample; by default its position in the well
-        (fields come in the order OMERO created them)."""
-        return index + 1
+    def site_of(self, field: FieldRow, first_index: int) -> int:
+        """1-based field number of a well sample: its index in the well's list,
+        counted from ``first_index`` (the lowest index of the field's run on the
+        plate; 0 for a field outside runs, as OMERO.web's plate grid counts them)."""
+        if field.index is None:
+            raise ValueError(f"well sample {field.sample_id} has no index in its well")
+        return field.index - first_index + 1
+
+    def run_name(self, run_id: int, name: str | None) -> str:
+        """A run without a name is called as omero-py's PlateAcquisitionWrapper calls it."""
+        return name or f"Run {run_id}"
 
     def emission_wavelength(self, logical_channel: Any) -> float | None:
         wave = logical_channel.getEmissionWave() if logical_channel is not None else None
@@ -80,27 +99,39 @@ class OMEROMetadataHandler:
         return float(size.getValue()) * factor if factor else None
 
     def build_layout(self, plate: PlateSummary, fields: Iterable[FieldRow], pixels: Any,
-                     channels: list[Any]) -> tuple[PlateLayout, dict]:
-        """The layout and ``{(well name, site): pixels ID}``."""
+                     channels: list[Any], runs: Collection[int] | None = None) -> tuple[PlateLayout, dict]:
+        """The layout and ``{(well name, site, run ID): pixels ID}``; with ``runs``
+        (PlateAcquisition IDs), only the fields of those runs."""
+        fields = list(fields)
+        first_index: dict[int | None, int] = {None: 0}
+        for field in fields:
+            if field.run_id is not None and field.index is not None:
+                first_index[field.run_id] = min(first_index.get(field.run_id, field.index), field.index)
         wells: dict[int, Well] = {}
-        samples_seen: dict[int, int] = {}
         image_ids, pixels_ids = {}, {}
+        kept_runs: dict[int | None, str] = {}
         sites = 1
         for field in fields:
             if field.well_id not in wells:
                 row, col = self.well_position(field)
                 wells[field.well_id] = Well(row, col, field.well_id)
-            if field.sample_id is None:
+            if field.sample_id is None or field.image_id is None or field.pixels_id is None:
                 continue
-            index = samples_seen.get(field.well_id, 0)
-            samples_seen[field.well_id] = index + 1
-            if field.image_id is None or field.pixels_id is None:
+            if runs is not None and field.run_id not in runs:
                 continue
             well = wells[field.well_id]
-            site = self.site_of(field, index)
+            site = self.site_of(field, first_index[field.run_id])
+            key = (well.name, site, field.run_id)
+            if key in pixels_ids:
+                raise ValueError(f"plate {plate.id}: well {well.name} has two fields numbered {site}"
+                                 + (f" in run {field.run_id}" if field.run_id is not None else ""))
             sites = max(sites, site)
-            image_ids[(well.name, site)] = field.image_id
-            pixels_ids[(well.name, site)] = field.pixels_id
+            image_ids[key] = field.image_id
+            pixels_ids[key] = field.pixels_id
+            if field.run_id not in kept_runs:
+                kept_runs[field.run_id] = "" if field.run_id is None else self.run_name(field.run_id, field.run_name)
+        order = sorted(kept_runs, key=lambda r: (r is not None, first_index.get(r, 0), r or 0))
+        plate_runs = tuple(Run(r, kept_runs[r]) for r in order) if set(kept_runs) - {None} else ()
         ordered = sorted(wells.values(), key=lambda w: (w.row, w.column))
         n_channels = unwrap(pixels.getSizeC())
         by_index = {i + 1: ch for i, ch in enumerate(channels)}
@@ -117,7 +148,7 @@ class OMEROMetadataHandler:
             channels=chans, z_planes=unwrap(pixels.getSizeZ()), timepoints=unwrap(pixels.getSizeT()),
             plane_shape=(unwrap(pixels.getSizeY()), unwrap(pixels.getSizeX())),
             dtype=unwrap(pixels.getPixelsType().getValue()), pixel_size_um=self.pixel_size_um(pixels),
-            plate_id=plate.id, image_ids=image_ids)
+            plate_id=plate.id, image_ids=image_ids, runs=plate_runs, fields=frozenset(pixels_ids))
         return layout, pixels_ids
 
 

@@ -76,11 +76,13 @@ class OmeroPixelSource(PixelSource):
             self._store = sf.createRawPixelsStore(self._opts)
         return self._store
 
-    def _select(self, well: str, site: int):
+    def _select(self, well: str, site: int, run: int | None = None):
         try:
-            pixels_id = self.plate.pixels_ids[(well, site)]
+            pixels_id = self.plate.pixels_ids[(well, site, run)]
         except KeyError:
-            raise FileNotFoundError(f"plate {self.layout.plate_id} has no image for well {well} field {site}") from None
+            in_run = f" in run {run}" if run is not None else ""
+            raise FileNotFoundError(f"plate {self.layout.plate_id} has no image for well {well} field {site}"
+                                    f"{in_run}") from None
         store = self._pixels_store()
         if pixels_id != self._current:
             try:
@@ -96,8 +98,9 @@ class OmeroPixelSource(PixelSource):
         y, x = self.layout.plane_shape
         return y * x * np.dtype(_DTYPES.get(self.layout.dtype, self.layout.dtype)).itemsize
 
-    def read_plane(self, well: str, site: int, channel: int, z: int = 1, t: int = 1) -> np.ndarray:
-        store = self._select(well, site)
+    def read_plane(self, well: str, site: int, channel: int, z: int = 1, t: int = 1,
+                   run: int | None = None) -> np.ndarray:
+        store = self._select(well, site, run)
         if self._plane_bytes() <= MAX_REPLY_BYTES:
             buffer = store.getPlane(z - 1, channel - 1, t - 1, self._opts)
             return decode_plane(buffer, self.layout.dtype, self.layout.plane_shape)
@@ -114,7 +117,7 @@ class OmeroPixelSource(PixelSource):
     def read_stack(self, unit: SiteUnit, channel: int) -> np.ndarray:
         if self.layout.z_planes == 1 or self._plane_bytes() * self.layout.z_planes > MAX_REPLY_BYTES:
             return super().read_stack(unit, channel)
-        store = self._select(unit.well, unit.site)
+        store = self._select(unit.well, unit.site, unit.run)
         buffer = store.getStack(channel - 1, unit.timepoint - 1, self._opts)
         return decode_plane(buffer, self.layout.dtype, (self.layout.z_planes, *self.layout.plane_shape))
 

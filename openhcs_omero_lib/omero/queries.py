@@ -7,12 +7,15 @@ layout costs :data:`PLATE_FINGERPRINT` when cached, plus :data:`PLATE_FIELDS` an
 """
 
 # Cheap check whether a cached layout is still current: any change to the plate or
-# to its well samples (fields added, images replaced) moves one of these values.
+# to its well samples (fields added, removed, moved in their well's list, images
+# replaced, moved to another run) or to its runs (renamed) moves one of these values.
 # The plate's name and format come along, so that a layout needs no other plate query.
 PLATE_FINGERPRINT = (
     "select p.id, p.details.group.id, p.details.updateEvent.id, count(ws.id), "
-    "max(ws.details.updateEvent.id), p.name, p.rows, p.columns "
+    "max(ws.details.updateEvent.id), p.name, p.rows, p.columns, sum(index(ws)), "
+    "max(pa.details.updateEvent.id) "
     "from Plate p left outer join p.wells w left outer join w.wellSamples ws "
+    "left outer join ws.plateAcquisition pa "
     "where p.id = :id group by p.id, p.details.group.id, p.details.updateEvent.id, "
     "p.name, p.rows, p.columns"
 )
@@ -20,11 +23,15 @@ PLATE_FINGERPRINT = (
 # Every well and field of a plate as plain IDs and positions, in one round-trip. Not
 # as model objects (wells, fields, images, pixels): those cost the script tens of kB
 # per image, hundreds of MB on a 1536-well plate of 9 fields; these a few hundred bytes.
+# A field's number is its index in its well's list of well samples (Well.wellSamples is
+# an ordered list, omero-model mappings/screen.ome.xml), which may have gaps; the run
+# (PlateAcquisition) it belongs to comes with its name. OMERO.web's plate grid selects
+# fields the same way (omero-web webgateway/plategrid.py: index(ws), ws.plateAcquisition).
 PLATE_FIELDS = (
-    "select w.id, w.row, w.column, ws.id, i.id, px.id "
-    "from Well w left outer join w.wellSamples ws left outer join ws.image i "
-    "left outer join i.pixels px "
-    "where w.plate.id = :id order by w.row, w.column, ws.id"
+    "select w.id, w.row, w.column, ws.id, i.id, px.id, index(ws), pa.id, pa.name "
+    "from Well w left outer join w.wellSamples ws left outer join ws.plateAcquisition pa "
+    "left outer join ws.image i left outer join i.pixels px "
+    "where w.plate.id = :id order by w.row, w.column, index(ws)"
 )
 
 # Size, pixel type, channel names and wavelengths of one image (a plate's images share them).

@@ -107,16 +107,17 @@ class RoiPlan:
                 f"{n} objects{more}): only the first {self.cap} objects of each were saved")
 
 
-def plan(outlines_by_unit: dict, image_ids: dict[tuple[str, int], int], cap: int) -> RoiPlan:
-    """The ROIs of a run's outlines (unit -> prefix -> Outlines): per image, objects in
-    label order, each label's objects of every step together, up to ``cap``."""
+def plan(outlines_by_unit: dict, image_ids: dict, cap: int) -> RoiPlan:
+    """The ROIs of a run's outlines (unit -> prefix -> Outlines) on the images of
+    ``image_ids`` (a layout's, by :attr:`~..layout.SiteUnit.image_key`): per image,
+    objects in label order, each label's objects of every step together, up to ``cap``."""
     if cap < 1:
         raise ValueError(f"the ROI cap must be at least 1, got {cap}")
     result = RoiPlan(cap)
     per_image: dict[int, list[PlannedRoi]] = {}
     where: dict[int, tuple[str, int]] = {}
     for unit, by_prefix in outlines_by_unit.items():
-        iid = image_ids.get((unit.well, unit.site))
+        iid = image_ids.get(unit.image_key)
         if iid is None:
             continue
         where[iid] = (unit.well, unit.site)

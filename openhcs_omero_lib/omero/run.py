@@ -45,23 +45,37 @@ def pipeline_from_choice(conn, preset: str | None, annotation_id: int | None) ->
 
 def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
             handler: OMEROMetadataHandler | None = None,
+            runs: list[int] | None = None,
             outputs: tuple[str, ...] = ()) -> list[tuple[OmeroPlate, PipelineSpec]]:
     """Every plate's layout and the spec bound to it, before anything runs: a bad ID,
     a channel a plate lacks, a plate the user may not annotate, a table among the
     ``outputs`` without OMERO.tables, or images the server is still preparing
     (:class:`~.preflight.PlateNotReady`) stop the whole request with nothing
-    computed and nothing written."""
+    computed and nothing written.
+
+    ``runs`` (PlateAcquisition IDs) measures only those runs: a plate with none of
+    them is left out, and a run on none of the plates is an error. Without it every
+    run of every plate is measured, each on its own."""
     if "table" in outputs:
         check_tables(conn)
-    prepared = []
+    chosen = frozenset(runs) if runs else None
+    prepared, found = [], set()
     for pid in plate_ids_for(conn, data_type, ids):
-        plate = load_plate(conn, pid, handler)
+        plate = load_plate(conn, pid, handler, runs=chosen)
+        if chosen is not None:
+            found |= chosen & {r.id for r in plate.all_runs}
+            if plate.layout.n_units == 0:
+                continue
         try:
             bound = bind(spec, plate.layout)
         except ValueError as exc:
             raise OmeroInputError(f"plate {pid} ({plate.layout.name}): {exc}") from None
         check_can_annotate(conn, plate)
         prepared.append((plate, bound))
+    if chosen is not None and chosen - found:
+        missing = ", ".join(str(r) for r in sorted(chosen - found))
+        raise OmeroInputError(f"no chosen plate has the run(s) {missing} (Runs takes the IDs of a plate's "
+                              "acquisition runs, its PlateAcquisitions)")
     check_ready(conn, [plate for plate, _ in prepared])
     return prepared
 

@@ -94,13 +94,15 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
         workers = max(1, min(int(p["Workers"]), available_cores()))
         if int(p["Max_ROIs_Per_Image"]) < 1:
             raise OmeroInputError(f"Max_ROIs_Per_Image must be at least 1, got {p['Max_ROIs_Per_Image']}")
-        prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec, outputs=outputs)
+        prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec,
+                           runs=list(p.get("Runs") or []), outputs=outputs)
         measurement = _heatmap_measurement(p, prepared)
     except Exception as exc:
         return _failure(exc, "Nothing attached")
     progress = None
     if job is not None:
-        progress = RunProgress([(len(pl.layout.wells), pl.layout.n_units) for pl, _ in prepared],
+        progress = RunProgress([(len(pl.layout.wells) * len(pl.layout.run_ids()), pl.layout.n_units)
+                                for pl, _ in prepared],
                                job.publish, job.should_stop)
     lines, file_ann, failed_units, attached, not_ready = [], None, 0, {}, 0
     for index, (plate, bound) in enumerate(prepared):

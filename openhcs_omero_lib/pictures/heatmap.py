@@ -59,6 +59,8 @@ class HeatMap:
     partly_failed: tuple[str, ...]
     no_value: tuple[str, ...]
     not_imaged: tuple[str, ...]
+    run: int | None = None
+    """The acquisition run drawn, on a plate with runs"""
 
 
 def well_measurements(wells: pd.DataFrame) -> list[str]:
@@ -115,10 +117,12 @@ def _layout_inches(rows: int, columns: int) -> tuple[float, float, float]:
 
 
 def plate_heatmap(wells: pd.DataFrame, rows: int, columns: int, *, plate: str, pipeline: str,
-                  measurement: str | None = None, timepoint: int | None = None) -> HeatMap:
+                  measurement: str | None = None, timepoint: int | None = None,
+                  run: int | None = None) -> HeatMap:
     """The heat map of ``measurement`` (default: the first count column) over a plate
     of ``rows`` x ``columns`` wells, from a wells table (:func:`~.results.wells_table`);
-    with several timepoints, of ``timepoint`` (default the first)."""
+    with several timepoints, of ``timepoint`` (default the first); on a plate imaged in
+    several acquisition runs (a ``run_id`` column), of ``run`` (default the first)."""
     if not drawable(rows, columns):
         raise ValueError(f"a plate of {rows}x{columns} wells is not one a heat map can draw "
                          f"(up to {MAX_ROWS}x{MAX_COLUMNS})")
@@ -133,6 +137,13 @@ def plate_heatmap(wells: pd.DataFrame, rows: int, columns: int, *, plate: str, p
     if t not in timepoints:
         raise ValueError(f"no timepoint {t} in the results (timepoints: {timepoints})")
 
+    runs = list(dict.fromkeys(int(r) for r in wells["run_id"].dropna())) if "run_id" in wells else []
+    if run is not None and run not in runs:
+        raise ValueError(f"no run {run} in the results (runs: {runs})")
+    chosen_run = run if run is not None else (runs[0] if runs else None)
+    if chosen_run is not None:
+        wells = wells[wells["run_id"] == chosen_run]
+        run_name = str(wells["run"].iloc[0]) if "run" in wells and len(wells) else str(chosen_run)
     records = wells[wells["timepoint"] == t].to_dict("records")
     values: dict[str, float] = {}
     failed, partly, no_value, seen = [], [], [], set()
@@ -233,6 +244,8 @@ def plate_heatmap(wells: pd.DataFrame, rows: int, columns: int, *, plate: str, p
     second = f"{measurement} per well ({how})"
     if len(timepoints) > 1:
         second += f", timepoint {t} of {len(timepoints)}"
+    if len(runs) > 1:
+        second += f", run {run_name} ({runs.index(chosen_run) + 1} of {len(runs)})"
     if failed:
         second += f"; {len(failed)} well{'s' if len(failed) != 1 else ''} failed"
     fig.text(0.5 * (_LEFT + grid_w) / fig_w, 1 - 0.12 / fig_h, f"{plate} · {pipeline}",
@@ -247,4 +260,4 @@ def plate_heatmap(wells: pd.DataFrame, rows: int, columns: int, *, plate: str, p
             x, y = ax.transData.transform((c - 0.5, r - 0.5))
             centres[well_name(r, c)] = (float(x), float(height - y))
     return HeatMap(png_bytes(canvas), width, height, measurement, t, vmin, vmax, centres, cell * PNG_DPI,
-                   values, tuple(failed), tuple(partly), tuple(no_value), tuple(not_imaged))
+                   values, tuple(failed), tuple(partly), tuple(no_value), tuple(not_imaged), chosen_run)

@@ -78,11 +78,17 @@ def choose_fields(images: pd.DataFrame, measurement: str, per_row: int = PER_ROW
             for well in wells:
                 fields = ok[ok["well"] == well]
                 r = fields.loc[getattr(fields["_v"], pick)()]
-                chosen.append(Choice(SiteUnit(r["well"], int(r["site"]), int(r["timepoint"])), row, float(r["_v"])))
+                chosen.append(Choice(_unit(r), row, float(r["_v"])))
     failed = images[images["error"] != ""].drop_duplicates("well")
     for _, r in failed.head(per_row).iterrows():
-        chosen.append(Choice(SiteUnit(r["well"], int(r["site"]), int(r["timepoint"])), "failed", None, r["error"]))
+        chosen.append(Choice(_unit(r), "failed", None, r["error"]))
     return chosen
+
+
+def _unit(row) -> SiteUnit:
+    run = row.get("run_id")
+    return SiteUnit(row["well"], int(row["site"]), int(row["timepoint"]),
+                    None if run is None or pd.isna(run) else int(run))
 
 
 def objects_channel(spec: PipelineSpec) -> int | None:

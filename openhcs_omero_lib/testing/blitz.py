@@ -9,7 +9,8 @@ A script written the usual way::
             plane = image.getPrimaryPixels().getPlane(z, c, t)
 
 sends two HQL texts the adapter never sends (:data:`PLATE_BY_IDS`,
-:data:`WELLS_OF_PLATE`) and loads each image's pixels with ``IContainer.getImages``
+:data:`WELLS_OF_PLATE`; a client listing the plate's runs a third,
+:data:`PLATE_ACQUISITIONS`) and loads each image's pixels with ``IContainer.getImages``
 (:class:`ContainerService`). They are modelled here, apart from the adapter's queries,
 so that the benchmark can run such a script against the stand-in for real. Any other
 text is still refused.
@@ -51,6 +52,10 @@ WELLS_OF_PLATE = (
 )
 
 
+# PlateWrapper.listPlateAcquisitions(): the plate's runs, with the plate fetched.
+PLATE_ACQUISITIONS = "select pa from PlateAcquisition as pa join fetch pa.plate as p where p.id=:pid"
+
+
 def _services():
     from . import services  # services imports this module; import back lazily
 
@@ -64,7 +69,23 @@ def answer(query_service, text: str, params, current) -> list[Any] | None:
         return [p for pid in s._param(params, "ids") if (p := _plate(query_service, pid, current)) is not None]
     if text == WELLS_OF_PLATE:
         return _wells(query_service, s._param(params, "oid"), current)
+    if text == PLATE_ACQUISITIONS:
+        return _acquisitions(query_service, s._param(params, "pid"), current)
     return None
+
+
+def _acquisitions(query_service, pid: int, current) -> list[Any]:
+    s = _services()
+    store = query_service.server.store
+    plate = store.get("Plate", pid)
+    if not query_service._visible(plate, current):
+        return []
+    runs = []
+    for run in sorted(store.children("PlateAcquisition", "plate", pid), key=lambda r: r.getId().getValue()):
+        shell = s._shell(run)
+        shell.setPlate(s._shell(plate))
+        runs.append(shell)
+    return runs
 
 
 def _owner(store, obj) -> Any:
@@ -113,7 +134,10 @@ def _plate(query_service, pid: int, current) -> Any | None:
 
 def _wells(query_service, pid: int, current) -> list[Any]:
     """Each well once (the client keys them by position, so the duplicate rows a
-    collection fetch join gives on a real server make no difference)."""
+    collection fetch join gives on a real server make no difference), its fetched
+    well samples at their list index: Hibernate fills the gaps of an indexed list
+    (a sparse well's missing field) with nulls, so a client walking
+    ``well.listChildren()`` meets them."""
     s = _services()
     store = query_service.server.store
     plate = store.get("Plate", pid)
@@ -124,12 +148,15 @@ def _wells(query_service, pid: int, current) -> list[Any]:
     for well in sorted(store.children("Well", "plate", pid), key=lambda w: w.getId().getValue()):
         w = _with_details(store, well, s._shell(well), group=True)
         w.setPlate(plate_shell)
-        samples = []
-        for ws in store.children("WellSample", "well", well.getId().getValue()):
+        present = store.children("WellSample", "well", well.getId().getValue())
+        samples = [None] * (max((store.list_index[ws.getId().getValue()] for ws in present), default=-1) + 1)
+        for ws in present:
             sample = s._shell(ws)
             sample.setWell(s._ref(well))
             sample.setImage(s._shell(store.get("Image", ws.getImage().getId().getValue())))
-            samples.append(sample)
+            if ws.getPlateAcquisition() is not None:
+                sample.setPlateAcquisition(s._ref(ws.getPlateAcquisition()))
+            samples[store.list_index[ws.getId().getValue()]] = sample
         s._fill(w, "_wellSamplesSeq", samples)
         wells.append(w)
     return wells
@@ -163,4 +190,4 @@ class ContainerService(StandInServant, omero.api.IContainer):
         return images
 
 
-__all__ = ["PLATE_BY_IDS", "WELLS_OF_PLATE", "ContainerService", "answer"]
+__all__ = ["PLATE_ACQUISITIONS", "PLATE_BY_IDS", "WELLS_OF_PLATE", "ContainerService", "answer"]

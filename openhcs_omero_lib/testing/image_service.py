@@ -9,11 +9,14 @@ Modelled, as a server does them, and nothing more:
 - ``RawPixelsStore.setPlane`` / ``save`` on such an image, by its owner, with a buffer
   of exactly one big-endian plane; planes never written read as zeros;
 - ``IUpdate`` saving a new Plate with new Wells and WellSamples that point at
-  existing images of the same group, and changing the name and emission wavelength
-  of a LogicalChannel or the physical pixel size of a Pixels;
-- ``Delete2`` of a Plate taking its Wells and WellSamples with it, of an Image its
-  Pixels, Channels, LogicalChannels and WellSamples, and of any of them the
-  annotation links they are the parent of (the annotations stay).
+  existing images of the same group (each sample at its position in its well's
+  list), and new PlateAcquisitions (runs) of that plate that samples point at, and
+  changing the name and emission wavelength of a LogicalChannel or the physical
+  pixel size of a Pixels;
+- ``Delete2`` of a Plate taking its Wells, WellSamples and PlateAcquisitions with
+  it, of an Image its Pixels, Channels, LogicalChannels and WellSamples (the well's
+  other samples keep their index: a gap), and of any of them the annotation links
+  they are the parent of (the annotations stay).
 
 Anything else about these objects fails loudly, as the rest of the stand-in does.
 """
@@ -242,34 +245,54 @@ def _bare(obj: Any) -> Any:
 
 def _new_plate(update_service, plate: Any, group: int) -> Any:
     store, session = update_service.server.store, update_service.session
-    _only(plate, "Plate", {"_wellsSeq"}, set())
+    _only(plate, "Plate", {"_wellsSeq", "_plateAcquisitionsSeq"}, set())
+    acquisitions = plate.copyPlateAcquisitions()
+    for acquisition in acquisitions:
+        _only(acquisition, "PlateAcquisition", set(), {"_plate"})
+        if acquisition.getId() is not None:
+            raise omero.ApiUsageException(message="the OMERO stand-in models adding only new runs to a new plate")
+        if acquisition.getPlate() is None:  # PlateAcquisition.plate is required (screen.ome.xml)
+            raise omero.ValidationException(message="a PlateAcquisition needs its plate")
     wells = plate.copyWells()
-    images = []
     for well in wells:
         _only(well, "Well", {"_wellSamplesSeq"}, {"_plate"})
         if well.getId() is not None:
             raise omero.ApiUsageException(message="the OMERO stand-in models adding only new wells to a new plate")
         for sample in well.copyWellSamples():
-            _only(sample, "WellSample", set(), {"_well", "_image"})
+            if sample is None:
+                continue
+            _only(sample, "WellSample", set(), {"_well", "_image", "_plateAcquisition"})
+            run = sample.getPlateAcquisition()
+            if run is not None and not any(run is a for a in acquisitions):
+                raise omero.ApiUsageException(
+                    message="the OMERO stand-in models well samples only of the new plate's own new runs")
             ref = sample.getImage()
             image = store.get("Image", ref.getId().getValue()) if ref is not None and ref.getId() else None
             if image is None:
                 raise omero.ValidationException(message="a WellSample needs an existing image")
             if store.group_of(image) != group or not store.visible(image, session, group):
                 raise omero.SecurityViolation(message=f"Image:{image.getId().getValue()} is not in group {group}")
-            images.append(image)
     with store.lock:
         stored = store.add(_bare(plate), session.user, group)
         pid = stored.getId().getValue()
+        runs = {}
+        for acquisition in acquisitions:
+            a = _bare(acquisition)
+            a.setPlate(omero.model.PlateI(pid, False))
+            runs[id(acquisition)] = store.add(a, session.user, group, {"plate": pid}).getId().getValue()
         for well in wells:
             w = _bare(well)
             w.setPlate(omero.model.PlateI(pid, False))
             wid = store.add(w, session.user, group, {"plate": pid}).getId().getValue()
-            for sample in well.copyWellSamples():
+            for index, sample in enumerate(well.copyWellSamples()):
+                if sample is None:  # a gap in the list stays a gap
+                    continue
                 s = _bare(sample)
                 s.setWell(omero.model.WellI(wid, False))
                 s.setImage(omero.model.ImageI(sample.getImage().getId().getValue(), False))
-                store.add(s, session.user, group, {"well": wid})
+                if sample.getPlateAcquisition() is not None:
+                    s.setPlateAcquisition(omero.model.PlateAcquisitionI(runs[id(sample.getPlateAcquisition())], False))
+                store.add(s, session.user, group, {"well": wid}, index=index)
     return stored
 
 
@@ -286,6 +309,7 @@ def delete_targets(store, targets: dict[str, list[int]]) -> dict[str, list[int]]
     for pid in targets.get("Plate", []):
         wells = store.children("Well", "plate", pid)
         add("Well", wells)
+        add("PlateAcquisition", store.children("PlateAcquisition", "plate", pid))
         add("WellSample", [ws for w in wells for ws in store.children("WellSample", "well", w.getId().getValue())])
     images = set(targets.get("Image", []))
     if images:

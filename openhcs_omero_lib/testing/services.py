@@ -88,16 +88,20 @@ class QueryService(StandInServant, omero.api.IQuery):
         for well in store.children("Well", "plate", pid):
             wid = well.getId().getValue()
             position = [rlong(wid), copy.copy(well.getRow()), copy.copy(well.getColumn())]
-            samples = sorted(store.children("WellSample", "well", wid), key=lambda ws: ws.getId().getValue())
+            samples = store.children("WellSample", "well", wid)
             if not samples:
-                rows.append(position + [None, None, None])
+                rows.append(position + [None] * 6)
             for ws in samples:
                 image_id = ws.getImage().getId().getValue()
                 pixels = store.children("Pixels", "image", image_id)
+                run = store.resolve(ws.getPlateAcquisition())
                 rows.append(position + [rlong(ws.getId().getValue()), rlong(image_id),
-                                        rlong(pixels[0].getId().getValue()) if pixels else None])
-        # HQL's "order by w.row, w.column, ws.id" (a well's rows are already in field order)
-        rows.sort(key=lambda r: (r[1].getValue(), r[2].getValue()))
+                                        rlong(pixels[0].getId().getValue()) if pixels else None,
+                                        omero.rtypes.rint(store.list_index[ws.getId().getValue()]),
+                                        rlong(run.getId().getValue()) if run is not None else None,
+                                        copy.copy(run.getName()) if run is not None else None])
+        # HQL's "order by w.row, w.column, index(ws)": a field's index, not its ID
+        rows.sort(key=lambda r: (r[1].getValue(), r[2].getValue(), r[6].getValue() if r[6] is not None else -1))
         return rows
 
     def _pixels_channels(self, pixels_id: int, current) -> list[Any]:
@@ -191,10 +195,14 @@ class QueryService(StandInServant, omero.api.IQuery):
             samples = [ws for w in store.children("Well", "plate", pid)
                        for ws in store.children("WellSample", "well", w.getId().getValue())]
             events = [ws.getDetails().getUpdateEvent().getId().getValue() for ws in samples]
+            runs = [run for ws in samples if (run := store.resolve(ws.getPlateAcquisition())) is not None]
+            run_events = [run.getDetails().getUpdateEvent().getId().getValue() for run in runs]
             return [[rlong(pid), rlong(store.group_of(plate)),
                      rlong(plate.getDetails().getUpdateEvent().getId().getValue()),
                      rlong(len(samples)), rlong(max(events)) if events else None,
-                     plate.getName(), plate.getRows(), plate.getColumns()]]
+                     plate.getName(), plate.getRows(), plate.getColumns(),
+                     rlong(sum(store.list_index[ws.getId().getValue()] for ws in samples)) if samples else None,
+                     rlong(max(run_events)) if run_events else None]]
         if text == Q.PLATE_FIELDS:
             return self._plate_fields(_param(params, "id"), current)
         if text == Q.PLATE_LIST:
@@ -503,6 +511,36 @@ class TableService(StandInServant, omero.grid.Table):
         return omero.grid.Data(columns=out, rowNumbers=list(range(start, min(stop, self.getNumberOfRows(current)))),
                                lastModification=0)
 
+    def getWhereList(self, condition, variables, start, stop, step, current=None):
+        """Only ``(<column>==<whole number>)``, the query OMERO.web sends for a well or
+        an image (omero-web webgateway/views.py, perform_table_query: ``Well-7`` ->
+        ``(Well==7)``). As omero-py's tables (hdfstorageV2.getWhereList) answer, a
+        column the table lacks or a string column compared with a number is a bad
+        condition (ApiUsageException); anything else is not modelled."""
+        import re
+
+        match = re.fullmatch(r"\((\w+)==(-?\d+)\)", " ".join(condition.split()).replace(" ", ""))
+        if match is None or variables:
+            raise omero.ApiUsageException(message=f"the OMERO stand-in does not model the condition {condition!r}")
+        table = self._table()
+        names = [h.name for h in table["headers"]]
+        name, value = match.group(1), int(match.group(2))
+        if name not in names or isinstance(table["headers"][names.index(name)], omero.grid.StringColumn):
+            raise omero.ApiUsageException(message=f"Bad condition: {condition}, {variables}")
+        values = table["columns"][names.index(name)]
+        stop = len(values) if not stop else min(stop, len(values))
+        return [i for i in range(start, stop, step or 1) if values[i] == value]
+
+    def slice(self, colNumbers, rowNumbers, current=None):
+        table = self._table()
+        width, rows = len(table["headers"]), self.getNumberOfRows(current)
+        cols = list(colNumbers) or list(range(width))
+        wanted = list(rowNumbers) or list(range(rows))
+        if any(not 0 <= c < width for c in cols) or any(not 0 <= r < rows for r in wanted):
+            raise omero.ApiUsageException(message=f"slice out of range: columns {cols}, rows {wanted}")
+        out = [_column(table["headers"][n], [table["columns"][n][r] for r in wanted]) for n in cols]
+        return omero.grid.Data(columns=out, rowNumbers=wanted, lastModification=0)
+
     def close(self, current=None):
         self.server.remove_servant(current)
 
@@ -564,6 +602,7 @@ class SessionService(StandInServant, omero.api.ISession):
             if not session.closed:
                 session.closed = True
                 self.server.calls["sessions.closed"] += 1
+        self.server.session_ended(session)
         return 0
 
     def getReferenceCount(self, sessionUuid, current=None):

@@ -70,6 +70,10 @@ class Store:
         self._children: dict[tuple[str, str, int], list[Any]] = {}
         self.pixels_data: dict[int, Any] = {}
         """Pixels ID -> callable (z, c, t) -> 2-D numpy array"""
+        self.list_index: dict[int, int] = {}
+        """WellSample ID -> its index in its well's list (Well.wellSamples is an ordered
+        list, omero-model mappings/screen.ome.xml). Deleting a sample leaves a gap: the
+        others keep their index, as the server's well_index column does."""
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -88,9 +92,11 @@ class Store:
 
     # ---- objects --------------------------------------------------------------------
 
-    def add(self, obj: Any, owner: User, group_id: int, parents: dict[str, int] | None = None) -> Any:
+    def add(self, obj: Any, owner: User, group_id: int, parents: dict[str, int] | None = None,
+            index: int | None = None) -> Any:
         """Give ``obj`` an ID and details, and keep it; ``parents`` (field -> ID)
-        indexes it for :meth:`children`."""
+        indexes it for :meth:`children`. A WellSample gets ``index`` in its well's
+        list, by default the next after the well's last."""
         with self.lock:
             if obj.getId() is None:
                 obj.setId(rlong(self.next_id()))
@@ -101,6 +107,12 @@ class Store:
             details.setUpdateEvent(omero.model.EventI(self.next_id(), False))
             kind = class_name(obj)
             self.objects.setdefault(kind, {})[obj.getId().getValue()] = obj
+            if kind == "WellSample" and parents and "well" in parents:
+                if index is None:
+                    taken = [self.list_index[o.getId().getValue()]
+                             for o in self.children("WellSample", "well", parents["well"])]
+                    index = max(taken) + 1 if taken else 0
+                self.list_index[obj.getId().getValue()] = index
             for attr, parent_id in (parents or {}).items():
                 self._children.setdefault((kind, attr, parent_id), []).append(obj)
             return obj

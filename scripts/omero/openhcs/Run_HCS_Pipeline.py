@@ -12,7 +12,7 @@ Requires the openhcs-omero package in the server's Python environment.
 """
 
 import omero.scripts as scripts
-from omero.rtypes import rstring
+from omero.rtypes import rlong, rstring
 
 
 def run_script():
@@ -29,6 +29,10 @@ def run_script():
 per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs), a heat
 map of the plate and, if asked, the measured objects as ROIs.""",
         *selection_params("Run on"),
+        scripts.List(
+            "Runs", optional=True, grouping="2.1",
+            description="IDs of the acquisition runs (PlateAcquisitions) to measure; empty: every run, "
+                        "each measured on its own.").ofType(rlong(0)),
         scripts.String(
             "Pipeline", optional=True, grouping="3",
             description="A built-in pipeline.", values=presets, default="nuclei_count"),
