@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 CORE = ["layout", "virtual_backend", "imagexpress", "synthetic", "pixels", "executor", "results",
-        "engine", "cli", "cli_jobs", "cli_server", "progress", "pipeline.spec", "pipeline.loading", "pipeline.ops", "pipeline.run", "presets"]
+        "engine", "cli", "cli_jobs", "cli_server", "progress", "pipeline.spec", "pipeline.loading", "pipeline.ops", "pipeline.run", "pipeline.params", "presets",
+        "running", "api"]
 
 
 def test_core_modules_do_not_import_omero():

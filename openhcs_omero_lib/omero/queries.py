@@ -85,3 +85,17 @@ PIPELINE_UPLOAD = (
 # The plate as an object, so that the server sends its details.permissions with the
 # caller's restrictions (canAnnotate), as it does with every object it returns.
 PLATE_PERMISSIONS = "select p from Plate p where p.id = :id"
+
+# One Plate, Well or Image ({kind}) as an object: its details hold its group, its owner
+# and the caller's permissions on it (canAnnotate), as the server sends every object.
+OBJECT_DETAILS = "select o from {kind} o where o.id = :id"
+
+# The file annotations of one namespace on one Plate, Well or Image ({kind}), with
+# their files (name, mimetype, size): what the Python API's file backend lists, and
+# where it finds a run's tables and CSVs. BlitzGateway's listAnnotations fetches
+# a.file the same way (omero-py gateway BlitzObjectWrapper._loadAnnotationLinks).
+FILE_ANNOTATION_LINKS = (
+    "select l from {kind}AnnotationLink l "
+    "join fetch l.child a join fetch a.file "
+    "where l.parent.id = :id and a.ns = :ns"
+)

@@ -15,6 +15,7 @@ import omero
 
 from ..executor import Cancelled, available_cores
 from ..pipeline.loading import PipelineError
+from ..pipeline.params import check_values
 from ..pixels import SourceNotReady
 from ..progress import RunProgress
 from ..virtual_backend import VirtualBackend
@@ -22,6 +23,7 @@ from . import annotations as A
 from .plate import OmeroInputError, load_plate, plate_ids_for
 from .run import pipeline_from_choice, prepare, run_on_plate
 from .sink import NS_PREFIX, TABLE_DESCRIPTION, attaches_anything
+from .tuning_params import values_from_inputs
 
 ATTACH_VALUES = {
     "Plate": ("plate",),
@@ -79,6 +81,7 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
     started = time.time()
     try:
         spec = pipeline_from_choice(conn, p.get("Pipeline"), p.get("Pipeline_File_Annotation"))
+        tuning = check_values(spec, values_from_inputs(p))
         outputs = tuple(name for key, name in (("CSV", "csv"), ("JSON", "json"), ("OMERO_Table", "table"),
                                                 ("Key_Value_Pairs", "key_values")) if p[key])
         if not outputs:
@@ -91,7 +94,7 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
                                   "nothing: key-value pairs go on wells, per-field CSVs on images")
         workers = max(1, min(int(p["Workers"]), available_cores()))
         prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec,
-                           runs=list(p.get("Runs") or []), outputs=outputs)
+                           runs=list(p.get("Runs") or []), outputs=outputs, params=tuning)
     except Exception as exc:
         return _failure(exc, "Nothing attached")
     progress = None

@@ -18,6 +18,7 @@ def run_script():
     # Imported here: the server runs this file once to read its parameters, and that
     # must stay cheap.
     from openhcs_omero_lib.omero.script_params import SCRIPT_INFO, selection_params, serve
+    from openhcs_omero_lib.omero.tuning_params import dialog_params
     from openhcs_omero_lib.presets import names
 
     presets = [rstring(n) for n in names()]
@@ -37,6 +38,9 @@ per-well and per-field measurements (CSV, JSON, OMERO.table, key-value pairs).""
             "Pipeline_File_Annotation", optional=True, grouping="3.1", min=1,
             description="ID of a file annotation holding a YAML/JSON pipeline spec; "
                         "used instead of the preset when given."),
+        # The pipeline's tunable parameters (nuclear channel, sizes, ...), each optional:
+        # left empty, the pipeline keeps its own value.
+        *dialog_params("3"),
         scripts.Int(
             "Workers", optional=True, grouping="4", min=1, max=64, default=2,
             description="Parallel workers, capped at the server's cores: this script's own "
