@@ -208,13 +208,22 @@ def encode(obj: Any, name: str, mimetype: str | None = None) -> tuple[bytes, str
 
 
 def decode(data: bytes, mimetype: str) -> Any:
-    import pandas as pd
-
     if mimetype == "application/json":
         return json.loads(data.decode("utf-8"))
     if mimetype == "text/csv":
-        return pd.read_csv(io.BytesIO(data), float_precision="round_trip")
+        return read_csv(data)
     return data
+
+
+def read_csv(data: bytes, **options: Any):
+    """A CSV as a DataFrame whose numbers are exactly those written: pandas before 3
+    parses floats to the nearest value only when asked (``float_precision``, which
+    pandas 3 does by default and deprecates)."""
+    import pandas as pd
+
+    if int(pd.__version__.split(".")[0]) < 3:
+        options.setdefault("float_precision", "round_trip")
+    return pd.read_csv(io.BytesIO(data), **options)
 
 
 def _json_default(value: Any) -> Any:
@@ -224,4 +233,4 @@ def _json_default(value: Any) -> Any:
 
 
 __all__ = ["FILES_NS", "OMEROFileBackend", "SavedFile", "StoredFile", "decode", "encode", "file_annotations",
-           "read_file"]
+           "read_csv", "read_file"]

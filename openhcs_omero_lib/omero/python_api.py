@@ -9,7 +9,6 @@ per-well table is computed from the fields as the run computed it.
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -24,7 +23,7 @@ from ..pipeline.spec import PipelineSpec
 from ..results import IMAGES_CSV, RESULTS_JSON, RUN_COLUMNS, wells_table
 from ..running import RunResult
 from . import annotations as A
-from .files import file_annotations, read_file
+from .files import file_annotations, read_csv, read_file
 from .metadata import OMEROMetadataHandler
 from .pixels import OmeroPixelSource
 from .plate import OmeroInputError, in_group, load_plate
@@ -160,8 +159,8 @@ def _images_from_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _images_from_csv(data: bytes) -> pd.DataFrame:
     """The run's images DataFrame from its images CSV, with the run's column types."""
-    frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=[""], float_precision="round_trip",
-                        dtype={"well": str, "row": str, "run": str, "error": str})
+    frame = read_csv(data, keep_default_na=False, na_values=[""],
+                     dtype={"well": str, "row": str, "run": str, "error": str})
     for column in frame.columns:
         if column in ("error", "run"):
             frame[column] = frame[column].fillna("")

@@ -184,6 +184,9 @@ def _step_value(spec: PipelineSpec, info: ParameterInfo, name: str, value: Any) 
                             f"{'one of ' + ', '.join(map(str, info.choices)) if info.choices else 'a ' + info.kind}")
     if info.kind == "choice" and isinstance(value, str) and all(isinstance(c, int) for c in info.choices):
         value = int(value) if value.strip().lstrip("-").isdigit() else value
+    if info.choices and value not in info.choices:
+        raise PipelineError(f"pipeline '{spec.name}': parameter {name}={value!r}: choose one of "
+                            f"{', '.join(map(str, info.choices))}")
     step = next(s for s in spec.steps if s.op == param.op)
     model = STEP_TYPES[param.op]
     try:
@@ -192,11 +195,7 @@ def _step_value(spec: PipelineSpec, info: ParameterInfo, name: str, value: Any) 
         error = next((e for e in exc.errors() if e["loc"][:1] == (param.field,)), exc.errors()[0])
         message = error["msg"].removeprefix("Value error, ")
         raise PipelineError(f"pipeline '{spec.name}': parameter {name}={value!r}: {message}") from None
-    value = getattr(checked, param.field)
-    if info.choices and value not in info.choices:
-        raise PipelineError(f"pipeline '{spec.name}': parameter {name}={value!r}: choose one of "
-                            f"{', '.join(map(str, info.choices))}")
-    return value
+    return getattr(checked, param.field)
 
 
 __all__ = ["ParameterInfo", "check_values", "describe", "parse_assignments", "tune"]
