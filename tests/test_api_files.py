@@ -153,6 +153,10 @@ def test_another_users_file_of_the_same_name_is_left_alone(server, tiny_plate, p
         assert other.load("shared.json", f"Plate:{pid}") == {"by": "carol"}
         assert [(f.name, f.mine) for f in other.list(f"Plate:{pid}")] == [("shared.json", True),
                                                                            ("shared.json", False)]
+        # a name only carol used: alice loads hers (the newest of anyone's)
+        other.save({"v": 1}, "hers.json", f"Plate:{pid}")
+        other.save({"v": 2}, "hers.json", f"Plate:{pid}")
+        assert mine.load("hers.json", f"Plate:{pid}") == {"v": 2}
 
 
 def test_a_failed_save_leaves_nothing_and_keeps_your_earlier_file(server, files):
