@@ -23,6 +23,9 @@ def add_job_commands(sub, connection_arguments, positive) -> None:
     launch.add_argument("--workers", type=positive, help="worker processes on the server (default: the script's)")
     launch.add_argument("--attach", default="plate,wells", help="plate | plate,wells | plate,wells,images")
     launch.add_argument("--outputs", help="any of csv,json,table,key_values (default: all)")
+    launch.add_argument("--run", type=positive, action="append", metavar="ID",
+                        help="measure only this acquisition run (PlateAcquisition ID; repeatable); "
+                             "default: every run, each on its own")
     launch.add_argument("--no-replace", action="store_true", help="keep earlier results of the same pipeline")
     launch.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="tune a parameter of the pipeline, e.g. nuclear_channel=2 (repeatable)")
@@ -54,7 +57,7 @@ def _user_error(exc: Exception):
 def cmd_launch(args: argparse.Namespace) -> int:
     from .cli import _omero_connection
     from .omero.connection import disconnect
-    from .omero.jobs import JobError, find_script, pipeline_inputs, run_inputs, start_job
+    from .omero.jobs import JobError, detach, find_script, pipeline_inputs, run_inputs, start_job
 
     attach = tuple(a for a in args.attach.split(",") if a)
     outputs = tuple(o for o in args.outputs.split(",") if o) if args.outputs else None
@@ -63,7 +66,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     try:
         try:
             inputs = run_inputs(args.plate, workers=args.workers, attach=attach, outputs=outputs,
-                                replace=not args.no_replace)
+                                replace=not args.no_replace, runs=args.run)
             script_id = find_script(conn, args.script)
             inputs.update(pipeline_inputs(conn, args.pipeline))
             inputs.update(tuning)
@@ -73,6 +76,11 @@ def cmd_launch(args: argparse.Namespace) -> int:
         print(f"job {job_id} started: {args.pipeline} on plate{'s' if len(args.plate) > 1 else ''} "
               f"{', '.join(map(str, args.plate))}", file=sys.stderr)
         if args.no_wait:
+            try:
+                detach(proc)  # or it stops when this command's session ends
+            except JobError as exc:
+                print(f"job {job_id}: {exc}", file=sys.stderr)
+                return 1
             print(job_id)
             print(f"follow it with: openhcs-omero status {job_id}; stop it with: openhcs-omero cancel {job_id}",
                   file=sys.stderr)
@@ -99,35 +107,47 @@ def _tuning_inputs(args: argparse.Namespace) -> dict:
 
 
 def _follow(conn, job_id: int, proc, args) -> int:
-    from .omero.jobs import JobWatch, results_of
+    from .omero.jobs import JobError, JobWatch, close_job, results_of
 
-    with JobWatch(conn, job_id) as watch, _ProgressView(args.no_progress) as view:
-        try:
-            while proc.poll() is None:
-                view.show(watch.state())
-                time.sleep(args.interval)
-        except KeyboardInterrupt:
-            view.close()
-            print(f"cancelling job {job_id} on the server...", file=sys.stderr)
-            proc.cancel()
-            deadline = time.monotonic() + 30
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
+    try:
+        with JobWatch(conn, job_id) as watch, _ProgressView(args.no_progress) as view:
+            try:
+                while proc.poll() is None:
+                    view.show(watch.state())
+                    time.sleep(args.interval)
+            except KeyboardInterrupt:
+                view.close()
+                print(f"cancelling job {job_id} on the server...", file=sys.stderr)
+                proc.cancel()
+                deadline = time.monotonic() + 30
+                while proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                state = watch.state()
+                print(f"job {job_id}: {state.outcome or state.status}: {state.summary}", file=sys.stderr)
+                return 130
             state = watch.state()
-            print(f"job {job_id}: {state.outcome or state.status}: {state.summary}", file=sys.stderr)
-            return 130
-        state = watch.state()
-        view.show(state)
-    results = results_of(proc)
-    outcome = state.outcome or "failed"
+            view.show(state)
+        try:
+            results = results_of(proc)
+        except JobError as exc:
+            print(f"job {job_id}: {exc}", file=sys.stderr)
+            results = {}
+    finally:
+        close_job(proc)
+    if state.outcome is None:
+        # The process has ended, yet neither the script nor the server said how: the
+        # job's session ended under it (omero.scripts.timeout, see the README).
+        print(f"job {job_id} ended without an outcome (status {state.status}); its last message: "
+              f"{state.message or '(none)'}")
+        return EXIT["failed"]
     print(results.get("Message") or state.summary or f"the job ended: {state.status}")
     for kind, ids in sorted((results.get("Attached_IDs") or {}).items()):
         print(f"attached {kind}: {', '.join(map(str, ids))}")
     if results.get("File_Annotation"):
         print(f"per-well CSV: FileAnnotation {results['File_Annotation']}")
-    if outcome != "finished":
+    if state.outcome != "finished":
         _print_stderr_hint(conn, results)
-    return EXIT.get(outcome, 1)
+    return EXIT.get(state.outcome, 1)
 
 
 def _print_stderr_hint(conn, results) -> None:

@@ -21,6 +21,12 @@ MESSAGE_LIMIT = 255
 
 OUTCOMES = ("finished", "failed", "cancelled")
 
+PUBLISH_STEP = 0.01
+"""A job's published progress is rewritten when the run has advanced this fraction
+of its fields since the last write..."""
+PUBLISH_EVERY = 10.0
+"""...and otherwise no more often than this many seconds."""
+
 _LINE = re.compile(
     r"^running: wells (\d+)/(\d+), fields (\d+)/(\d+), errors (\d+), elapsed ([\d.]+) s, plate (\d+)/(\d+)$")
 
@@ -55,6 +61,19 @@ class Progress:
             return None
         g = m.groups()
         return cls(int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4]), float(g[5]), int(g[6]), int(g[7]))
+
+
+def worth_publishing(latest: Progress, sent: Progress | None, seconds_since_sent: float) -> bool:
+    """Whether ``latest`` should replace ``sent`` as the job's message. Each write of
+    the message is an event and an event-log row on the server, so a write waits for
+    :data:`PUBLISH_STEP` of the fields or :data:`PUBLISH_EVERY` seconds."""
+    if sent is None:
+        return True
+    if latest == sent:
+        return False
+    if latest.fields_done - sent.fields_done >= PUBLISH_STEP * latest.fields_total:
+        return True
+    return seconds_since_sent >= PUBLISH_EVERY
 
 
 def outcome_text(outcome: str, message: str) -> str:

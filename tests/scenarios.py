@@ -169,9 +169,9 @@ def run_job(conn, script_id: int, inputs: dict[str, Any], timeout: float = JOB_T
         with jobs.JobWatch(conn, job_id) as watch:
             state = jobs.wait_for_outcome(watch, timeout, interval=0.2)
         assert state.outcome is not None, f"job {job_id} had no outcome after {timeout:.0f} s: {state}"
-        return state, jobs.results_of(proc, wait=60)
+        return state, jobs.results_of(proc, timeout=60)
     finally:
-        proc.close(False)
+        jobs.close_job(proc)
 
 
 def launch(target: Target, *argv: str) -> int:
@@ -568,7 +568,7 @@ def cancel_stops_and_attaches_nothing(target: Target, folder: Path, workdir: Pat
                 proc.cancel()
                 state = jobs.wait_for_outcome(watch, JOB_TIMEOUT, interval=0.2)
         finally:
-            proc.close(False)
+            jobs.close_job(proc)
         assert state.outcome == "cancelled", state
         assert "nothing attached" in state.summary, state.summary
         assert bundle_annotations(conn, plate_id) == []
@@ -825,6 +825,59 @@ def time_lapse_runs_and_gaps(target: Target, runs: list[tuple[str, Path]]) -> Pl
     return view
 
 
+def no_wait_job_outlives_its_launcher(target: Target, folder: Path, timeout: float = JOB_TIMEOUT) -> int:
+    """``launch --no-wait`` returns at once and closes its session; the job it started
+    goes on and attaches its results. Returns the job's ID."""
+    import contextlib
+
+    from openhcs_omero_lib.omero import jobs
+
+    plate_id = target.import_plate(folder)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert launch(target, "--plate", str(plate_id), "--workers", "1", "--no-wait") == 0
+    job_id = int(printed.getvalue().split()[0])
+    with connected(target) as conn, jobs.JobWatch(conn, job_id) as watch:
+        state = jobs.wait_for_outcome(watch, timeout, interval=0.2)
+        assert state.outcome == "finished", state
+        assert state.summary.startswith("nuclei_count on 1 plate"), state.summary
+        view = read_plate(conn, plate_id, "nuclei_count")
+        target.seen_results += view.ids.get("FileAnnotation", ())
+        assert view.plate_files, "the job attached nothing to the plate"
+    return job_id
+
+
+def results_are_read_once(target: Target, folder: Path) -> None:
+    """``ScriptProcess.getResults`` refuses to wait more than 5 s and answers once;
+    polling the process is what sets the job's final status."""
+    import omero
+    from omero.rtypes import rlist, rlong, rstring
+
+    from openhcs_omero_lib.omero import jobs
+
+    plate_id = target.import_plate(folder)
+    script = target.script_id(DESCRIBE)
+    with connected(target) as conn:
+        job_id, proc = jobs.start_job(conn, script, {"Data_Type": rstring("Plate"), "IDs": rlist([rlong(plate_id)])})
+        try:
+            try:
+                proc.getResults(6)
+                raise AssertionError("getResults(6) was accepted")
+            except omero.ApiUsageException as exc:
+                assert "5 seconds" in exc.message, exc.message
+            outputs = jobs.results_of(proc, timeout=JOB_TIMEOUT)
+            assert outputs["Message"].startswith(f"plate {plate_id}: "), outputs
+            try:
+                proc.getResults(0)
+                raise AssertionError("getResults answered twice")
+            except omero.ApiUsageException:
+                pass
+            with jobs.JobWatch(conn, job_id) as watch:
+                assert watch.state().status == "Finished"
+        finally:
+            jobs.close_job(proc)
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -833,4 +886,5 @@ def _sha256(path: Path) -> str:
 
 SCENARIOS = (upload_reads_back_identically, run_and_check_against_truth, rerun_is_idempotent,
              describe_and_delete, cancel_stops_and_attaches_nothing, clients_run_the_script_and_read_its_outputs,
-             colleagues_results_stay, time_lapse_runs_and_gaps)
+             colleagues_results_stay, time_lapse_runs_and_gaps, no_wait_job_outlives_its_launcher,
+             results_are_read_once)

@@ -128,6 +128,22 @@ def test_time_lapse_runs_and_gaps(target, timelapse_runs):
     assert target.server.calls["ServiceFactory.submit"] >= 1
 
 
+def test_no_wait_job_outlives_its_launcher(target, tiny_plate):
+    server = target.server
+    job_id = scenarios.no_wait_job_outlives_its_launcher(target, tiny_plate, timeout=120)
+    assert server.calls["ScriptProcess.close"] == 1  # detached before its session ended
+    assert server.calls["sessions.closed"] >= 1
+    process = server.jobs[job_id]
+    assert not process.session.closed  # the job's session lives on until omero.scripts.timeout
+    assert process.wait(60) == 0 and process.orphans == 0
+    assert server.store.get("ScriptJob", job_id).getStatus().getValue().getValue() == "Finished"
+
+
+def test_results_are_read_once(target, tiny_plate):
+    scenarios.results_are_read_once(target, tiny_plate)
+    assert target.server.calls["ScriptProcess.getResults"] == 3
+
+
 def test_wrong_truth_fails_and_cleanup_still_removes_everything(tiny_plate, tmp_path):
     """The accuracy check can fail, and a scenario that fails half-way (plate
     uploaded, results attached) still leaves nothing behind after cleanup."""

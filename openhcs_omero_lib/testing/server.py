@@ -72,6 +72,13 @@ class OmeroStandIn:
         self.processor_available = True
         self.cancel_job_signals = False
         """Whether JobHandle.cancelJob also signals the script (see script_service)"""
+        self.scripts_timeout = 3600.0
+        """``omero.scripts.timeout`` in seconds: the longest a job's session lives"""
+        self.processor_check_seconds = 60.0
+        """How often the Processor checks its processes (omero-py omero.util.Resources)"""
+        self.shutdown_wait = 6.0
+        """Seconds between the SIGTERMs of a shutdown, before SIGKILL (processor.py ProcessI.shutdown)"""
+        self._closes_with: dict[str, list[Callable[[], None]]] = collections.defaultdict(list)
 
         self.communicator = Ice.initialize([
             "--Ice.ThreadPool.Server.Size=4", "--Ice.ThreadPool.Server.SizeMax=64",
@@ -163,9 +170,23 @@ class OmeroStandIn:
             sf.closed = True
             session = sf.session
             session.connections -= 1
-            if not sf.detached and session.connections <= 0:
-                session.closed = True
-                self.calls["sessions.closed"] += 1
+            if sf.detached or session.connections > 0:
+                return
+            session.closed = True
+            self.calls["sessions.closed"] += 1
+        self.session_ended(session)
+
+    def closes_with(self, session: Session, close: Callable[[], None]) -> None:
+        """Call ``close`` when ``session`` ends (a servant it holds, such as a job's
+        InteractiveProcessor: omero-blitz omero/cmd/SessionI.java, cleanServants)."""
+        with self._lock:
+            self._closes_with[session.uuid].append(close)
+
+    def session_ended(self, session: Session) -> None:
+        with self._lock:
+            closers = self._closes_with.pop(session.uuid, [])
+        for close in closers:
+            close()
 
     def add_servant(self, cls, session: Session, prx_type, **attrs):
         servant = cls(self, session)

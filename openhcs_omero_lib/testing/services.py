@@ -602,6 +602,7 @@ class SessionService(StandInServant, omero.api.ISession):
             if not session.closed:
                 session.closed = True
                 self.server.calls["sessions.closed"] += 1
+        self.server.session_ended(session)
         return 0
 
     def getReferenceCount(self, sessionUuid, current=None):

@@ -36,3 +36,11 @@ def test_colleagues_results_stay(target, colleague, tiny_plate):
 
 def test_time_lapse_runs_and_gaps(target, timelapse_runs):
     scenarios.time_lapse_runs_and_gaps(target, timelapse_runs)
+
+
+def test_no_wait_job_outlives_its_launcher(target, tiny_plate):
+    scenarios.no_wait_job_outlives_its_launcher(target, tiny_plate)
+
+
+def test_results_are_read_once(target, tiny_plate):
+    scenarios.results_are_read_once(target, tiny_plate)
