@@ -114,6 +114,31 @@ def test_a_run_without_the_table_is_read_from_its_csv(server, conn, tiny_plate):
     pd.testing.assert_frame_equal(back.wells, result.wells)
 
 
+def test_a_plate_with_runs_timepoints_and_z_reads_back_the_same(server, conn, timelapse_runs):
+    """Two acquisition runs of 2 timepoints and 3 z planes: every row keeps its run,
+    field and timepoint, through the table and through the CSV."""
+    import omero
+
+    from openhcs_omero_lib.api import read_results, run_pipeline
+
+    pid = server.import_plate(timelapse_runs, missing=[("Run B", "A02", 2)])
+    result = run_pipeline(pid, "nuclei_count", conn=conn, workers=1)
+    assert list(result.images.columns[5:8]) == ["run_id", "run", "image_id"]
+    assert set(result.images["run"]) == {"Run A", "Run B"} and len(result.images) == (3 * 2 * 2 - 1) * 2
+    back = read_results(conn, pid, "nuclei_count")
+    assert back.source == "table"
+    pd.testing.assert_frame_equal(back.images, result.images)
+    pd.testing.assert_frame_equal(back.wells, result.wells)
+    server.fail("SharedResources.openTable", omero.InternalException(message="no Tables service"))
+    try:
+        from_csv = read_results(conn, pid, "nuclei_count")
+    finally:
+        server.clear_failures()
+    assert from_csv.source == "csv"
+    pd.testing.assert_frame_equal(from_csv.images, result.images)
+    pd.testing.assert_frame_equal(from_csv.wells, result.wells)
+
+
 def test_a_rerun_from_python_replaces_your_results(server, conn, tiny_plate):
     from openhcs_omero_lib.api import read_results, run_pipeline
 

@@ -8,6 +8,9 @@ preset, or a spec file that declares a parameter of that name). Types and bounds
 the steps': a whole number is a ``Long``, a real number a ``Float``, a choice a
 ``String`` with its values, a channel a ``String`` (its index or its name).
 The script checks every value again before anything is read.
+
+Building them reads the presets (YAML, pydantic): about 0.15 s more when the server
+parses the script's parameters, which it does once and caches.
 """
 
 from __future__ import annotations
