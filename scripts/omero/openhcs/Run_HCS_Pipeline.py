@@ -5,8 +5,8 @@ Run_HCS_Pipeline.py: run an openhcs-omero pipeline on plates, inside the server.
 Measures every field of the selected plates (or of every plate of the selected
 screens) with a pipeline preset or a pipeline spec uploaded as a file annotation,
 optionally tuned (nuclear channel, nucleus sizes, ...: the optional parameters under
-the pipeline choice), in parallel worker processes, and attaches the results: CSV and JSON files, an
-OMERO.table shown in the plate view, and key-value pairs on the wells.
+the pipeline choice), in parallel worker processes, and attaches the results: CSV and
+JSON files, an OMERO.table shown in the plate view, and key-value pairs on the wells.
 
 Requires the openhcs-omero package in the server's Python environment.
 """
