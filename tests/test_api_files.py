@@ -10,7 +10,8 @@ import json
 import pandas as pd
 import pytest
 
-from omero_fixtures import calls_since, created_since, file_of, gateway, image_site, snapshot, standin, well_names
+from omero_fixtures import (calls_since, created_since, file_of, gateway, image_site, link_annotation, snapshot,
+                            standin, well_names)
 
 NS = "openhcs.omero/files"
 _names = itertools.count(1)
@@ -103,12 +104,24 @@ def test_list_shows_every_file_of_the_namespace_on_the_target(server, conn, file
     for name in ("b.json", "a.json"):
         files.save([1, 2, 3], name, f"Well:{wid}")
     OMEROFileBackend(conn, namespace="my.lab/notes").save("a note", "note.txt", f"Well:{wid}")
+    _key_values_in_the_namespace(conn, wid)  # not a file: not listed
     listed = files.list(f"/omero/plate_{server.plate_id}/A02")
     assert [(f.name, f.mimetype, f.size, f.mine) for f in listed] == [
         ("a.json", "application/json", len(json.dumps([1, 2, 3], indent=2)) + 1, True),
         ("b.json", "application/json", len(json.dumps([1, 2, 3], indent=2)) + 1, True)]
     assert [f.name for f in OMEROFileBackend(conn, namespace="my.lab/notes").list(f"Well:{wid}")] == ["note.txt"]
     assert OMEROFileBackend(conn, namespace="my.lab/notes").load("note.txt", f"Well:{wid}") == b"a note"
+
+
+def _key_values_in_the_namespace(conn, well_id: int) -> None:
+    import omero.model
+    from omero.rtypes import rstring
+
+    ann = omero.model.MapAnnotationI()
+    ann.setNs(rstring(NS))
+    ann.setMapValue([omero.model.NamedValue("a", "b")])
+    ann = conn.getUpdateService().saveAndReturnObject(ann)
+    link_annotation(conn, "Well", well_id, "MapAnnotation", ann.getId().getValue())
 
 
 # ---- replacing -------------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def _target_and_name(target: Any, name: str) -> tuple[Any, str]:
 
 def file_annotations(conn, kind: str, object_id: int, namespace: str, label: str = "") -> list[StoredFile]:
     """The FileAnnotations of ``namespace`` on a Plate, Well or Image, with their
-    files, by name (one query)."""
+    files, by name (one query; other annotations of the namespace are left out)."""
     links = conn.getQueryService().findAllByQuery(
         Q.FILE_ANNOTATION_LINKS.format(kind=kind), query_params(id=object_id, ns=namespace), all_groups(conn))
     label = label or f"{kind}:{object_id}"
@@ -162,7 +162,9 @@ def file_annotations(conn, kind: str, object_id: int, namespace: str, label: str
     out = {}
     for link in links:
         ann = link.getChild()
-        ofile = ann.getFile()
+        ofile = ann.getFile() if hasattr(ann, "getFile") else None
+        if ofile is None or not ofile.isLoaded():  # not a file annotation
+            continue
         owner = ann.getDetails().getOwner().getId().getValue()
         out[ann.getId().getValue()] = StoredFile(
             unwrap(ofile.getName()) or "", ann.getId().getValue(), ofile.getId().getValue(),

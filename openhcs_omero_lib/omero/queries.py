@@ -90,12 +90,13 @@ PLATE_PERMISSIONS = "select p from Plate p where p.id = :id"
 # and the caller's permissions on it (canAnnotate), as the server sends every object.
 OBJECT_DETAILS = "select o from {kind} o where o.id = :id"
 
-# The file annotations of one namespace on one Plate, Well or Image ({kind}), with
-# their files (name, mimetype, size): what the Python API's file backend lists, and
-# where it finds a run's tables and CSVs. BlitzGateway's listAnnotations fetches
-# a.file the same way (omero-py gateway BlitzObjectWrapper._loadAnnotationLinks).
+# The annotations of one namespace on one Plate, Well or Image ({kind}), a file
+# annotation's file (name, mimetype, size) fetched with it: what the Python API's file
+# backend lists, and where it finds a run's tables and CSVs. BlitzGateway's
+# listAnnotations fetches a.file the same way, an outer join since an annotation need
+# not be a file annotation (omero-py gateway BlitzObjectWrapper._loadAnnotationLinks).
 FILE_ANNOTATION_LINKS = (
     "select l from {kind}AnnotationLink l "
-    "join fetch l.child a join fetch a.file "
+    "join fetch l.child a left outer join fetch a.file "
     "where l.parent.id = :id and a.ns = :ns"
 )

@@ -6,8 +6,8 @@ and the file annotations of a namespace on an object, files fetched
 As the server's security filter does (omero-server ``OneGroupSecurityFilter``,
 ``AllGroupsSecurityFilter``), nothing the caller may not read comes back: neither the
 object, nor a link, an annotation or a file of another member of a private group.
-``join fetch a.file`` is an inner join, so annotations without a file (map
-annotations, ...) are not returned.
+Annotations of the namespace that are not file annotations come too (``left outer
+join fetch a.file``), as on a server.
 """
 
 from __future__ import annotations
@@ -44,17 +44,17 @@ def _file_links(query_service, kind: str, parent_id: int, ns: str, current) -> l
         if link.getParent().getId().getValue() != parent_id or not query_service._visible(link, current):
             continue
         ann = store.resolve(link.getChild())
-        if not isinstance(ann, omero.model.FileAnnotationI) or not query_service._visible(ann, current):
+        if ann is None or not query_service._visible(ann, current):
             continue
-        if ann.getNs() is None or ann.getNs().getValue() != ns or ann.getFile() is None:
-            continue
-        ofile = store.get("OriginalFile", ann.getFile().getId().getValue())
-        if ofile is None or not query_service._visible(ofile, current):
+        if ann.getNs() is None or ann.getNs().getValue() != ns:
             continue
         out = services._shell(link)
         out.setParent(services._ref(link.getParent()))
         child = services._shell(ann)
-        child.setFile(services._shell(ofile))
+        if isinstance(ann, omero.model.FileAnnotationI) and ann.getFile() is not None:
+            ofile = store.get("OriginalFile", ann.getFile().getId().getValue())
+            child.setFile(services._shell(ofile) if ofile is not None and query_service._visible(ofile, current)
+                          else None)
         out.setChild(child)
         found.append(out)
     return found
