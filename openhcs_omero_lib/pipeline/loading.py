@@ -90,6 +90,16 @@ def parse_spec(text: str, source: str = "<pipeline>") -> PipelineSpec:
         raise PipelineError(_first_error(exc, root, source)) from None
 
 
+def spec_from_dict(data: Any, source: str = "<pipeline dict>") -> PipelineSpec:
+    """A validated spec from a dict built in Python; :class:`PipelineError` otherwise."""
+    if not isinstance(data, dict):
+        raise PipelineError(f"{source}: a pipeline is a mapping with 'name' and 'steps', got {type(data).__name__}")
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise PipelineError(_first_error(exc, None, source)) from None
+
+
 def load_spec(path: str | Path) -> PipelineSpec:
     path = Path(path)
     try:
