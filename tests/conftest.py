@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from openhcs_omero_lib import synthetic
-from openhcs_omero_lib.synthetic import SyntheticPlateConfig
-
 # Re-exported so that any test can ask for the ``omero_sandbox`` fixture.
 from omero_helpers import omero_sandbox  # noqa: F401
+from openhcs_omero_lib.plates import synthetic
+from openhcs_omero_lib.plates.synthetic import SyntheticPlateConfig
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ class ConnectionSettings:
     router: str | None = None
 
     @classmethod
-    def resolve(cls, **given) -> "ConnectionSettings":
+    def resolve(cls, **given) -> ConnectionSettings:
         """Arguments, then environment variables, then the ``omero login`` store."""
         env = os.environ
         values = {
