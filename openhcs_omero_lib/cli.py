@@ -14,8 +14,17 @@ DEMO_CONFIG = dict(wells=24, sites=2, channels=2, size=256, seed=2026, touching=
 DEMO_VERSION = 1
 
 
+MAX_WORKERS = 64
+"""As the script's Workers parameter: more processes than this are a mistake."""
+
+
 class UserError(Exception):
     """Bad input: printed as one line, exit status 2."""
+
+
+class RunFailed(Exception):
+    """A run that could not finish (its results could not be stored): printed as one
+    line, exit status 1."""
 
 
 def _positive(text: str) -> int:
@@ -25,6 +34,13 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _workers(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_WORKERS}, got {value}")
     return value
 
 
@@ -46,13 +62,34 @@ def demo_plate() -> Path:
     return write_once(target, "ground_truth.csv", write)
 
 
-def _open_local_plate(folder: str):
+def _open_local_plate(folder: str, check: bool = False):
+    """The plate in ``folder``; with ``check``, every file checked before a run
+    reads any (:mod:`.imagexpress_check`)."""
     from .imagexpress import ImageXpressSource, NotAPlateError
+    from .imagexpress_check import check_plate_folder
 
     try:
-        return ImageXpressSource(folder)
+        source = ImageXpressSource(folder)
     except NotAPlateError as exc:
         raise UserError(str(exc)) from None
+    if check:
+        try:
+            check_plate_folder(source)
+        except NotAPlateError as exc:
+            source.close()
+            raise UserError(str(exc)) from None
+    return source
+
+
+def _check_output(folder: Path) -> None:
+    """Refuse an output folder that cannot be written, before anything is computed."""
+    from .results import LocalFolderSink
+
+    try:
+        LocalFolderSink(folder).check()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(folder) else ""
+        raise UserError(f"cannot write results to {folder}: {exc.strerror or exc}{where}") from None
 
 
 def _load_pipeline(name_or_path: str):
@@ -127,7 +164,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("give a plate folder or --demo (not both)")
     folder = demo_plate() if args.demo else Path(args.plate)
     spec = _load_pipeline(args.pipeline)
-    source = _open_local_plate(str(folder))
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        _check_output(out)
+    source = _open_local_plate(str(folder), check=True)
     try:
         bind(spec, source.layout)  # a channel the plate lacks fails here, before any output
     except ValueError as exc:
@@ -138,7 +178,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except UserError:
         source.close()
         raise
-    out = Path(args.out) if args.out else Path("results") / f"{source.layout.name}_{spec.name}"
+    if out is None:
+        out = Path("results") / f"{source.layout.name}_{spec.name}"
+        try:
+            _check_output(out)
+        except UserError:
+            source.close()
+            raise
     print(source.layout.describe(), file=sys.stderr)
     print(f"pipeline {spec.name}, {args.workers} worker(s), {source.layout.n_units} units", file=sys.stderr)
     try:
@@ -147,7 +193,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         pictures = _local_pictures(args, results, source, bind(spec, source.layout), measurement)
     finally:
         source.close()
-    written = LocalFolderSink(out, pictures).write(results)
+    try:
+        written = LocalFolderSink(out, pictures).write(results)
+    except OSError as exc:
+        raise RunFailed(f"cannot write results to {out}: {exc.strerror or exc}; nothing written") from None
     _print_wells(results)
     s = results.summary
     print(f"{s['timing']['units']} units in {s['timing']['seconds']:.1f} s, "
@@ -200,6 +249,19 @@ def _omero_connection(args: argparse.Namespace):
         raise UserError(str(exc)) from None
 
 
+def _server_failure(exc: BaseException, what: str) -> str:
+    """One line for a run the server stopped; a bug's traceback goes to stderr first."""
+    from .omero.script_support import failure_reason
+
+    why = failure_reason(exc)
+    if why is None:
+        import traceback
+
+        traceback.print_exc()
+        why = f"{type(exc).__name__}: {exc}"
+    return f"{what}: {why}"
+
+
 def _run_omero(args: argparse.Namespace) -> int:
     from .omero.connection import disconnect
     from .omero.plate import OmeroInputError
@@ -214,12 +276,16 @@ def _run_omero(args: argparse.Namespace) -> int:
     unknown = sorted(set(attach) - set(ATTACH_CHOICES) | set(outputs) - set(OUTPUT_CHOICES))
     if unknown:
         raise UserError(f"unknown --attach/--outputs choices: {', '.join(unknown)}")
+    if args.out:
+        _check_output(Path(args.out))
     conn = _omero_connection(args)
     try:
         try:
             prepared = prepare(conn, "Plate", args.omero_plate, spec, runs=args.run, outputs=outputs)
         except OmeroInputError as exc:
             raise UserError(str(exc)) from None
+        except Exception as exc:
+            raise RunFailed(_server_failure(exc, "nothing attached")) from None
         measurements = [_picture_measurement(args, bound) for _, bound in prepared]
         worst = 0
         for (plate, bound), measurement in zip(prepared, measurements):
@@ -233,6 +299,8 @@ def _run_omero(args: argparse.Namespace) -> int:
                 print(f"{exc}; nothing attached to it", file=sys.stderr)
                 worst = 1
                 continue
+            except Exception as exc:
+                raise RunFailed(_server_failure(exc, f"plate {plate.id}: nothing attached")) from None
             if args.out:
                 pictures = {}
                 if not args.no_heatmap and run.report.count() and not run.report.heatmap_note:
@@ -241,7 +309,12 @@ def _run_omero(args: argparse.Namespace) -> int:
                     pictures["heatmap.png"] = plate_heatmap(
                         run.results.wells, plate.layout.rows, plate.layout.columns, plate=plate.layout.name,
                         pipeline=bound.name, measurement=measurement).png
-                LocalFolderSink(Path(args.out) / f"plate_{plate.id}", pictures).write(run.results)
+                local = Path(args.out) / f"plate_{plate.id}"
+                try:
+                    LocalFolderSink(local, pictures).write(run.results)
+                except OSError as exc:
+                    raise RunFailed(f"plate {plate.id}: results attached, but cannot write the local copy "
+                                    f"to {local}: {exc.strerror or exc}") from None
             _print_wells(run.results)
             s = run.results.summary
             rois = run.report.rois
@@ -330,7 +403,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     spec = _load_pipeline(args.file)
     if args.plate:
-        source = _open_local_plate(args.plate)
+        source = _open_local_plate(args.plate, check=True)
         try:
             bind(spec, source.layout)
         except ValueError as exc:
@@ -376,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true", help="use the built-in synthetic demo plate")
     run.add_argument("--pipeline", default="nuclei_count", help="preset name or spec file (default: nuclei_count)")
     run.add_argument("--out", help="output folder (default: results/<plate>_<pipeline>)")
-    run.add_argument("--workers", type=_positive, default=available_cores(),
+    run.add_argument("--workers", type=_workers, default=min(available_cores(), MAX_WORKERS),
                      help="worker processes (default: the cores available, %(default)s here)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--heatmap", metavar="MEASUREMENT",
@@ -453,6 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: Exception) -> str:
+    """A message on one line whatever names it quotes (an OMERO plate may be named
+    with a line break)."""
+    return " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         # omero-py logs every failed server call with its traceback; the command
@@ -463,8 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"openhcs-omero: error: {exc}", file=sys.stderr)
+        print(f"openhcs-omero: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"openhcs-omero: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("openhcs-omero: interrupted; workers stopped, no results written", file=sys.stderr)
         return 130

@@ -15,7 +15,7 @@ from .metadata import OMEROMetadataHandler
 from .pixels import OmeroPixelSource
 from . import rois as R
 from .plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
-from .preflight import check_can_annotate, check_ready, check_tables
+from .preflight import check_alike, check_can_annotate, check_ready, check_tables
 from .sink import OmeroResultSink, WriteReport
 
 
@@ -48,10 +48,10 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
             runs: list[int] | None = None,
             outputs: tuple[str, ...] = ()) -> list[tuple[OmeroPlate, PipelineSpec]]:
     """Every plate's layout and the spec bound to it, before anything runs: a bad ID,
-    a channel a plate lacks, a plate the user may not annotate, a table among the
-    ``outputs`` without OMERO.tables, or images the server is still preparing
-    (:class:`~.preflight.PlateNotReady`) stop the whole request with nothing
-    computed and nothing written.
+    a channel a plate lacks, a plate the user may not annotate, a plate whose images
+    are not alike, a table among the ``outputs`` without OMERO.tables, or images the
+    server is still preparing (:class:`~.preflight.PlateNotReady`) stop the whole
+    request with nothing computed and nothing written.
 
     ``runs`` (PlateAcquisition IDs) measures only those runs: a plate with none of
     them is left out, and a run on none of the plates is an error. Without it every
@@ -76,6 +76,7 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
         missing = ", ".join(str(r) for r in sorted(chosen - found))
         raise OmeroInputError(f"no chosen plate has the run(s) {missing} (Runs takes the IDs of a plate's "
                               "acquisition runs, its PlateAcquisitions)")
+    check_alike(conn, [plate for plate, _ in prepared])
     check_ready(conn, [plate for plate, _ in prepared])
     return prepared
 

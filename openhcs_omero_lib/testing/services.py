@@ -104,6 +104,28 @@ class QueryService(StandInServant, omero.api.IQuery):
         rows.sort(key=lambda r: (r[1].getValue(), r[2].getValue(), r[6].getValue() if r[6] is not None else -1))
         return rows
 
+    def _plate_image_kinds(self, pid: int, current) -> list[list[Any]]:
+        """Inner joins from the plate's wells to its pixels, each object filtered by
+        what the caller may read (as the server's security filter does), grouped by
+        the pixels' dimensions and type; HQL gives the groups in no set order."""
+        store = self.server.store
+        groups: dict[tuple, list[int]] = {}
+        for well in store.children("Well", "plate", pid):
+            if not self._visible(well, current):
+                continue
+            for ws in store.children("WellSample", "well", well.getId().getValue()):
+                image = store.resolve(ws.getImage())
+                if not self._visible(ws, current) or not self._visible(image, current):
+                    continue
+                for px in store.children("Pixels", "image", image.getId().getValue()):
+                    if self._visible(px, current):
+                        key = tuple(unwrap(v) for v in (px.getSizeX(), px.getSizeY(), px.getSizeC(), px.getSizeZ(),
+                                                         px.getSizeT(), px.getPixelsType().getValue()))
+                        groups.setdefault(key, []).append(image.getId().getValue())
+        return [[omero.rtypes.rint(x), omero.rtypes.rint(y), omero.rtypes.rint(c), omero.rtypes.rint(z),
+                 omero.rtypes.rint(t), rstring(ptype), rlong(len(ids)), rlong(min(ids))]
+                for (x, y, c, z, t, ptype), ids in sorted(groups.items(), key=lambda g: len(g[1]))]
+
     def _pixels_channels(self, pixels_id: int, current) -> list[Any]:
         store = self.server.store
         px = store.get("Pixels", pixels_id)
@@ -205,6 +227,8 @@ class QueryService(StandInServant, omero.api.IQuery):
                      rlong(max(run_events)) if run_events else None]]
         if text == Q.PLATE_FIELDS:
             return self._plate_fields(_param(params, "id"), current)
+        if text == Q.PLATE_IMAGE_KINDS:
+            return self._plate_image_kinds(_param(params, "id"), current)
         if text == Q.PLATE_LIST:
             rows = []
             for plate in sorted(store.all("Plate"), key=lambda p: p.getId().getValue()):
