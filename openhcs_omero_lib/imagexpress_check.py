@@ -4,8 +4,8 @@ Reading a folder (:mod:`.imagexpress`) takes its layout from the file names and 
 first image; a run reads each file only when its site comes. A broken file found
 then costs that site (an error row) after everything before it was computed. The
 command line checks the whole folder first instead, and refuses it with one line
-naming the first problem: two files for one image, image files whose names this
-version cannot read, an HTD that disagrees with the images (sites, wells,
+naming the first problem: image names of several prefixes, two files for one
+image, image files whose names this version cannot read, an HTD that disagrees with the images (sites, wells,
 wavelengths, timepoints), images missing from the layout, and TIFFs that are empty,
 truncated, unreadable, or of another size or pixel type than the plate's. The TIFF
 check reads each file's header only (a tenth of a millisecond per file).
@@ -28,13 +28,21 @@ def check_plate_folder(source: ImageXpressSource) -> None:
     folder, layout = source.folder, source.layout
     notes = ScanNotes([], [])
     _scan(folder, notes)
+    # An instrument names every image of a plate with one prefix. Several mean several
+    # plates in one folder, or names read wrongly: a newer naming's extra token can look
+    # like a well ("..._w1_z01_p01.TIF" reads as well P01 with prefix "..._w1_z01").
+    named = [*source._files.values(), *(p for pair in notes.duplicates for p in pair)]
+    prefixes = sorted({_FILE_RE.match(p.name)["prefix"] for p in named})
+    if len(prefixes) > 1:
+        raise NotAPlateError(f"{folder}: its image names start with {len(prefixes)} different prefixes "
+                             f"({prefixes[0]!r}, {prefixes[1]!r}, ...): several plates in one folder, or names "
+                             "this version reads wrongly (a newer MetaXpress naming?)")
     if notes.duplicates:
         a, b = notes.duplicates[0]
         raise NotAPlateError(f"{folder}: {_rel(folder, a)} and {_rel(folder, b)} are the same image "
                              f"(well, site, wavelength, z and timepoint); remove one")
     # Unreadable names that start like the plate's images are its images, not strays.
-    prefixes = {_FILE_RE.match(p.name)["prefix"].lower() + "_" for p in source._files.values()}
-    foreign = [p for p in notes.unread if p.name.lower().startswith(tuple(prefixes))]
+    foreign = [p for p in notes.unread if p.name.lower().startswith(prefixes[0].lower() + "_")]
     if foreign:
         raise NotAPlateError(f"{folder}: {len(foreign)} image file(s) whose names this version cannot read, "
                              f"e.g. {_rel(folder, foreign[0])} (a newer MetaXpress naming?)")

@@ -17,6 +17,9 @@ from openhcs_omero_lib.synthetic import SyntheticPlateConfig
 
 # Re-exported so that any test can ask for the ``omero_sandbox`` fixture.
 from omero_helpers import omero_sandbox  # noqa: F401
+# The reliability suite's counts and its summary line (tests/reliability.py).
+from reliability import (pytest_collection_modifyitems, pytest_runtest_logreport,  # noqa: F401
+                         pytest_terminal_summary, reliability_guard)
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,8 @@ def read_spec_text(path: str | Path) -> str:
     except OSError as exc:
         raise PipelineError(f"cannot read pipeline {path}: {exc.strerror}") from None
     if len(data) > MAX_SPEC_BYTES:
-        raise PipelineError(f"{path}: larger than {MAX_SPEC_BYTES} bytes; a pipeline spec is at most that")
+        raise PipelineError(f"{path}: more than {MAX_SPEC_BYTES} bytes; a pipeline spec is at most "
+                            f"{MAX_SPEC_BYTES} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
