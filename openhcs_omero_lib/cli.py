@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -533,10 +532,13 @@ def _one_line(exc: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if not logging.getLogger().handlers:
-        # omero-py logs every failed server call with its traceback; the command
-        # reports what went wrong in one line of its own.
-        logging.basicConfig(level=logging.ERROR, format="openhcs-omero: %(name)s: %(message)s")
+    from .redact import add_secret, configure_logging
+
+    # omero-py logs every failed server call with its traceback and the session key;
+    # the command reports what went wrong in one line of its own.
+    configure_logging()
+    for variable in ("OMERO_PASSWORD", "OMERO_SESSION_KEY"):
+        add_secret(os.environ.get(variable))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

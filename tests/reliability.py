@@ -161,9 +161,11 @@ def reliability_guard(request):
     left = [p for p in me.children(recursive=True) if p.pid not in before]
     _, alive = psutil.wait_procs(left, timeout=10)
     record(request, orphaned=len(alive))
+    described = []
     for proc in alive:
         try:
+            described.append(f"{proc.pid} {' '.join(proc.cmdline())[:200]}")
             proc.kill()
         except psutil.Error:
             pass
-    assert not alive, f"processes left running: {[p.pid for p in alive]}"
+    assert not alive, f"processes left running: {described}"

@@ -248,8 +248,14 @@ def _with_values(column: Any, values: list) -> Any:
     return out
 
 
-def create_table(conn, name: str, frame, group_id: int, batch: int = 1000) -> Any:
-    """An OMERO.table with the frame's rows; returns its OriginalFile."""
+TABLE_BATCH_ROWS = 1000
+"""Rows sent to OMERO.tables per call"""
+
+
+def create_table(conn, name: str, frame, group_id: int, batch: int | None = None) -> Any:
+    """An OMERO.table with the frame's rows (in calls of ``batch`` rows, default
+    :data:`TABLE_BATCH_ROWS`); returns its OriginalFile."""
+    batch = batch or TABLE_BATCH_ROWS
     opts = in_group(conn, group_id)
     resources = conn.c.sf.sharedResources(opts)
     repos = resources.repositories(opts)

@@ -92,12 +92,15 @@ def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int =
     out to be still preparing one of its images."""
     source = OmeroPixelSource(conn, plate)
     started = time.time()
+    notes: list[str] = []
     try:
-        units = run_units(bound, source, workers=workers, progress=progress, outlines=save_rois)
+        units = run_units(bound, source, workers=workers, progress=progress, outlines=save_rois, notes=notes)
     finally:
         source.close()
     results = collect(plate.layout, bound, units, source=f"omero plate {plate.id}",
                       started=started, finished=time.time(), workers=workers)
+    if notes:
+        results.summary["notes"] = notes
     rois = R.RoiChoice(roi_cap, R.roi_z(bound.load.z, plate.layout.z_planes)) if save_rois else None
     if rois is not None and results.outlines:  # the run's JSON says what the cap left out
         results.summary["rois"] = R.plan(results.outlines, plate.layout.image_ids, roi_cap).summary()

@@ -57,7 +57,8 @@ def failure_reason(exc: BaseException) -> str | None:
         return _one_line(str(exc))
     if isinstance(exc, omero.SecurityViolation):
         return _one_line(f"permission denied: {exc.message}")
-    if isinstance(exc, (omero.RemovedSessionException, omero.SessionTimeoutException)):
+    # A session's services go with it: calls on them find no object on a server.
+    if isinstance(exc, (omero.RemovedSessionException, omero.SessionTimeoutException, Ice.ObjectNotExistException)):
         return "the session ended before the run finished"
     if isinstance(exc, omero.ServerError):
         return _one_line(f"server error ({type(exc).__name__}): {exc.message}")
@@ -189,6 +190,8 @@ def _plate_line(run) -> str:
                  f"({run.report.replace_error})")
     if run.report.others:
         line += f"; other users' results of this pipeline stay ({A.describe_others(run.report.others)})"
+    for note in s.get("notes", []):
+        line += f"; {_one_line(note)}"
     return line
 
 
