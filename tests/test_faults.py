@@ -418,6 +418,48 @@ def test_sigkill_of_the_script(long_plate, request):
 
 
 @pytest.mark.reliability("fault", deadline=240)
+def test_sigkill_of_the_script_while_it_attaches(tiny, request):
+    """Killed while the server saves its results' links, which it then completes: the
+    plate shows the earlier set and the whole new set, never part of one, and the
+    next run leaves one set."""
+    import threading
+
+    with standin() as server:
+        plate = Plate(server, tiny)
+        holding = threading.Event()
+
+        def hold():
+            holding.set()
+            time.sleep(2)  # the script is killed meanwhile; the server goes on
+
+        server.fail("IUpdate.saveArray", hold, times=1)
+        job = Job(server, plate.params)
+        _wait_until(holding.is_set, 120, "the links being saved", job)
+        os.kill(job.pid, signal.SIGKILL)
+        code = job.wait(60)
+        time.sleep(2.5)
+        store = server.store
+        now = result_set(store, plate.id)
+        new = {a: v for a, v in now.items() if a not in plate.earlier}
+        created = created_since(plate.before, snapshot(store))
+        odd = leftovers(store, created, set(new))
+        odd += [f"{k} open" for k in STATEFUL for _ in range(server.open_stateful[k])]
+        lost = len(set(plate.earlier) - set(now))
+        record(request, lost=lost, orphaned=len(odd))
+        assert code == -signal.SIGKILL
+        assert lost == 0 and not odd, (lost, odd)
+        assert shape(new) == shape(plate.earlier), f"a half set: {shape(new)} against {shape(plate.earlier)}"
+        # the next run leaves exactly one set
+        from openhcs_omero_lib.omero.script_support import run_pipeline_script
+
+        with server.gateway() as conn:
+            outcome = run_pipeline_script(conn, plate.params)
+        after = result_set(store, plate.id)
+    assert outcome.ok, outcome.message
+    assert not set(after) & set(now) and shape(after) == shape(plate.earlier)
+
+
+@pytest.mark.reliability("fault", deadline=240)
 def test_disk_fills_while_writing_local_results(tiny, tmp_path, request):
     """``run`` on a folder whose earlier results are in ``--out``; the file-size limit
     (RLIMIT_FSIZE, the OS refusing a write as a full disk does) stops the second

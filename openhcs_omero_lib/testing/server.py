@@ -200,9 +200,9 @@ class OmeroStandIn:
         for close in closers:
             close()
         for ident, servant in left:
-            with contextlib.suppress(Ice.NotRegisteredException):
+            self.open_stateful[type(servant).service_name] -= 1
+            with contextlib.suppress(Ice.NotRegisteredException, Ice.ObjectAdapterDeactivatedException):
                 self.adapter.remove(ident)
-                self.open_stateful[type(servant).service_name] -= 1
 
     def add_servant(self, cls, session: Session, prx_type, **attrs):
         servant = cls(self, session)
@@ -256,14 +256,19 @@ class OmeroStandIn:
             time.sleep(self.latency)
         if session.closed:
             raise omero.RemovedSessionException(message="the session was closed")
+        if callable(injected):
+            injected = injected()  # may hold the call first; None lets it through
         if injected is not None:
-            raise injected() if callable(injected) else injected
+            raise injected
 
     # ---- test controls ----------------------------------------------------------------------
 
     def fail(self, key: str, error: Exception | Callable[[], Exception], *, after: int = 0, times: int = -1) -> None:
         """Make calls of ``key`` (``"IUpdate.saveAndReturnObject"``) raise ``error``,
-        after letting ``after`` calls through, ``times`` times (-1: always)."""
+        after letting ``after`` calls through, ``times`` times (-1: always). A
+        callable ``error`` is called in the server's thread when the call comes (it
+        may wait, to hold the call) and returns the error to raise, or None to let
+        the call go on."""
         with self._lock:
             self._injected.append({"key": key, "error": error, "skip": after, "times": times})
 

@@ -350,12 +350,31 @@ class UpdateService(StandInServant, omero.api.IUpdate):
 
     def saveAndReturnArray(self, graph, current=None):
         group = self._write_group(current)
-        return [_shell(self._save(o, group)) for o in graph]
+        return [_shell(o) for o in self._save_all(graph, group)]
 
     def saveArray(self, graph, current=None):
         group = self._write_group(current)
-        for o in graph:
-            self._save(o, group)
+        self._save_all(graph, group)
+
+    def _save_all(self, graph, group: int) -> list[Any]:
+        """One transaction, as on the server (omero-server UpdateImpl.saveArray runs
+        in one Hibernate transaction): an object that cannot be saved undoes the
+        ones saved before it."""
+        store = self.server.store
+        saved, made = [], []
+        try:
+            for o in graph:
+                new = o.getId() is None
+                saved.append(self._save(o, group))
+                if new:
+                    made.append(saved[-1])
+        except BaseException:
+            for obj in made:
+                oid = obj.getId().getValue()
+                store.remove(class_name(obj), oid)
+                store.files.pop(oid, None)
+            raise
+        return saved
 
     def saveAndReturnIds(self, graph, current=None):
         group = self._write_group(current)
