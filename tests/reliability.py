@@ -147,6 +147,11 @@ def reliability_guard(request):
         yield
         return
     seconds = float(marker.kwargs.get("deadline", 120))
+    # multiprocessing's resource tracker serves every later pool of this process and
+    # ends with it: started now, it is not the case's
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
     previous = signal.signal(signal.SIGALRM, _expired)

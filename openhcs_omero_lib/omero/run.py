@@ -9,8 +9,10 @@ from ..engine import bind
 from ..executor import ProgressCallback, run_units
 from ..pipeline.loading import parse_spec, resolve_pipeline
 from ..pipeline.spec import PipelineSpec
+from ..redact import add_secret
 from ..results import PlateResults, collect
 from .annotations import read_file_annotation
+from .connection import session_key
 from .metadata import OMEROMetadataHandler
 from .pixels import OmeroPixelSource
 from . import rois as R
@@ -56,6 +58,7 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
     ``runs`` (PlateAcquisition IDs) measures only those runs: a plate with none of
     them is left out, and a run on none of the plates is an error. Without it every
     run of every plate is measured, each on its own."""
+    add_secret(session_key(conn))  # masked in this process\'s log lines from now on
     if "table" in outputs:
         check_tables(conn)
     chosen = frozenset(runs) if runs else None
