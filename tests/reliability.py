@@ -39,6 +39,7 @@ class Tally:
         self._kind: dict[str, str] = {}
         self._outcome: dict[str, str] = {}
         self._figures: dict[str, list] = {}
+        self._soaks: dict[str, list] = {}
 
     def collected(self, items) -> None:
         for item in items:
@@ -62,6 +63,7 @@ class Tally:
         elif report.when == "call":
             self._outcome.setdefault(report.nodeid, "passed")
         self._figures[report.nodeid] = [v for name, v in report.user_properties if name == PROPERTY]
+        self._soaks[report.nodeid] = [v for name, v in report.user_properties if name == SOAK]
 
     @property
     def cases(self) -> dict[str, collections.Counter]:
@@ -101,6 +103,14 @@ class Tally:
             parts.append(f"{skipped} skipped")
         return "reliability: " + "; ".join(parts)
 
+    def soak_lines(self) -> list[str]:
+        lines = []
+        for nodeid, soaks in sorted(self._soaks.items()):
+            for soak in soaks:
+                changes = ", ".join(f"{k} {soak['before'][k]} -> {soak['after'][k]}" for k in soak["before"])
+                lines.append(f"soak {nodeid.rsplit('::', 1)[-1]}: {soak['runs']} runs: {changes}")
+        return lines
+
 
 TALLY = Tally()
 """One per test session (pytest runs one session per process)."""
@@ -119,6 +129,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         return
     terminalreporter.write_sep("=", "reliability")
     terminalreporter.write_line(TALLY.line())
+    for line in TALLY.soak_lines():
+        terminalreporter.write_line(line)
 
 
 # ---- guards every counted case runs under ------------------------------------------------------
@@ -174,3 +186,11 @@ def reliability_guard(request):
         except psutil.Error:
             pass
     assert not alive, f"processes left running: {described}"
+
+
+SOAK = "reliability_soak"
+
+
+def record_soak(request: pytest.FixtureRequest, runs: int, before: dict, after: dict) -> None:
+    """A soak's measures before and after its runs, for the summary."""
+    request.node.user_properties.append((SOAK, {"runs": runs, "before": before, "after": after}))
