@@ -58,7 +58,7 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
     ``runs`` (PlateAcquisition IDs) measures only those runs: a plate with none of
     them is left out, and a run on none of the plates is an error. Without it every
     run of every plate is measured, each on its own."""
-    add_secret(session_key(conn))  # masked in this process\'s log lines from now on
+    add_secret(session_key(conn))  # masked in this process's log lines from now on
     if "table" in outputs:
         check_tables(conn)
     chosen = frozenset(runs) if runs else None
