@@ -83,9 +83,12 @@ def _run_one(spec: PipelineSpec, read: Reader, index: int, unit: SiteUnit, outli
 _worker: dict[str, object] = {}
 
 
-def _init_worker(source_spec: SourceSpec, pipeline: dict, outlines: bool = False) -> None:
+def _init_worker(source_spec: SourceSpec, pipeline: dict, outlines: bool = False,
+                 parent: int | None = None) -> None:
     # The parent decides about Ctrl-C; workers must not die half-way on their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # First, and by the parent's own word: it may be gone before this worker is ready.
+    _watch_parent(parent or os.getppid())
     source = _worker["source"] = open_source(source_spec)
     spec = _worker["spec"] = PipelineSpec.model_validate(pipeline)
     _worker["outlines"] = outlines
@@ -94,7 +97,6 @@ def _init_worker(source_spec: SourceSpec, pipeline: dict, outlines: bool = False
     # Runs at the worker's normal exit (multiprocessing does not run atexit there).
     Finalize(None, _close_worker, exitpriority=10)
     Finalize(None, _exit_now, exitpriority=0)
-    _watch_parent(os.getppid())
 
 
 PARENT_WATCH_SECONDS = 0.5
@@ -358,7 +360,7 @@ def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines
     def open_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("spawn"),
                                    initializer=_init_worker,
-                                   initargs=(source.spec(), spec.model_dump(mode="json"), outlines))
+                                   initargs=(source.spec(), spec.model_dump(mode="json"), outlines, os.getpid()))
 
     helpers = workers - 1 if PARENT_COMPUTES else workers
     run = _SharedRun(units, _largest_chunk(len(units), workers, chunk_size), progress, helpers, open_pool)

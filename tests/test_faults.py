@@ -123,10 +123,10 @@ class Plate:
         assert self.earlier
         self.before = snapshot(server.store)
 
-    def account(self, request, *, replaced: bool) -> tuple[dict, list[str]]:
+    def account(self, request, *, replaced: bool, jobs: tuple = ()) -> tuple[dict, list[str]]:
         """The plate's results now: ``replaced`` says whether a complete new set was
-        expected. Records lost and orphaned objects (and open services) and returns
-        (results now, leftovers) for the assertions."""
+        expected. Records lost and orphaned objects (open services, and processes
+        ``jobs`` left in their process group) and returns (results now, leftovers)."""
         store = self.server.store
         now = result_set(store, self.id)
         created = created_since(self.before, snapshot(store))
@@ -138,6 +138,7 @@ class Plate:
             kept, lost, odd = set(), len(set(self.earlier) - set(now)), []
         odd += leftovers(store, created, kept)
         odd += [f"{k} open" for k in STATEFUL for _ in range(self.server.open_stateful[k])]
+        odd += [f"a process the script left (pid {job.pid})" for job in jobs for _ in range(job.process.orphans)]
         record(request, lost=lost, orphaned=len(odd))
         return now, odd
 
@@ -195,8 +196,13 @@ class Job:
         return self.process.popen.poll() is None
 
     def wait(self, timeout: float = 240) -> int:
+        """The exit code, once the Processor has seen the end and closed the job's
+        session (as it does when the job ends)."""
+        from openhcs_omero_lib.testing.processor import end_session
+
         code = self.process.wait(timeout)
         assert code is not None, f"the script ran longer than {timeout} s"
+        end_session(self.server, self.session)
         return code
 
     @property
@@ -255,7 +261,7 @@ def test_worker_killed_mid_plate_and_again_on_the_retry(long_plate, request):
             worker.kill()
             server.latency = 0  # the rest need not take long
             code = job.wait()
-            now, odd = plate.account(request, replaced=True)
+            now, odd = plate.account(request, replaced=True, jobs=(job,))
             assert code == 0, (attempt, job.process.stderr[-3000:])
             message = job.message
             assert f"{fields} fields" in message and "a worker process failed" in message, (attempt, message)
@@ -283,7 +289,7 @@ def test_session_removed_and_connection_dropped_mid_run(tiny, request):
         job = job_holder["job"] = Job(server, plate.params)
         code = job.wait()
         stderr = job.process.stderr
-        now, odd = plate.account(request, replaced=False)
+        now, odd = plate.account(request, replaced=False, jobs=(job,))
     assert code != 0
     lines = [line for line in stderr.splitlines() if line.startswith("openhcs-omero:")]
     assert any("the session ended before the run finished" in line for line in lines), stderr[-3000:]
@@ -392,7 +398,7 @@ def _stop_mid_run(long_plate, request, sig: int):
         for proc in alive:
             proc.kill()
         record(request, orphaned=len(alive))
-        now, odd = plate.account(request, replaced=False)
+        now, odd = plate.account(request, replaced=False, jobs=(job,))
         message = job.message
     assert not alive, f"processes left running: {alive}"
     plate.assert_earlier_intact(now, odd)
@@ -444,6 +450,7 @@ def test_sigkill_of_the_script_while_it_attaches(tiny, request):
         created = created_since(plate.before, snapshot(store))
         odd = leftovers(store, created, set(new))
         odd += [f"{k} open" for k in STATEFUL for _ in range(server.open_stateful[k])]
+        odd += [f"a process the script left (pid {job.pid})" for _ in range(job.process.orphans)]
         lost = len(set(plate.earlier) - set(now))
         record(request, lost=lost, orphaned=len(odd))
         assert code == -signal.SIGKILL

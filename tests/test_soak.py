@@ -49,7 +49,7 @@ def _one_run(server, plate_id: int) -> str:
     from omero.rtypes import rint, rlist, rlong, rstring, unwrap
 
     from openhcs_omero_lib.omero.script_params import serve
-    from openhcs_omero_lib.testing.processor import job_session
+    from openhcs_omero_lib.testing.processor import end_session, job_session
 
     session = job_session(server, server.user)
     session.inputs.update({"Data_Type": rstring("Plate"), "IDs": rlist([rlong(plate_id)]), "Workers": rint(1),
@@ -60,8 +60,7 @@ def _one_run(server, plate_id: int) -> str:
         serve(client, "run_pipeline_script", progress=True)
     finally:
         client.__del__()  # the communicator too, as the script's process ending does
-        session.closed = True  # the Processor closes the job's session
-        server.session_ended(session)
+        end_session(server, session)  # as the Processor does when the job ends
     return unwrap(session.outputs.get("Message")) or ""
 
 
