@@ -61,9 +61,9 @@ def demo_plate() -> Path:
     return write_once(target, "ground_truth.csv", write)
 
 
-def _open_local_plate(folder: str, check: bool = False):
+def _open_local_plate(folder: str, check: bool = False, tiffs: bool = True):
     """The plate in ``folder``; with ``check``, every file checked before a run
-    reads any (:mod:`.imagexpress_check`)."""
+    reads any (:mod:`.imagexpress_check`), their contents too unless not ``tiffs``."""
     from .imagexpress import ImageXpressSource, NotAPlateError
     from .imagexpress_check import check_plate_folder
 
@@ -73,7 +73,7 @@ def _open_local_plate(folder: str, check: bool = False):
         raise UserError(str(exc)) from None
     if check:
         try:
-            check_plate_folder(source)
+            check_plate_folder(source, tiffs=tiffs)
         except NotAPlateError as exc:
             source.close()
             raise UserError(str(exc)) from None
@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         _check_output(out)
-    source = _open_local_plate(str(folder), check=True)
+    source = _open_local_plate(str(folder), check=True, tiffs=not args.allow_bad_files)
     try:
         bind(spec, source.layout)  # a channel the plate lacks fails here, before any output
     except ValueError as exc:
@@ -454,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--heatmap", metavar="MEASUREMENT",
                      help="the well measurement heatmap.png shows (default: the pipeline's first count)")
     run.add_argument("--no-heatmap", action="store_true", help="no heatmap.png")
+    run.add_argument("--allow-bad-files", action="store_true",
+                     help="run even when image files are empty, truncated, unreadable or of another size: "
+                          "their fields become error rows (names, the HTD and missing files are still checked)")
     run.add_argument("--qc", action="store_true",
                      help="also write qc_montage.png: the fields of the wells with the lowest and highest "
                           "values, and failed fields, with the segmented objects outlined")

@@ -243,9 +243,9 @@ class ImageXpressSource(PixelSource):
         if run is not None:
             raise FileNotFoundError(f"plate {self.layout.name!r} is a folder: it has no acquisition run {run}")
         plane = tifffile.imread(self.path_of(well, site, channel, z, t), key=0)
-        if plane.ndim != 2:
-            raise ValueError(f"{self.path_of(well, site, channel, z, t).name}: expected a 2-D plane, "
-                             f"got shape {plane.shape}")
+        if plane.ndim != 2 or plane.shape != tuple(self.layout.plane_shape):
+            raise ValueError(f"{self.path_of(well, site, channel, z, t).name}: expected a 2-D plane of "
+                             f"{tuple(self.layout.plane_shape)}, got shape {plane.shape}")
         return plane
 
 

@@ -23,8 +23,10 @@ from .imagexpress import _FILE_RE, ImageXpressSource, NotAPlateError, ScanNotes,
 from .layout import PlateLayout, parse_well, well_name
 
 
-def check_plate_folder(source: ImageXpressSource) -> None:
-    """Raise :class:`NotAPlateError` (one line) at the first problem found."""
+def check_plate_folder(source: ImageXpressSource, tiffs: bool = True) -> None:
+    """Raise :class:`NotAPlateError` (one line) at the first problem found; without
+    ``tiffs``, the files' contents are left for the run (a field whose file cannot be
+    read becomes an error row)."""
     folder, layout = source.folder, source.layout
     notes = ScanNotes([], [])
     _scan(folder, notes)
@@ -50,7 +52,8 @@ def check_plate_folder(source: ImageXpressSource) -> None:
     if htd_path is not None:
         _check_htd(folder, htd_path, layout)
     _check_complete(folder, source)
-    _check_tiffs(folder, source)
+    if tiffs:
+        _check_tiffs(folder, source)
 
 
 def _rel(folder: Path, path: Path) -> str:

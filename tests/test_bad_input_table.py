@@ -582,3 +582,26 @@ def test_the_table_holds_at_least_forty_cases_of_every_kind_the_issue_lists():
     assert set(by_entry) == {"cli", "script", "api"}
     prefixes = collections.Counter(c.id.split("-")[0] for c in CASES)
     assert {"id", "plate", "spec", "workers", "name", "out", "ix"} <= set(prefixes)
+
+
+def test_allow_bad_files_runs_and_makes_their_fields_error_rows(world, tmp_path, capsys, monkeypatch):
+    """The escape from the file check: a truncated file's field and a wrong-size
+    file's field become error rows (the wrong size is not measured as if it fitted),
+    the others are measured."""
+    import pandas as pd
+
+    from openhcs_omero_lib.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = _copy_plate(world, tmp_path)
+    _truncate(folder)
+    tifffile.imwrite(_tifs(folder)[2], np.zeros((48, 64), np.uint16))  # A01 site 2 w1
+    out = tmp_path / "out"
+    code = main(["run", str(folder), "--workers", "1", "--out", str(out), "--no-progress", "--allow-bad-files"])
+    assert code == 0, capsys.readouterr().err
+    images = pd.read_csv(out / "images.csv", keep_default_na=False)
+    failed = images[images["error"] != ""]
+    assert sorted(zip(failed["well"], failed["site"])) == [("A01", 2), ("A02", 2)], failed
+    assert "expected a 2-D plane of (64, 64), got shape (48, 64)" in failed["error"].iloc[0]
+    assert (images[images["error"] == ""]["nuclei_count"] != "").all()
