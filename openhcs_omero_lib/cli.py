@@ -100,6 +100,28 @@ def _load_pipeline(name_or_path: str):
         raise UserError(str(exc)) from None
 
 
+def _tuning(spec, assignments: list[str] | None) -> dict:
+    """``--set key=value`` checked against the pipeline's parameters (a channel name is
+    looked up on the plate later)."""
+    from .pipeline.loading import PipelineError
+    from .pipeline.params import check_values, parse_assignments
+
+    try:
+        return check_values(spec, parse_assignments(assignments or []))
+    except PipelineError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _tuned(spec, values: dict, layout):
+    from .pipeline.loading import PipelineError
+    from .pipeline.params import tune
+
+    try:
+        return tune(spec, values, [c.name for c in layout.channels] if layout is not None else None)
+    except PipelineError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _progress_bar(disable: bool):
     from tqdm import tqdm
 
@@ -163,13 +185,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("give a plate folder or --demo (not both)")
     folder = demo_plate() if args.demo else Path(args.plate)
     spec = _load_pipeline(args.pipeline)
+    values = _tuning(spec, args.set)
     out = Path(args.out) if args.out else None
     if out is not None:
         _check_output(out)
     source = _open_local_plate(str(folder), check=True, tiffs=not args.allow_bad_files)
     try:
+        spec = _tuned(spec, values, source.layout)
         bind(spec, source.layout)  # a channel the plate lacks fails here, before any output
-    except ValueError as exc:
+    except (ValueError, UserError) as exc:
         source.close()
         raise UserError(str(exc)) from None
     try:
@@ -270,6 +294,7 @@ def _run_omero(args: argparse.Namespace) -> int:
     from .results import LocalFolderSink
 
     spec = _load_pipeline(args.pipeline)
+    values = _tuning(spec, args.set)
     attach = tuple(a for a in args.attach.split(",") if a)
     outputs = tuple(o for o in args.outputs.split(",") if o)
     unknown = sorted(set(attach) - set(ATTACH_CHOICES) | set(outputs) - set(OUTPUT_CHOICES))
@@ -280,7 +305,7 @@ def _run_omero(args: argparse.Namespace) -> int:
     conn = _omero_connection(args)
     try:
         try:
-            prepared = prepare(conn, "Plate", args.omero_plate, spec, runs=args.run, outputs=outputs)
+            prepared = prepare(conn, "Plate", args.omero_plate, spec, runs=args.run, outputs=outputs, params=values)
         except OmeroInputError as exc:
             raise UserError(str(exc)) from None
         except Exception as exc:
@@ -381,9 +406,15 @@ def cmd_make_plate(args: argparse.Namespace) -> int:
 def cmd_pipelines(args: argparse.Namespace) -> int:
     from .pipeline.loading import parse_spec, preset_names, preset_text
 
+    from .pipeline.params import describe
+
     for name in preset_names():
         spec = parse_spec(preset_text(name), name)
         print(f"{name}\n    {spec.description}")
+        tunable = ", ".join(f"{p.name}={'none' if p.default is None else p.default}"
+                            for p in describe(spec).values())
+        if tunable:
+            print(f"    --set: {tunable}")
     return 0
 
 
@@ -401,12 +432,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .engine import bind
 
     spec = _load_pipeline(args.file)
+    values = _tuning(spec, args.set)
     if args.plate:
         source = _open_local_plate(args.plate, check=True)
         try:
-            bind(spec, source.layout)
+            bind(_tuned(spec, values, source.layout), source.layout)
         except ValueError as exc:
             raise UserError(str(exc)) from None
+        finally:
+            source.close()
+    elif values:  # a channel given by name waits for a plate
+        from .pipeline.params import describe
+
+        kinds = describe(spec)
+        _tuned(spec, {k: v for k, v in values.items() if not (kinds[k].kind == "channel" and isinstance(v, str))},
+               None)
     print(f"{args.file}: pipeline '{spec.name}' is valid ({len(spec.steps)} steps)")
     return 0
 
@@ -473,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --omero-plate: save the measured objects as ROIs on each field's image")
     run.add_argument("--max-rois", type=_positive, default=2000, metavar="N",
                      help="with --save-rois: at most N ROIs per image (default: %(default)s)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="tune a parameter the pipeline declares, e.g. nuclear_channel=2 or nuclear_channel=DAPI, "
+                          "max_nucleus_size=400 (repeatable; 'openhcs-omero pipelines' lists them)")
     _connection_arguments(run)
     run.set_defaults(func=cmd_run)
 
@@ -503,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a pipeline spec file (and that a plate has its channels)")
     val.add_argument("file")
     val.add_argument("--plate", help="also check against this plate folder")
+    val.add_argument("--set", action="append", metavar="KEY=VALUE", help="also check these parameter values")
     val.set_defaults(func=cmd_validate)
 
     desc = sub.add_parser("describe", help="a plate's layout and sample virtual file names")

@@ -27,6 +27,8 @@ def add_job_commands(sub, connection_arguments, positive) -> None:
                         help="measure only this acquisition run (PlateAcquisition ID; repeatable); "
                              "default: every run, each on its own")
     launch.add_argument("--no-replace", action="store_true", help="keep earlier results of the same pipeline")
+    launch.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="tune a parameter of the pipeline, e.g. nuclear_channel=2 (repeatable)")
     launch.add_argument("--no-wait", action="store_true", help="start the job, print its ID and return")
     launch.add_argument("--no-progress", action="store_true", help="no progress bar")
     launch.add_argument("--script", help="the script's server path or ID (default: /omero/openhcs/Run_HCS_Pipeline.py)")
@@ -59,6 +61,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     attach = tuple(a for a in args.attach.split(",") if a)
     outputs = tuple(o for o in args.outputs.split(",") if o) if args.outputs else None
+    tuning = _tuning_inputs(args)
     conn = _omero_connection(args)
     try:
         try:
@@ -66,6 +69,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
                                 replace=not args.no_replace, runs=args.run)
             script_id = find_script(conn, args.script)
             inputs.update(pipeline_inputs(conn, args.pipeline))
+            inputs.update(tuning)
             job_id, proc = start_job(conn, script_id, inputs)
         except JobError as exc:
             raise _user_error(exc) from None
@@ -84,6 +88,22 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return _follow(conn, job_id, proc, args)
     finally:
         disconnect(conn)
+
+
+def _tuning_inputs(args: argparse.Namespace) -> dict:
+    """``--set`` as the script's dialog parameters, checked against the pipeline when
+    it is known here (a preset or a file) before anything starts."""
+    from .omero.tuning_params import inputs_from_values
+    from .pipeline.loading import PipelineError, resolve_pipeline
+    from .pipeline.params import check_values, parse_assignments
+
+    try:
+        values = parse_assignments(args.set or [])
+        if values:
+            check_values(resolve_pipeline(args.pipeline)[0], values)
+        return inputs_from_values(values)
+    except PipelineError as exc:
+        raise _user_error(exc) from None
 
 
 def _follow(conn, job_id: int, proc, args) -> int:

@@ -6,6 +6,7 @@ import sys
 CORE = ["layout", "virtual_backend", "imagexpress", "synthetic", "pixels", "executor", "results",
         "engine", "cli", "cli_jobs", "cli_server", "progress", "pipeline.spec", "pipeline.loading", "pipeline.ops", "pipeline.run", "presets",
         "pipeline.outlines", "pictures", "pictures.heatmap", "pictures.montage"]
+CORE += ["pipeline.params", "running", "api"]  # the Python API: omero only when first used
 
 
 def test_core_modules_do_not_import_omero():

@@ -103,7 +103,11 @@ def test_run_dialog_groups_each_output_under_where_it_goes(parsed):
     params = parsed["Run_HCS_Pipeline.py"]
     web = dict(_web_tree(params))
     assert web["Attach_To"] == list(OUTPUTS)
-    assert web["Pipeline"] == ["Pipeline_File_Annotation"]
+    from openhcs_omero_lib.omero.tuning_params import preset_parameters
+
+    tuning = [p.key for p in preset_parameters().values()]  # optional, each a preset's parameter
+    assert web["Pipeline"] == ["Pipeline_File_Annotation", *tuning]
+    assert insight_tree(params)["Pipeline"] == ["Pipeline_File_Annotation", *tuning]
     assert insight_tree(params)["Attach_To"] == list(OUTPUTS)
     shown = [key for key in web if key in ("Data_Type", "IDs", "Pipeline", "Workers", "Attach_To",
                                            "Replace_Previous_Results")]

@@ -104,3 +104,18 @@ PLATE_IMAGE_KINDS = (
     "where w.plate.id = :id "
     "group by px.sizeX, px.sizeY, px.sizeC, px.sizeZ, px.sizeT, pt.value"
 )
+
+# One Plate, Well or Image ({kind}) as an object: its details hold its group, its owner
+# and the caller's permissions on it (canAnnotate), as the server sends every object.
+OBJECT_DETAILS = "select o from {kind} o where o.id = :id"
+
+# The annotations of one namespace on one Plate, Well or Image ({kind}), a file
+# annotation's file (name, mimetype, size) fetched with it: what the Python API's file
+# backend lists, and where it finds a run's tables and CSVs. BlitzGateway's
+# listAnnotations fetches a.file the same way, an outer join since an annotation need
+# not be a file annotation (omero-py gateway BlitzObjectWrapper._loadAnnotationLinks).
+FILE_ANNOTATION_LINKS = (
+    "select l from {kind}AnnotationLink l "
+    "join fetch l.child a left outer join fetch a.file "
+    "where l.parent.id = :id and a.ns = :ns"
+)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from ..engine import bind
 from ..executor import ProgressCallback, run_units
 from ..pipeline.loading import parse_spec, resolve_pipeline
+from ..pipeline.params import tune
 from ..pipeline.spec import PipelineSpec
 from ..redact import add_secret
 from ..results import PlateResults, collect
@@ -48,7 +50,9 @@ def pipeline_from_choice(conn, preset: str | None, annotation_id: int | None) ->
 def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
             handler: OMEROMetadataHandler | None = None,
             runs: list[int] | None = None,
-            outputs: tuple[str, ...] = ()) -> list[tuple[OmeroPlate, PipelineSpec]]:
+            outputs: tuple[str, ...] = (),
+            params: Mapping[str, Any] | None = None,
+            annotate: bool = True) -> list[tuple[OmeroPlate, PipelineSpec]]:
     """Every plate's layout and the spec bound to it, before anything runs: a bad ID,
     a channel a plate lacks, a plate the user may not annotate, a plate whose images
     are not alike, a table among the ``outputs`` without OMERO.tables, or images the
@@ -57,7 +61,12 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
 
     ``runs`` (PlateAcquisition IDs) measures only those runs: a plate with none of
     them is left out, and a run on none of the plates is an error. Without it every
-    run of every plate is measured, each on its own."""
+    run of every plate is measured, each on its own.
+
+    ``params`` tunes the spec (its declared parameters, :mod:`..pipeline.params`) for
+    each plate; a channel given by name is looked up among that plate's channels.
+    ``annotate=False`` (a run that attaches nothing) skips the check that the user
+    may annotate the plates."""
     add_secret(session_key(conn))  # masked in this process's log lines from now on
     if "table" in outputs:
         check_tables(conn)
@@ -70,10 +79,12 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
             if plate.layout.n_units == 0:
                 continue
         try:
-            bound = bind(spec, plate.layout)
+            tuned = tune(spec, params or {}, [c.name for c in plate.layout.channels])
+            bound = bind(tuned, plate.layout)
         except ValueError as exc:
             raise OmeroInputError(f"plate {pid} ({plate.layout.name}): {exc}") from None
-        check_can_annotate(conn, plate)
+        if annotate:
+            check_can_annotate(conn, plate)
         prepared.append((plate, bound))
     if chosen is not None and chosen - found:
         missing = ", ".join(str(r) for r in sorted(chosen - found))

@@ -16,6 +16,7 @@ import omero
 
 from ..executor import Cancelled, available_cores
 from ..pipeline.loading import PipelineError
+from ..pipeline.params import check_values
 from ..pixels import SourceNotReady
 from ..progress import RunProgress
 from ..virtual_backend import VirtualBackend
@@ -24,6 +25,7 @@ from . import rois as R
 from .plate import OmeroInputError, load_plate, plate_ids_for
 from .run import pipeline_from_choice, prepare, run_on_plate
 from .sink import NS_PREFIX, TABLE_DESCRIPTION, attaches_anything
+from .tuning_params import values_from_inputs
 
 ATTACH_VALUES = {
     "Plate": ("plate",),
@@ -94,6 +96,7 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
     started = time.time()
     try:
         spec = pipeline_from_choice(conn, p.get("Pipeline"), p.get("Pipeline_File_Annotation"))
+        tuning = check_values(spec, values_from_inputs(p))
         outputs = tuple(name for key, name in (("CSV", "csv"), ("JSON", "json"), ("OMERO_Table", "table"),
                                                 ("Key_Value_Pairs", "key_values")) if p[key])
         if not outputs:
@@ -108,7 +111,7 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
         if int(p["Max_ROIs_Per_Image"]) < 1:
             raise OmeroInputError(f"Max_ROIs_Per_Image must be at least 1, got {p['Max_ROIs_Per_Image']}")
         prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec,
-                           runs=list(p.get("Runs") or []), outputs=outputs)
+                           runs=list(p.get("Runs") or []), outputs=outputs, params=tuning)
         measurement = _heatmap_measurement(p, prepared)
     except Exception as exc:
         return _failure(exc, "Nothing attached")

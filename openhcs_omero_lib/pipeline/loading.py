@@ -169,6 +169,16 @@ def parse_spec(text: str, source: str = "<pipeline>") -> PipelineSpec:
         raise PipelineError(_first_error(exc, root, source)) from None
 
 
+def spec_from_dict(data: Any, source: str = "<pipeline dict>") -> PipelineSpec:
+    """A validated spec from a dict built in Python; :class:`PipelineError` otherwise."""
+    if not isinstance(data, dict):
+        raise PipelineError(f"{source}: a pipeline is a mapping with 'name' and 'steps', got {type(data).__name__}")
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise PipelineError(_first_error(exc, None, source)) from None
+
+
 def read_spec_text(path: str | Path) -> str:
     """A spec file's text: at most :data:`MAX_SPEC_BYTES`, UTF-8."""
     path = Path(path)

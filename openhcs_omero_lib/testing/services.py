@@ -25,7 +25,7 @@ import omero.sys
 from omero.rtypes import rlong, rstring, unwrap
 
 from ..omero import queries as Q
-from . import annotation_reads, blitz, image_service, rois
+from . import annotation_reads, blitz, file_queries, image_service, rois
 from ._servant import StandInServant, servant
 from .store import Session, class_name
 
@@ -200,7 +200,8 @@ class QueryService(StandInServant, omero.api.IQuery):
         found = blitz.answer(self, text, params, current)  # a script's BlitzGateway plate walk
         if found is not None:
             return found
-        for model in (image_service, annotation_reads):  # plates made through the API; listAnnotations
+        # plates made through the API; listAnnotations; the Python API's files and results
+        for model in (image_service, annotation_reads, file_queries):
             found = model.answer(self, text, params, current)
             if found is not None:
                 return found
@@ -618,6 +619,11 @@ class SharedResourcesService(StandInServant, omero.grid.SharedResources):
 
     def openTable(self, file, current=None):
         fid = file.getId().getValue()
+        # omero-py tables.py TablesI.getTable: the repository looks the file up as the
+        # caller ("will throw an exception if not allowed")
+        ofile = self.server.store.get("OriginalFile", fid)
+        if ofile is None or not self.server.store.visible(ofile, self.session, _ctx_group(current)):
+            raise omero.SecurityViolation(message=f"OriginalFile:{fid} is not readable")
         if fid not in self.server.store.tables:
             raise omero.ApiUsageException(message=f"OriginalFile:{fid} is not a table")
         return self.server.add_servant(TableService, self.session, omero.grid.TablePrx, file_id=fid)

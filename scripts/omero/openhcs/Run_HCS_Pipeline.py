@@ -4,9 +4,10 @@ Run_HCS_Pipeline.py: run an openhcs-omero pipeline on plates, inside the server.
 
 Measures every field of the selected plates (or of every plate of the selected
 screens) with a pipeline preset or a pipeline spec uploaded as a file annotation,
-in parallel worker processes, and attaches the results: CSV and JSON files, an
-OMERO.table shown in the plate view, key-value pairs on the wells, a heat map of
-the plate and, if asked, the measured objects as ROIs.
+optionally tuned (nuclear channel, nucleus sizes, ...: the optional parameters under
+the pipeline choice), in parallel worker processes, and attaches the results: CSV and
+JSON files, an OMERO.table shown in the plate view, key-value pairs on the wells, a
+heat map of the plate and, if asked, the measured objects as ROIs.
 
 Requires the openhcs-omero package in the server's Python environment.
 """
@@ -20,6 +21,7 @@ def run_script():
     # must stay cheap.
     from openhcs_omero_lib.omero.rois import DEFAULT_CAP
     from openhcs_omero_lib.omero.script_params import SCRIPT_INFO, selection_params, serve
+    from openhcs_omero_lib.omero.tuning_params import dialog_params
     from openhcs_omero_lib.presets import names
 
     presets = [rstring(n) for n in names()]
@@ -40,6 +42,9 @@ map of the plate and, if asked, the measured objects as ROIs.""",
             "Pipeline_File_Annotation", optional=True, grouping="3.1", min=1,
             description="ID of a file annotation holding a YAML/JSON pipeline spec; "
                         "used instead of the preset when given."),
+        # The pipeline's tunable parameters (nuclear channel, sizes, ...), each optional:
+        # left empty, the pipeline keeps its own value.
+        *dialog_params("3"),
         scripts.Int(
             "Workers", optional=True, grouping="4", min=1, max=64, default=2,
             description="Parallel workers, capped at the server's cores: this script's own "
