@@ -13,8 +13,15 @@ against the OMERO stand-in (tests/test_examples.py).
 import os
 import sys
 
-from openhcs_omero_lib.api import (OMEROFileBackend, OMEROInstanceManager, OMEROMetadataHandler, list_plates,
-                                   pipeline_parameters, read_results, run_pipeline)
+from openhcs_omero_lib.api import (
+    OMEROFileBackend,
+    OMEROInstanceManager,
+    OMEROMetadataHandler,
+    list_plates,
+    pipeline_parameters,
+    read_results,
+    run_pipeline,
+)
 
 
 def main(argv: list[str]) -> int:

@@ -30,19 +30,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .pipeline.loading import PipelineError, preset_names
-from .pipeline.params import ParameterInfo, describe
-from .pipeline.spec import PipelineSpec
-from .running import RunResult, load_pipeline, run_pipeline
+from openhcs_omero_lib.pipeline.loading import PipelineError, preset_names
+from openhcs_omero_lib.pipeline.params import ParameterInfo, describe
+from openhcs_omero_lib.pipeline.spec import PipelineSpec
+from openhcs_omero_lib.running import RunResult, load_pipeline, run_pipeline
 
 if TYPE_CHECKING:
-    from .omero.files import OMEROFileBackend, SavedFile, StoredFile
-    from .omero.instance import OMEROInstanceManager
-    from .omero.listing import PlateSummary, list_plates
-    from .omero.metadata import OMEROMetadataHandler
-    from .omero.plate import OmeroInputError
-    from .omero.python_api import read_results
-    from .omero.targets import TargetError
+    from openhcs_omero_lib.omero.files import OMEROFileBackend, SavedFile, StoredFile
+    from openhcs_omero_lib.omero.instance import OMEROInstanceManager
+    from openhcs_omero_lib.omero.listing import PlateSummary, list_plates
+    from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
+    from openhcs_omero_lib.omero.plate import OmeroInputError
+    from openhcs_omero_lib.omero.python_api import read_results
+    from openhcs_omero_lib.omero.targets import TargetError
 
 _LAZY = {
     "OMEROMetadataHandler": ".omero.metadata",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from .executor import ProgressCallback, run_units
-from .layout import PlateLayout
-from .pipeline.spec import PipelineSpec, bind_to_plate
-from .pixels import PixelSource
-from .results import PlateResults, collect
+from openhcs_omero_lib.execution.executor import ProgressCallback, run_units
+from openhcs_omero_lib.execution.pixels import PixelSource
+from openhcs_omero_lib.pipeline.spec import PipelineSpec, bind_to_plate
+from openhcs_omero_lib.plates.layout import PlateLayout
+from openhcs_omero_lib.results.tables import PlateResults, collect
 
 
 def bind(spec: PipelineSpec, layout: PlateLayout) -> PipelineSpec:

@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from .pipeline.loading import PipelineError, resolve_pipeline, spec_from_dict
-from .pipeline.params import check_values, tune
-from .pipeline.spec import PipelineSpec
+from openhcs_omero_lib.pipeline.loading import PipelineError, resolve_pipeline, spec_from_dict
+from openhcs_omero_lib.pipeline.params import check_values, tune
+from openhcs_omero_lib.pipeline.spec import PipelineSpec
 
 ProgressCallback = Callable[[int, int, int], None]
 DEFAULT_ATTACH = ("plate", "wells")
@@ -98,7 +98,7 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
     pipeline and its parameters, ValueError (an
     :class:`~.omero.plate.OmeroInputError` on OMERO) for the plate and choices.
     """
-    from .executor import available_cores
+    from openhcs_omero_lib.execution.executor import available_cores
 
     spec = load_pipeline(pipeline)
     check_values(spec, params)
@@ -107,7 +107,7 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number of at least 1, not {workers!r}")
     if conn is not None:
-        from .omero.python_api import run_plate
+        from openhcs_omero_lib.omero.python_api import run_plate
 
         result = run_plate(conn, plate, spec, params, workers=workers,
                            attach=_choices(attach, DEFAULT_ATTACH, "attach"),
@@ -120,7 +120,7 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
                                  "returned, and written with out=")
         result = _run_folder(plate, spec, params, workers, progress)
     if out is not None:
-        from .results import LocalFolderSink, PlateResults
+        from openhcs_omero_lib.results.tables import LocalFolderSink, PlateResults
 
         result.files = LocalFolderSink(out).write(PlateResults(result.images, result.wells, result.summary))
     return result
@@ -128,8 +128,8 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
 
 def _run_folder(folder: Any, spec: PipelineSpec, params: dict[str, Any], workers: int,
                 progress: ProgressCallback | None) -> RunResult:
-    from .engine import run_pipeline as run_source
-    from .imagexpress import ImageXpressSource
+    from openhcs_omero_lib.engine import run_pipeline as run_source
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     if not isinstance(folder, (str, os.PathLike)):
         raise ValueError(f"without conn=, the plate is a local folder, not {type(folder).__name__} "

@@ -12,14 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from openhcs_omero_lib import synthetic
-from openhcs_omero_lib.synthetic import SyntheticPlateConfig
-
 # Re-exported so that any test can ask for the ``omero_sandbox`` fixture.
 from omero_helpers import omero_sandbox  # noqa: F401
+from openhcs_omero_lib.plates import synthetic
+from openhcs_omero_lib.plates.synthetic import SyntheticPlateConfig
+
 # The reliability suite's counts and its summary line (tests/reliability.py).
-from reliability import (pytest_collection_modifyitems, pytest_runtest_logreport,  # noqa: F401
-                         pytest_terminal_summary, reliability_guard)
+from reliability import (  # noqa: F401
+    pytest_collection_modifyitems,
+    pytest_runtest_logreport,
+    pytest_terminal_summary,
+    reliability_guard,
+)
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,7 @@ def web_inputs(params: Any, post: dict[str, list[str]]) -> dict[str, Any]:
                 pval = prototype.val
                 if len(pval) > 0:
                     list_class = pval[0].__class__
-                    if list_class == int(1).__class__:
+                    if list_class == (1).__class__:
                         list_class = omero.rtypes.rint
                 value_list = []
                 for v in values:

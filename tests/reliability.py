@@ -17,6 +17,7 @@ machinery is used, so the summary is the same with ``-m reliability`` or without
 from __future__ import annotations
 
 import collections
+
 import pytest
 
 KINDS = ("bad_input", "fault", "secrets", "soak")

@@ -176,7 +176,7 @@ def run_job(conn, script_id: int, inputs: dict[str, Any], timeout: float = JOB_T
 
 def launch(target: Target, *argv: str) -> int:
     """``openhcs-omero launch ...`` against the target; its exit status."""
-    from openhcs_omero_lib.cli import main
+    from openhcs_omero_lib.cli.app import main
 
     with environment(target.cli_env()):
         return main(["launch", *argv, "--no-progress", "--interval", "0.2", *target.cli_args()])
@@ -253,7 +253,7 @@ class PlateView:
 
 
 def _well_name(well) -> str:
-    from openhcs_omero_lib.layout import well_name
+    from openhcs_omero_lib.plates.layout import well_name
 
     return well_name(well.getRow() + 1, well.getColumn() + 1)
 
@@ -384,9 +384,9 @@ def assert_counts_match_truth(images: pd.DataFrame, truth: dict[tuple[str, int, 
 
 def upload_reads_back_identically(target: Target, folder: Path) -> int:
     """A plate put on the server reads back, through the adapter, as the folder reads."""
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource
     from openhcs_omero_lib.omero.plate import load_plate
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     plate_id = target.import_plate(folder)
     with connected(target) as conn, ImageXpressSource(folder) as local:
@@ -510,9 +510,9 @@ def describe_and_delete(target: Target, folder: Path) -> None:
     removes every result annotation (plate, wells, fields) and nothing else."""
     from omero.rtypes import rlist, rlong, rstring
 
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
     from openhcs_omero_lib.omero import annotations as A
     from openhcs_omero_lib.omero import jobs
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     plate_id = target.import_plate(folder)
     selection = {"Data_Type": rstring("Plate"), "IDs": rlist([rlong(plate_id)])}
@@ -599,7 +599,6 @@ def clients_run_the_script_and_read_its_outputs(target: Target, folder: Path) ->
     File_Annotation with its file), and what a user ticks in either dialog is what the
     script attaches."""
     import omero_clients as clients
-
     from openhcs_omero_lib.omero.sink import results_namespace
 
     plate_id = target.import_plate(folder)
@@ -735,8 +734,8 @@ def time_lapse_runs_and_gaps(target: Target, runs: list[tuple[str, Path]]) -> Pl
 
     from omero.rtypes import rlist, rlong
 
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
     from openhcs_omero_lib.omero import jobs
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     with ImageXpressSource(runs[0][1]) as source:
         layout = source.layout

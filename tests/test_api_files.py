@@ -10,8 +10,17 @@ import json
 import pandas as pd
 import pytest
 
-from omero_fixtures import (calls_since, created_since, file_of, gateway, image_site, link_annotation, snapshot,
-                            standin, well_names)
+from omero_fixtures import (
+    calls_since,
+    created_since,
+    file_of,
+    gateway,
+    image_site,
+    link_annotation,
+    snapshot,
+    standin,
+    well_names,
+)
 
 NS = "openhcs.omero/files"
 _names = itertools.count(1)

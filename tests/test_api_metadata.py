@@ -34,7 +34,7 @@ def _questions(meta, plate):
 
 
 def _folder_answers(folder):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     with ImageXpressSource(folder) as source:
         layout = source.layout
@@ -116,7 +116,7 @@ def test_a_plate_given_as_an_id_text_path_or_object(server, conn, fresh_cache):
     (987654, ["no Plate with ID 987654 (or you may not read it)"]),
 ])
 def test_a_bad_plate_is_refused_with_one_line(server, conn, plate, words):
-    from openhcs_omero_lib.api import OMEROMetadataHandler, OmeroInputError
+    from openhcs_omero_lib.api import OmeroInputError, OMEROMetadataHandler
 
     before = iquery_calls(server)
     with pytest.raises(OmeroInputError) as err:

@@ -11,8 +11,17 @@ import os
 import pandas as pd
 import pytest
 
-from omero_fixtures import (NS, RUN_SCRIPT, calls_since, created_since, gateway, iquery_calls, plate_members,
-                            snapshot, standin)
+from omero_fixtures import (
+    NS,
+    RUN_SCRIPT,
+    calls_since,
+    created_since,
+    gateway,
+    iquery_calls,
+    plate_members,
+    snapshot,
+    standin,
+)
 from omero_helpers import isolate_omero, parse_script_text
 
 _names = itertools.count(1)
@@ -272,9 +281,10 @@ def _received(params, plate_id: int, chosen: dict) -> dict[str, dict]:
 
 
 def test_every_presets_parameter_is_in_the_dialog_with_its_bounds(run_params):
+    from omero.rtypes import unwrap
+
     from openhcs_omero_lib.api import pipeline_parameters, presets
     from openhcs_omero_lib.omero.tuning_params import MAX_CHILDREN, dialog_name
-    from omero.rtypes import unwrap
 
     inputs = run_params.inputs
     declared = {name: info for preset in presets() for name, info in pipeline_parameters(preset).items()}
@@ -340,7 +350,7 @@ def cli_env(server, monkeypatch):
 
 def test_run_on_an_omero_plate_with_set(server, conn, tiny_plate, cli_env, capsys):
     from openhcs_omero_lib.api import read_results
-    from openhcs_omero_lib.cli import main
+    from openhcs_omero_lib.cli.app import main
 
     pid = server.import_plate(tiny_plate, name="cli-set")
     code = main(["run", "--omero-plate", str(pid), "--workers", "1", "--no-progress", "--set", "nuclear_channel=FITC",
@@ -359,7 +369,7 @@ def test_run_on_an_omero_plate_with_set(server, conn, tiny_plate, cli_env, capsy
 def test_launch_sends_set_as_the_dialogs_parameters(server, conn, tiny_plate, cli_env, capsys):
     """Through the stand-in's script service and Processor, as a real server runs it."""
     from openhcs_omero_lib.api import read_results
-    from openhcs_omero_lib.cli import main
+    from openhcs_omero_lib.cli.app import main
 
     server.install_script(RUN_SCRIPT)
     pid = server.import_plate(tiny_plate, name="launch-set")

@@ -23,7 +23,6 @@ annotations, links, tables): nothing may be added, and the plate's earlier resul
 from __future__ import annotations
 
 import collections
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ class Case:
     id: str
     entry: str
     """cli, script or api"""
-    input: Callable[["World", Path], Any]
+    input: Callable[[World, Path], Any]
     """Builds what the entry point takes (argv, script inputs, a call); may add files
     to the case's folder or objects to the stand-in, before the counting starts."""
     expect: str
@@ -116,7 +115,7 @@ class World:
 
 
 def _make(folder: Path, **config) -> Path:
-    from openhcs_omero_lib import synthetic
+    from openhcs_omero_lib.plates import synthetic
 
     synthetic.make_plate(folder, synthetic.SyntheticPlateConfig(**config))
     return folder
@@ -286,8 +285,8 @@ def _parse(text: str):
 
 def _check_folder(change: Callable[[Path], None]):
     def call(w, tmp):
-        from openhcs_omero_lib.imagexpress import ImageXpressSource
-        from openhcs_omero_lib.imagexpress_check import check_plate_folder
+        from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+        from openhcs_omero_lib.plates.imagexpress_check import check_plate_folder
 
         folder = _copy_plate(w, tmp)
         change(folder)
@@ -490,7 +489,7 @@ class Outcome:
 
 
 def _through_cli(argv: list[str], tmp: Path, capsys, monkeypatch) -> Outcome:
-    from openhcs_omero_lib.cli import main
+    from openhcs_omero_lib.cli.app import main
 
     work = tmp / "work"
     work.mkdir(exist_ok=True)
@@ -533,8 +532,8 @@ def _through_script(inputs: dict, world: World) -> Outcome:
 
 
 def _through_api(call: Callable[[], Any]) -> Outcome:
-    from openhcs_omero_lib.imagexpress import NotAPlateError
     from openhcs_omero_lib.pipeline.loading import PipelineError
+    from openhcs_omero_lib.plates.imagexpress import NotAPlateError
 
     try:
         result = call()
@@ -590,7 +589,7 @@ def test_allow_bad_files_runs_and_makes_their_fields_error_rows(world, tmp_path,
     the others are measured."""
     import pandas as pd
 
-    from openhcs_omero_lib.cli import main
+    from openhcs_omero_lib.cli.app import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

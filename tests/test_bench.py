@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from openhcs_omero_lib.pixels import READ_LANES
+from openhcs_omero_lib.execution.pixels import READ_LANES
 
 ROOT = Path(__file__).resolve().parents[1]
 

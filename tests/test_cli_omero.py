@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from openhcs_omero_lib.cli import main
+from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.omero.sink import results_namespace
-from openhcs_omero_lib.synthetic import read_ground_truth
+from openhcs_omero_lib.plates.synthetic import read_ground_truth
 from openhcs_omero_lib.testing import OmeroStandIn
 
 
@@ -35,7 +35,7 @@ def test_list_plates_shows_size_owner_and_group(server, capsys, small_plate):
 
 
 def test_run_on_omero_plate_attaches_and_writes_locally(server, capsys, small_plate, tmp_path, monkeypatch):
-    from openhcs_omero_lib import executor
+    from openhcs_omero_lib.execution import executor
 
     # Only spawned workers here, so that both join the session (otherwise this
     # process computes too, and on a plate this small finishes before they start).

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from openhcs_omero_lib import cli
-from openhcs_omero_lib.cli import main
+from openhcs_omero_lib.cli import app as cli
+from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.pipeline.loading import preset_text
 
 KEYS = ["well", "row", "column", "site", "timepoint"]

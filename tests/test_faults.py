@@ -32,8 +32,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from omero_fixtures import (BULK_NS, NS_PREFIX, RUN_SCRIPT, created_since, plate_members, snapshot, standin,
-                            write_fake_imagexpress)
+from omero_fixtures import (
+    BULK_NS,
+    NS_PREFIX,
+    RUN_SCRIPT,
+    created_since,
+    plate_members,
+    snapshot,
+    standin,
+    write_fake_imagexpress,
+)
 from reliability import record
 
 STATEFUL = ("RawFileStore", "RawPixelsStore", "Table", "Handle")
@@ -43,7 +51,7 @@ STATEFUL = ("RawFileStore", "RawPixelsStore", "Table", "Handle")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    from openhcs_omero_lib import synthetic
+    from openhcs_omero_lib.plates import synthetic
 
     folder = tmp_path_factory.mktemp("faults") / "tiny"
     synthetic.make_plate(folder, synthetic.SyntheticPlateConfig(wells=4, sites=2, channels=2, size=64, seed=8,
@@ -226,7 +234,7 @@ def _wait_until(condition, timeout: float, what: str, job: Job | None = None):
 
 
 def _two_cores():
-    from openhcs_omero_lib.executor import available_cores
+    from openhcs_omero_lib.execution.executor import available_cores
 
     if available_cores() < 2:
         pytest.skip("the script caps Workers at the cores available: one core starts no worker process")
@@ -305,7 +313,7 @@ def test_a_server_call_that_times_out(tiny, tmp_path, monkeypatch, capsys, reque
     command says the server did not answer in time."""
     import omero
 
-    from openhcs_omero_lib.cli import main
+    from openhcs_omero_lib.cli.app import main
 
     config = tmp_path / "ice.config"
     config.write_text("Ice.Default.InvocationTimeout=1000\n")
@@ -338,7 +346,6 @@ def test_a_server_call_that_times_out(tiny, tmp_path, monkeypatch, capsys, reque
 @pytest.mark.reliability("fault", deadline=240)
 def test_upload_of_the_third_result_file_fails(tiny, request):
     import omero
-
     from omero.rtypes import rint, rlist, rlong, rstring
 
     from openhcs_omero_lib.testing.processor import run_script
@@ -472,7 +479,7 @@ def test_disk_fills_while_writing_local_results(tiny, tmp_path, request):
     (RLIMIT_FSIZE, the OS refusing a write as a full disk does) stops the second
     file. The earlier files stay as they were and nothing else is left."""
     out = tmp_path / "out"
-    cli = [sys.executable, "-m", "openhcs_omero_lib.cli", "run", str(tiny), "--workers", "1", "--out", str(out),
+    cli = [sys.executable, "-m", "openhcs_omero_lib.cli.app", "run", str(tiny), "--workers", "1", "--out", str(out),
            "--no-progress"]
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     first = subprocess.run(cli, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)

@@ -13,10 +13,10 @@ from matplotlib import colormaps, colors
 from PIL import Image
 
 from openhcs_omero_lib import engine
-from openhcs_omero_lib.imagexpress import ImageXpressSource
-from openhcs_omero_lib.layout import plate_format, row_letters, well_name
 from openhcs_omero_lib.pictures import heatmap as H
 from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+from openhcs_omero_lib.plates.layout import plate_format, row_letters, well_name
 
 FORMATS = [6, 24, 96, 384, 1536]
 

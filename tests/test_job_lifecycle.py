@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from omero_fixtures import DESCRIBE_SCRIPT, RUN_SCRIPT, gateway, standin, write_fake_imagexpress
-from openhcs_omero_lib.cli import main
+from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.omero import jobs
 from openhcs_omero_lib.omero.sink import NS_PREFIX
 from openhcs_omero_lib.testing.processor import run_script
@@ -273,8 +273,8 @@ def test_progress_is_written_on_one_percent_or_ten_seconds(server):
     server: a run that reports thousands of small steps writes a handful."""
     import omero.clients
 
+    from openhcs_omero_lib.execution.progress import Progress
     from openhcs_omero_lib.omero.job_progress import JobMessagePublisher
-    from openhcs_omero_lib.progress import Progress
     from openhcs_omero_lib.testing.script_service import new_job
 
     job_id = new_job(server, server.user, server.group.id).getId().getValue()

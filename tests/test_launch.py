@@ -19,10 +19,10 @@ import psutil
 import pytest
 
 from omero_fixtures import RUN_SCRIPT, standin, write_fake_imagexpress
-from openhcs_omero_lib.cli import main
+from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.omero.jobs import PIPELINE_NS, JobWatch
 from openhcs_omero_lib.omero.sink import NS_PREFIX
-from openhcs_omero_lib.synthetic import read_ground_truth
+from openhcs_omero_lib.plates.synthetic import read_ground_truth
 
 
 @pytest.fixture()
@@ -164,7 +164,7 @@ def test_cancel_by_id_stops_workers_and_attaches_nothing(server, capsys, server_
 def test_ctrl_c_while_waiting_cancels_the_job_on_the_server(server, long_plate):
     _use_long_plate(server, long_plate)
     env = {**os.environ, "OMERO_USER": server.user.name, "OMERO_PASSWORD": server.password}
-    proc = subprocess.Popen([sys.executable, "-m", "openhcs_omero_lib.cli", "launch", "--plate",
+    proc = subprocess.Popen([sys.executable, "-m", "openhcs_omero_lib.cli.app", "launch", "--plate",
                              str(server.plate_id), "--workers", "2", "--no-progress", *server.args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omero_fixtures import BULK_NS, NS, csv_rows, file_name, gateway, image_site, iquery_calls, mimetype, standin
+from omero_fixtures import BULK_NS, NS, csv_rows, file_name, image_site, iquery_calls, mimetype, standin
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +44,9 @@ def _plate_file(store, plate_id, suffix):
 def test_sparse_wells_keep_their_field_numbers(server, conn, small_plate):
     """A well missing its first field has field 2 only, not a field 1 that is its
     second image; nothing is measured for the missing fields."""
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource
     from openhcs_omero_lib.omero.plate import load_plate
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     pid = server.import_plate(small_plate.folder, missing={("A01", 1), ("A02", 2)})
     plate = load_plate(conn, pid, cache=None)
@@ -100,10 +100,10 @@ def two_runs(server, timelapse_runs):
 
 
 def test_each_run_is_measured_on_its_own_not_as_extra_sites(server, conn, two_runs, timelapse_runs):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
-    from openhcs_omero_lib.layout import SiteUnit
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource
     from openhcs_omero_lib.omero.plate import load_plate
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+    from openhcs_omero_lib.plates.layout import SiteUnit
 
     plate = load_plate(conn, two_runs, cache=None)
     layout = plate.layout
@@ -160,7 +160,7 @@ def test_runs_that_no_chosen_plate_has_are_refused(server, conn, two_runs):
 
 
 def test_the_command_runs_one_run_and_writes_its_columns(server, two_runs, tmp_path, monkeypatch, capsys):
-    from openhcs_omero_lib.cli import main
+    from openhcs_omero_lib.cli.app import main
 
     monkeypatch.setenv("OMERO_USER", server.user.name)
     monkeypatch.setenv("OMERO_PASSWORD", server.password)
@@ -297,9 +297,9 @@ def test_a_plate_save_refuses_samples_of_runs_it_does_not_hold(server, conn, sma
 def test_a_long_time_series_fits_the_table(small_plate):
     """Per-timepoint columns while they fit an OMERO.table; beyond that the first and
     last timepoints and the mean over time."""
-    from openhcs_omero_lib.layout import Well
     from openhcs_omero_lib.omero.sink import TABLE_COLUMN_LIMIT, well_rows
-    from openhcs_omero_lib.results import PlateResults
+    from openhcs_omero_lib.plates.layout import Well
+    from openhcs_omero_lib.results.tables import PlateResults
 
     def results(timepoints):
         wells = pd.DataFrame([{"well": "A01", "row": "A", "column": 1, "timepoint": t, "well_id": 7, "sites": 2,

@@ -92,7 +92,7 @@ def test_a_metadata_handler_reinterprets_names_fields_and_channels(server, conn,
 
 
 def test_384_well_layout_matches_the_folder(server, loaded384, fake_384_plate):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     folder, generated = fake_384_plate
     layout = loaded384.plate.layout
@@ -127,8 +127,8 @@ def test_384_well_layout_matches_the_folder(server, loaded384, fake_384_plate):
 
 
 def test_virtual_filenames_parse_back_for_every_plane(loaded384, fake_384_plate):
-    from openhcs_omero_lib.imagexpress import parse_image_filename
-    from openhcs_omero_lib.virtual_backend import PlaneCoord, VirtualBackend
+    from openhcs_omero_lib.plates.imagexpress import parse_image_filename
+    from openhcs_omero_lib.plates.virtual_backend import PlaneCoord, VirtualBackend
 
     folder, generated = fake_384_plate
     layout = loaded384.plate.layout
@@ -185,9 +185,9 @@ def test_adding_a_field_invalidates_the_cached_layout(server, conn, small_plate)
 
 
 def test_plate_in_another_group_of_the_user_loads_and_reads(server, small_plate):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource
     from openhcs_omero_lib.omero.plate import PlateCache, load_plate
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     second = server.add_group("second-lab", "rw----")
     server.add_user("bob", "bob-password", [server.group, second])  # default group: the first

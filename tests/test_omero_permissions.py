@@ -155,7 +155,7 @@ def test_a_table_without_omero_tables_is_refused_before_computing(server, tiny_p
 
 
 def test_the_command_checks_before_computing_too(server, tiny_plate, monkeypatch, capsys):
-    from openhcs_omero_lib.cli import main
+    from openhcs_omero_lib.cli.app import main
 
     group, bob, _ = _group(server, "rwr---")
     theirs = server.import_plate(tiny_plate, name="cli-read-only", owner=server.store.users[bob], group=group)

@@ -14,8 +14,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from omero_fixtures import (NS, RUN_SCRIPT, created_since, csv_rows, file_name, gateway, mimetype, plate_members,
-                            snapshot, standin)
+from omero_fixtures import (
+    NS,
+    RUN_SCRIPT,
+    created_since,
+    csv_rows,
+    file_name,
+    gateway,
+    mimetype,
+    plate_members,
+    snapshot,
+    standin,
+)
 
 HEATMAP = "nuclei_count_heatmap.png"
 
@@ -84,8 +94,8 @@ def test_the_heat_map_is_attached_to_the_plate_once_per_run(runs):
 
 
 def test_the_heat_map_is_the_one_of_the_attached_wells(runs, small_plate):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
     from openhcs_omero_lib.pictures.heatmap import plate_heatmap
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     store = runs.server.store
     state = runs.states[-1]

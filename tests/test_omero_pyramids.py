@@ -98,7 +98,7 @@ def test_an_image_found_unready_while_running_stops_its_plate_once(server, tiny_
     """Every image but one has its pyramid (the last one, which the check before the
     run looks at, among them): the plate stops with one message, nothing attached to
     it, and the next plate is run and attached."""
-    from openhcs_omero_lib import executor
+    from openhcs_omero_lib.execution import executor
 
     # With two, only spawned workers compute: the unready image is found in one of them.
     monkeypatch.setattr(executor, "PARENT_COMPUTES", workers == 1)
@@ -120,7 +120,7 @@ def test_an_image_found_unready_while_running_stops_its_plate_once(server, tiny_
 
 
 def test_the_command_says_so_once(server, tiny_plate, monkeypatch, capsys):
-    from openhcs_omero_lib.cli import main
+    from openhcs_omero_lib.cli.app import main
 
     pid = server.import_plate(tiny_plate)
     monkeypatch.setenv("OMERO_USER", server.user.name)

@@ -158,9 +158,9 @@ def test_deleting_a_roi_takes_its_shapes_and_deleting_an_image_its_rois(server, 
 def _field_labels(tiny_plate):
     """Each field's nuclei labels, as the pipeline measured them."""
     from openhcs_omero_lib import engine
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
     from openhcs_omero_lib.pipeline.loading import resolve_pipeline
     from openhcs_omero_lib.pipeline.run import run_unit
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     labels = {}
     with ImageXpressSource(tiny_plate) as source:
@@ -191,9 +191,9 @@ def test_polygons_and_masks_cost_the_same_calls_and_similar_bytes(server, conn, 
     import omero_rois
     from omero.rtypes import rstring
 
-    from openhcs_omero_lib import synthetic
     from openhcs_omero_lib.omero import rois as R
     from openhcs_omero_lib.pipeline.outlines import unit_outlines
+    from openhcs_omero_lib.plates import synthetic
 
     labels = _field_labels(tiny_plate)
     unit = max(labels, key=lambda u: labels[u].max())

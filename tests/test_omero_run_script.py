@@ -12,8 +12,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from omero_fixtures import (BULK_NS, NS, RUN_SCRIPT, csv_rows, file_name, image_site, mimetype, plate_members,
-                            read_truth, standin, well_names, within)
+from omero_fixtures import (
+    BULK_NS,
+    NS,
+    RUN_SCRIPT,
+    csv_rows,
+    file_name,
+    image_site,
+    mimetype,
+    plate_members,
+    read_truth,
+    standin,
+    well_names,
+    within,
+)
 
 
 def _run(server, plate_id, attach_to, workers=2):

@@ -17,8 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from omero_clients import (bool_parents, insight_inputs, insight_tree, script_receives, web_form, web_inputs,
-                           web_script_ui)
+from omero_clients import (
+    bool_parents,
+    insight_inputs,
+    insight_tree,
+    script_receives,
+    web_form,
+    web_inputs,
+    web_script_ui,
+)
 from omero_helpers import isolate_omero, parse_script_text
 
 SCRIPTS = sorted(p for p in (Path(__file__).resolve().parents[1] / "scripts").rglob("*.py") if p.name != "__init__.py")

@@ -10,12 +10,12 @@ from skimage.draw import disk
 from skimage.draw import polygon as fill_polygon
 
 from openhcs_omero_lib import engine
-from openhcs_omero_lib.executor import run_units
-from openhcs_omero_lib.imagexpress import ImageXpressSource
+from openhcs_omero_lib.execution.executor import run_units
 from openhcs_omero_lib.pipeline import ops
 from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
 from openhcs_omero_lib.pipeline.outlines import outlines
 from openhcs_omero_lib.pipeline.run import run_unit
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
 
 def _spec(name: str = "nuclei_count"):
@@ -99,7 +99,7 @@ def test_run_unit_hands_out_the_labels_it_measured(small_plate):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_units_send_outlines_only_when_asked_and_one_object_per_count(small_plate, workers, monkeypatch):
-    from openhcs_omero_lib import executor
+    from openhcs_omero_lib.execution import executor
 
     monkeypatch.setattr(executor, "PARENT_COMPUTES", False)  # with 2: spawned workers compute every unit
     with ImageXpressSource(small_plate.folder) as source:

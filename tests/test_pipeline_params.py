@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from openhcs_omero_lib.cli import main
+from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.pipeline.loading import PipelineError, parse_spec, preset_names, preset_text
 from openhcs_omero_lib.pipeline.params import describe, tune
 from openhcs_omero_lib.pipeline.spec import STEP_TYPES

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from openhcs_omero_lib.executor import Cancelled
-from openhcs_omero_lib.progress import (MESSAGE_LIMIT, Progress, RunProgress, outcome_text, parse_outcome,
-                                        worth_publishing)
+from openhcs_omero_lib.execution.executor import Cancelled
+from openhcs_omero_lib.execution.progress import (
+    MESSAGE_LIMIT,
+    Progress,
+    RunProgress,
+    outcome_text,
+    parse_outcome,
+    worth_publishing,
+)
 
 
 def test_progress_line_reads_back():

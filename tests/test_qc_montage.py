@@ -14,12 +14,13 @@ import pytest
 from matplotlib import colors
 from PIL import Image
 
-from openhcs_omero_lib import engine, synthetic
-from openhcs_omero_lib.cli import main
-from openhcs_omero_lib.imagexpress import ImageXpressSource, image_filename, plane_dir
+from openhcs_omero_lib import engine
+from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.pictures import heatmap as H
 from openhcs_omero_lib.pictures import montage as M
 from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
+from openhcs_omero_lib.plates import synthetic
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource, image_filename, plane_dir
 
 FAILED_WELL, PARTLY_FAILED = "A02", ("A03", 2)
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 import scenarios
 from omero_fixtures import gateway, standin
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import secrets as random_secrets
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -87,8 +86,8 @@ def test_no_password_or_session_key_reaches_any_output(tiny_plate, tmp_path, mon
     import omero
     from omero.rtypes import rint, rlist, rlong, rstring
 
-    from openhcs_omero_lib import executor
-    from openhcs_omero_lib.cli import main
+    from openhcs_omero_lib.cli.app import main
+    from openhcs_omero_lib.execution import executor
     from openhcs_omero_lib.omero.connection import ConnectionSettings, OmeroConnectionError, connect, disconnect
     from openhcs_omero_lib.omero.script_support import run_pipeline_script
     from openhcs_omero_lib.testing.processor import run_script

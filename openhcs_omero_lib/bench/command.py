@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import report as R
-from .plates import PlateSpec, plate_folder
+from openhcs_omero_lib.bench import report as R
+from openhcs_omero_lib.bench.plates import PlateSpec, plate_folder
 
 DEFAULT_SIZES = "24,96,384"
 DEFAULT_LATENCIES = "0,1,5"
@@ -208,7 +208,7 @@ def run_benchmark(settings: dict[str, Any], *, cache: Path | None, openhcs_pytho
     load_before = _load()
     with tempfile.TemporaryDirectory(prefix="openhcs-omero-bench-") as tmp:
         env = _environment(Path(tmp))
-        from .standin import StandInProcess
+        from openhcs_omero_lib.bench.standin import StandInProcess
 
         with StandInProcess(env) as server:
             plate_ids = {w: server.import_plate(str(folders[w])) for w in sizes}
@@ -261,7 +261,7 @@ def _run_job(runner: str, workers: int, latency: float | None, *, folder: Path, 
              settings: dict[str, Any], env: dict[str, str], openhcs_python: str | None) -> dict[str, Any]:
     pipeline = settings["pipeline"]
     if runner == R.OPENHCS:
-        from .openhcs_runner import run_peer
+        from openhcs_omero_lib.bench.openhcs_runner import run_peer
 
         return run_peer(openhcs_python, folder, workers, pipeline, env)  # type: ignore[arg-type]
     if runner == R.COMPUTE and workers == 1:
@@ -314,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
 
     openhcs_python, note = None, "skipped: --skip-openhcs"
     if not args.skip_openhcs:
-        from .openhcs_runner import find_python, install
+        from openhcs_omero_lib.bench.openhcs_runner import find_python, install
 
         if args.install_openhcs:
             log("installing OpenHCS into its own environment (once; about 1.5 GB)")

@@ -18,8 +18,8 @@ import omero.grid
 import omero.model
 from omero.rtypes import rlong, rstring, unwrap
 
-from . import queries as Q
-from .plate import all_groups, in_group, query_params
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.plate import all_groups, in_group, query_params
 
 BULK_ANNOTATIONS_NS = "openmicroscopy.org/omero/bulk_annotations"
 BLOCK = 1024 * 1024  # upload block; well under Ice.MessageSizeMax

@@ -16,7 +16,7 @@ import omero
 import omero.clients
 from omero.gateway import BlitzGateway
 
-from ..redact import add_secret
+from openhcs_omero_lib.redact import add_secret
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ConnectionSettings:
     router: str | None = None
 
     @classmethod
-    def resolve(cls, **given) -> "ConnectionSettings":
+    def resolve(cls, **given) -> ConnectionSettings:
         """Arguments, then environment variables, then the ``omero login`` store."""
         env = os.environ
         values = {

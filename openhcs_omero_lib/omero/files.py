@@ -27,10 +27,10 @@ from typing import Any
 
 from omero.rtypes import unwrap
 
-from . import annotations as A
-from . import queries as Q
-from .plate import all_groups, in_group, query_params
-from .targets import Target, TargetError, resolve, split_path
+from openhcs_omero_lib.omero import annotations as A
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.plate import all_groups, in_group, query_params
+from openhcs_omero_lib.omero.targets import Target, TargetError, resolve, split_path
 
 FILES_NS = "openhcs.omero/files"
 MAX_NAME = 255

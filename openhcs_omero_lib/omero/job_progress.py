@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from ..progress import Progress, outcome_text, worth_publishing
+from openhcs_omero_lib.execution.progress import Progress, outcome_text, worth_publishing
 
 
 class JobMessagePublisher:

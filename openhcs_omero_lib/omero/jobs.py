@@ -23,12 +23,12 @@ import Ice
 import omero
 from omero.rtypes import rbool, rint, rlist, rlong, rstring, unwrap
 
-from ..pipeline.loading import PipelineError, parse_spec
-from ..presets import names as preset_names
-from ..progress import Progress, parse_outcome
-from . import annotations as A
-from . import queries as Q
-from .plate import all_groups, in_group, query_params
+from openhcs_omero_lib.execution.progress import Progress, parse_outcome
+from openhcs_omero_lib.omero import annotations as A
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.plate import all_groups, in_group, query_params
+from openhcs_omero_lib.pipeline.loading import PipelineError, parse_spec
+from openhcs_omero_lib.pipeline.presets import names as preset_names
 
 SCRIPT_NAME = "Run_HCS_Pipeline.py"
 SCRIPT_PATH = "/omero/openhcs/" + SCRIPT_NAME
@@ -198,7 +198,7 @@ class JobWatch:
         except omero.ServerError:
             pass
 
-    def __enter__(self) -> "JobWatch":
+    def __enter__(self) -> JobWatch:
         return self
 
     def __exit__(self, *exc) -> None:

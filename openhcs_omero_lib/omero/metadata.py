@@ -1,4 +1,4 @@
-"""How OMERO's answers become a :class:`~openhcs_omero_lib.layout.PlateLayout`, and
+"""How OMERO's answers become a :class:`~openhcs_omero_lib.plates.layout.PlateLayout`, and
 what a notebook asks of a plate.
 
 :class:`OMEROMetadataHandler` is the extension point for plates whose metadata needs
@@ -47,7 +47,7 @@ from typing import Any, Collection, Iterable
 
 from omero.rtypes import unwrap
 
-from ..layout import Channel, PlateLayout, Run, Well, plate_format
+from openhcs_omero_lib.plates.layout import Channel, PlateLayout, Run, Well, plate_format
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,8 @@ class OMEROMetadataHandler:
     def plate(self, plate: Any, runs: Collection[int] | None = None):
         """The plate's :class:`~.plate.OmeroPlate` (layout, group, IDs), from the cache
         while the plate is unchanged; with ``runs``, of those acquisition runs only."""
-        from .plate import CACHE, load_plate
-        from .targets import plate_id_of
+        from openhcs_omero_lib.omero.plate import CACHE, load_plate
+        from openhcs_omero_lib.omero.targets import plate_id_of
 
         if self.conn is None:
             raise ValueError(f"{type(self).__name__}(conn): give it a connection to ask about plates")

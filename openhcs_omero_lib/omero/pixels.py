@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import omero
 
-from ..layout import SiteUnit
-from ..pixels import PixelSource, SourceNotReady, SourceSpec
-from .connection import ServerAddress, address_of, join_session, session_key
-from .plate import OmeroPlate
-from .preflight import not_ready_message
+from openhcs_omero_lib.execution.pixels import PixelSource, SourceNotReady, SourceSpec
+from openhcs_omero_lib.omero.connection import ServerAddress, address_of, join_session, session_key
+from openhcs_omero_lib.omero.plate import OmeroPlate
+from openhcs_omero_lib.omero.preflight import not_ready_message
+from openhcs_omero_lib.plates.layout import SiteUnit
 
 # Largest reply asked for in one call: well under the default Ice.MessageSizeMax
 # (OMERO sets 250 MB on the server, clients often less).
@@ -49,7 +49,7 @@ class OmeroPixelSource(PixelSource):
         self._opts = {"omero.group": str(plate.group_id)}
 
     @classmethod
-    def from_spec(cls, spec: SourceSpec) -> "OmeroPixelSource":
+    def from_spec(cls, spec: SourceSpec) -> OmeroPixelSource:
         address = ServerAddress(**spec.params["address"])
         client = join_session(address, spec.secret)  # type: ignore[arg-type]
         return cls(None, spec.params["plate"], client=client, address=address, key=spec.secret)
@@ -60,7 +60,7 @@ class OmeroPixelSource(PixelSource):
                                                 "router": address.router},
                                     "plate": self.plate}, secret=self._key)
 
-    def sibling(self) -> "OmeroPixelSource":
+    def sibling(self) -> OmeroPixelSource:
         """A reader with a RawPixelsStore of its own on the same connection: two
         stores can each be switched to an image and read at the same time. (Never
         two requests at once on one store: OMERO returns every read in one buffer

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import omero
 from omero.rtypes import unwrap
 
-from ..layout import PlateLayout, Run
-from . import queries as Q
-from .metadata import FieldRow, OMEROMetadataHandler, PlateSummary
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.metadata import FieldRow, OMEROMetadataHandler, PlateSummary
+from openhcs_omero_lib.plates.layout import PlateLayout, Run
 
 
 class OmeroInputError(ValueError):

@@ -8,8 +8,8 @@ from __future__ import annotations
 import omero
 from omero.rtypes import unwrap
 
-from . import queries as Q
-from .plate import OmeroInputError, OmeroPlate, all_groups, in_group, query_params
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.plate import OmeroInputError, OmeroPlate, all_groups, in_group, query_params
 
 
 class PlateNotReady(OmeroInputError):

@@ -16,20 +16,20 @@ import omero
 import omero.model
 import pandas as pd
 
-from ..engine import run_pipeline as run_source
-from ..layout import parse_well, row_letters
-from ..pipeline.loading import PipelineError, load_spec
-from ..pipeline.spec import PipelineSpec
-from ..results import IMAGES_CSV, RESULTS_JSON, RUN_COLUMNS, wells_table
-from ..running import RunResult
-from . import annotations as A
-from .files import file_annotations, read_csv, read_file
-from .metadata import OMEROMetadataHandler
-from .pixels import OmeroPixelSource
-from .plate import OmeroInputError, in_group, load_plate
-from .run import prepare, run_on_plate
-from .sink import attaches_anything, results_namespace
-from .targets import plate_id_of
+from openhcs_omero_lib.engine import run_pipeline as run_source
+from openhcs_omero_lib.omero import annotations as A
+from openhcs_omero_lib.omero.files import file_annotations, read_csv, read_file
+from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
+from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+from openhcs_omero_lib.omero.plate import OmeroInputError, in_group, load_plate
+from openhcs_omero_lib.omero.run import prepare, run_on_plate
+from openhcs_omero_lib.omero.sink import attaches_anything, results_namespace
+from openhcs_omero_lib.omero.targets import plate_id_of
+from openhcs_omero_lib.pipeline.loading import PipelineError, load_spec
+from openhcs_omero_lib.pipeline.spec import PipelineSpec
+from openhcs_omero_lib.plates.layout import parse_well, row_letters
+from openhcs_omero_lib.results.tables import IMAGES_CSV, RESULTS_JSON, RUN_COLUMNS, wells_table
+from openhcs_omero_lib.running import RunResult
 
 TABLE_BATCH = 1000
 _FIELD_KEYS = ("Image", "well_id", "well_name", "field", "timepoint", *RUN_COLUMNS, "error")

@@ -32,8 +32,8 @@ from typing import Any, Iterator, Sequence
 import omero.model
 from omero.rtypes import rint, rstring
 
-from . import queries as Q
-from .plate import all_groups, in_group, query_params
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.plate import all_groups, in_group, query_params
 
 BATCH = 500
 """ROIs per save: about 150 kB per call, well under Ice.MessageSizeMax, and few calls

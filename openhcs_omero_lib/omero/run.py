@@ -6,21 +6,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..engine import bind
-from ..executor import ProgressCallback, run_units
-from ..pipeline.loading import parse_spec, resolve_pipeline
-from ..pipeline.params import tune
-from ..pipeline.spec import PipelineSpec
-from ..redact import add_secret
-from ..results import PlateResults, collect
-from .annotations import read_file_annotation
-from .connection import session_key
-from .metadata import OMEROMetadataHandler
-from .pixels import OmeroPixelSource
-from . import rois as R
-from .plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
-from .preflight import check_alike, check_can_annotate, check_ready, check_tables
-from .sink import OmeroResultSink, WriteReport
+from openhcs_omero_lib.engine import bind
+from openhcs_omero_lib.execution.executor import ProgressCallback, run_units
+from openhcs_omero_lib.omero import rois as R
+from openhcs_omero_lib.omero.annotations import read_file_annotation
+from openhcs_omero_lib.omero.connection import session_key
+from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
+from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+from openhcs_omero_lib.omero.plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
+from openhcs_omero_lib.omero.preflight import check_alike, check_can_annotate, check_ready, check_tables
+from openhcs_omero_lib.omero.sink import OmeroResultSink, WriteReport
+from openhcs_omero_lib.pipeline.loading import parse_spec, resolve_pipeline
+from openhcs_omero_lib.pipeline.params import tune
+from openhcs_omero_lib.pipeline.spec import PipelineSpec
+from openhcs_omero_lib.redact import add_secret
+from openhcs_omero_lib.results.tables import PlateResults, collect
 
 
 @dataclass

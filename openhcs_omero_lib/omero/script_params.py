@@ -14,7 +14,7 @@ import omero.scripts as scripts
 from omero.gateway import BlitzGateway
 from omero.rtypes import rlist, rlong, rmap, robject, rstring
 
-from .. import __version__
+from openhcs_omero_lib import __version__
 
 SCRIPT_INFO = dict(version=__version__, authors=["openhcs-omero developers"], institutions=["openhcs-omero"])
 
@@ -33,8 +33,8 @@ def serve(client, function: str, progress: bool = False) -> None:
     ``Message`` (and ``File_Annotation`` with its file, ``Attached_IDs``) outputs and as the job's
     message, and close the script's session. With ``progress`` the function also gets
     a publisher of its progress (``job=``), through which it learns of a cancel."""
-    from ..redact import add_secret, configure_logging
-    from .job_progress import JobMessagePublisher
+    from openhcs_omero_lib.omero.job_progress import JobMessagePublisher
+    from openhcs_omero_lib.redact import add_secret, configure_logging
 
     # The job's stderr is a file its user reads: no session key in omero-py's warnings.
     add_secret(client.getSessionId())
@@ -82,8 +82,8 @@ def _with_file(conn, annotation):
     once: an unloaded file there loses the run's ``Message`` too."""
     if annotation is None:
         return None
-    from . import queries as Q
-    from .plate import all_groups, query_params
+    from openhcs_omero_lib.omero import queries as Q
+    from openhcs_omero_lib.omero.plate import all_groups, query_params
 
     try:
         found = conn.getQueryService().findAllByQuery(

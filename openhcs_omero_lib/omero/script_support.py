@@ -14,18 +14,18 @@ from typing import Any
 import Ice
 import omero
 
-from ..executor import Cancelled, available_cores
-from ..pipeline.loading import PipelineError
-from ..pipeline.params import check_values
-from ..pixels import SourceNotReady
-from ..progress import RunProgress
-from ..virtual_backend import VirtualBackend
-from . import annotations as A
-from . import rois as R
-from .plate import OmeroInputError, load_plate, plate_ids_for
-from .run import pipeline_from_choice, prepare, run_on_plate
-from .sink import NS_PREFIX, TABLE_DESCRIPTION, attaches_anything
-from .tuning_params import values_from_inputs
+from openhcs_omero_lib.execution.executor import Cancelled, available_cores
+from openhcs_omero_lib.execution.pixels import SourceNotReady
+from openhcs_omero_lib.execution.progress import RunProgress
+from openhcs_omero_lib.omero import annotations as A
+from openhcs_omero_lib.omero import rois as R
+from openhcs_omero_lib.omero.plate import OmeroInputError, load_plate, plate_ids_for
+from openhcs_omero_lib.omero.run import pipeline_from_choice, prepare, run_on_plate
+from openhcs_omero_lib.omero.sink import NS_PREFIX, TABLE_DESCRIPTION, attaches_anything
+from openhcs_omero_lib.omero.tuning_params import values_from_inputs
+from openhcs_omero_lib.pipeline.loading import PipelineError
+from openhcs_omero_lib.pipeline.params import check_values
+from openhcs_omero_lib.plates.virtual_backend import VirtualBackend
 
 ATTACH_VALUES = {
     "Plate": ("plate",),
@@ -158,7 +158,7 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
 
 def _heatmap_measurement(p: dict[str, Any], prepared) -> str | None:
     """The heat map's measurement, checked against the pipeline before anything runs."""
-    from ..pictures.heatmap import check_measurement
+    from openhcs_omero_lib.pictures.heatmap import check_measurement
 
     if not p["Heat_Map"]:
         return None

@@ -9,12 +9,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..layout import PlateLayout
-from ..results import (IMAGES_CSV, RESULTS_JSON, RUN_COLUMNS, WELLS_CSV, PlateResults, ResultSink,
-                       measurement_columns)
-from . import annotations as A
-from . import rois as R
-from .plate import OmeroPlate
+from openhcs_omero_lib.omero import annotations as A
+from openhcs_omero_lib.omero import rois as R
+from openhcs_omero_lib.omero.plate import OmeroPlate
+from openhcs_omero_lib.plates.layout import PlateLayout
+from openhcs_omero_lib.results.tables import (
+    IMAGES_CSV,
+    RESULTS_JSON,
+    RUN_COLUMNS,
+    WELLS_CSV,
+    PlateResults,
+    ResultSink,
+    measurement_columns,
+)
 
 NS_PREFIX = "openhcs.omero/results"
 TABLE_DESCRIPTION = "openhcs-omero"
@@ -208,7 +215,7 @@ class OmeroResultSink(ResultSink):
         each batch's IDs recorded as it is saved, so that a failure removes them."""
         layout = self.plate.layout
         if self.heatmap:
-            from ..pictures.heatmap import drawable, plate_heatmap
+            from openhcs_omero_lib.pictures.heatmap import drawable, plate_heatmap
 
             if drawable(layout.rows, layout.columns):
                 png = plate_heatmap(results.wells, layout.rows, layout.columns, plate=layout.name,

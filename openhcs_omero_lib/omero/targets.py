@@ -24,10 +24,10 @@ from typing import Any
 
 from omero.rtypes import unwrap
 
-from ..layout import parse_well, well_name
-from . import queries as Q
-from .plate import OmeroInputError, all_groups, load_plate, query_params
-from .preflight import _group_kind as group_kind
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.plate import OmeroInputError, all_groups, load_plate, query_params
+from openhcs_omero_lib.omero.preflight import _group_kind as group_kind
+from openhcs_omero_lib.plates.layout import parse_well, well_name
 
 KINDS = ("Plate", "Well", "Image")
 _OTHER_KINDS = ("Screen", "Dataset", "Project")

@@ -21,8 +21,8 @@ from typing import Any, Mapping
 import omero.scripts as scripts
 from omero.rtypes import rfloat, rlong, rstring
 
-from ..pipeline.loading import PipelineError, parse_spec, preset_names, preset_text
-from ..pipeline.params import ParameterInfo, describe
+from openhcs_omero_lib.pipeline.loading import PipelineError, parse_spec, preset_names, preset_text
+from openhcs_omero_lib.pipeline.params import ParameterInfo, describe
 
 MAX_CHILDREN = 8
 """Parameters fit under the pipeline choice as ``3.2`` .. ``3.9``: OMERO.web sorts

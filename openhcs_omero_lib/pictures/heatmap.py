@@ -23,9 +23,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from ..layout import parse_well, row_letters, well_name
-from ..results import measurement_columns
-from . import PNG_DPI, png_bytes
+from openhcs_omero_lib.pictures import PNG_DPI, png_bytes
+from openhcs_omero_lib.plates.layout import parse_well, row_letters, well_name
+from openhcs_omero_lib.results.tables import measurement_columns
 
 COLORMAP = "viridis"
 FAILED = "#d62728"
@@ -78,7 +78,7 @@ def default_measurement(columns: list[str]) -> str:
 def pipeline_columns(spec) -> list[str]:
     """The well-level columns a bound pipeline spec measures, in the order it makes
     them, so that a chosen measurement is checked before anything runs."""
-    from ..pipeline.spec import MeasureImage, MeasureObjects, Ratio
+    from openhcs_omero_lib.pipeline.spec import MeasureImage, MeasureObjects, Ratio
 
     cols: list[str] = []
     for step in spec.steps:

@@ -19,9 +19,9 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..layout import SiteUnit
-from ..pipeline.spec import MeasureObjects, PipelineSpec
-from . import PNG_DPI, png_bytes
+from openhcs_omero_lib.pictures import PNG_DPI, png_bytes
+from openhcs_omero_lib.pipeline.spec import MeasureObjects, PipelineSpec
+from openhcs_omero_lib.plates.layout import SiteUnit
 
 OUTLINE_COLOURS = ("#ffd400", "#00e5ff", "#ff4fd8", "#7dff4f")
 """One per ``measure_objects`` step, in pipeline order."""

@@ -11,8 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .spec import STEP_TYPES, Load, PipelineSpec
-
+from openhcs_omero_lib.pipeline.spec import STEP_TYPES, Load, PipelineSpec
 
 MAX_SPEC_BYTES = 1 << 20
 """A spec is a page of text; anything larger is refused before it is parsed (a
@@ -201,7 +200,7 @@ def load_spec(path: str | Path) -> PipelineSpec:
 
 
 def preset_names() -> list[str]:
-    from ..presets import names
+    from openhcs_omero_lib.pipeline.presets import names
 
     return names()
 
@@ -209,7 +208,7 @@ def preset_names() -> list[str]:
 def preset_text(name: str) -> str:
     if name not in preset_names():
         raise PipelineError(f"unknown preset '{name}'; presets: {', '.join(preset_names())}")
-    return resources.files("openhcs_omero_lib.presets").joinpath(f"{name}.yaml").read_text()
+    return resources.files("openhcs_omero_lib.pipeline.presets").joinpath(f"{name}.yaml").read_text()
 
 
 def resolve_pipeline(name_or_path: str) -> tuple[PipelineSpec, str]:

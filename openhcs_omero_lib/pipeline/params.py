@@ -21,8 +21,8 @@ from typing import Any, Mapping, Sequence
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import ValidationError
 
-from .loading import PipelineError
-from .spec import CHANNEL_RE, STEP_TYPES, PipelineSpec, tunable_type
+from openhcs_omero_lib.pipeline.loading import PipelineError
+from openhcs_omero_lib.pipeline.spec import CHANNEL_RE, STEP_TYPES, PipelineSpec, tunable_type
 
 _CHANNEL_TEXT = re.compile(r"^(?:ch|w)?(\d+)$", re.IGNORECASE)
 

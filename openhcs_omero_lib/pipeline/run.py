@@ -6,10 +6,27 @@ from typing import Callable
 
 import numpy as np
 
-from . import ops
-from .spec import (ExpandLabels, FillHoles, FilterObjects, Gaussian, Label, MeasureImage,
-                   MeasureObjects, Median, OpenMask, PipelineSpec, ProjectZ, Ratio, RemoveSmallObjects,
-                   Ring, SubtractBackground, Threshold, WatershedSplit, _Step)
+from openhcs_omero_lib.pipeline import ops
+from openhcs_omero_lib.pipeline.spec import (
+    ExpandLabels,
+    FillHoles,
+    FilterObjects,
+    Gaussian,
+    Label,
+    MeasureImage,
+    MeasureObjects,
+    Median,
+    OpenMask,
+    PipelineSpec,
+    ProjectZ,
+    Ratio,
+    RemoveSmallObjects,
+    Ring,
+    SubtractBackground,
+    Threshold,
+    WatershedSplit,
+    _Step,
+)
 
 Reader = Callable[[int], np.ndarray]
 """channel index -> ``(z, y, x)`` stack of the unit"""

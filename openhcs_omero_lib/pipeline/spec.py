@@ -94,7 +94,7 @@ class Threshold(_Step):
     factor: float = Field(default=1.0, gt=0, le=10, description="multiplies the computed level")
 
     @model_validator(mode="after")
-    def _manual_needs_value(self) -> "Threshold":
+    def _manual_needs_value(self) -> Threshold:
         if (self.method == "manual") != (self.value is not None):
             raise ValueError("'value' is required with method: manual and only then")
         return self
@@ -205,9 +205,7 @@ class Ratio(_Step):
 
 
 Step = Annotated[
-    Union[ProjectZ, Gaussian, Median, SubtractBackground, Threshold, FillHoles, OpenMask,
-          RemoveSmallObjects, Label, WatershedSplit, FilterObjects, ExpandLabels, Ring,
-          MeasureObjects, MeasureImage, Ratio],
+    ProjectZ | Gaussian | Median | SubtractBackground | Threshold | FillHoles | OpenMask | RemoveSmallObjects | Label | WatershedSplit | FilterObjects | ExpandLabels | Ring | MeasureObjects | MeasureImage | Ratio,
     Field(discriminator="op"),
 ]
 STEP_TYPES: dict[str, type[_Step]] = {
@@ -268,7 +266,7 @@ class PipelineSpec(BaseModel):
                                               description="values users may tune (see Parameter)")
 
     @model_validator(mode="after")
-    def _check_parameters(self) -> "PipelineSpec":
+    def _check_parameters(self) -> PipelineSpec:
         """Each parameter names a field of a step the spec has, that can be tuned."""
         for name, param in self.parameters.items():
             where = f"parameters.{name}"
@@ -297,7 +295,7 @@ class PipelineSpec(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _check_dataflow(self) -> "PipelineSpec":
+    def _check_dataflow(self) -> PipelineSpec:
         """Every value is defined before it is read, and of the kind the step needs."""
         kinds: dict[str, str] = {}
         columns: set[str] = set()

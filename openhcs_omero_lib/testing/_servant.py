@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import Ice
 
-from . import acl
+from openhcs_omero_lib.testing import acl
 
 
 class StandInServant:

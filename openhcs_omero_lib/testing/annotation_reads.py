@@ -17,7 +17,7 @@ from typing import Any
 
 import omero.model
 
-from .blitz import _with_details
+from openhcs_omero_lib.testing.blitz import _with_details
 
 # omero.gateway.BlitzObjectWrapper._loadAnnotationLinks; whitespace is normalised before matching.
 ANNOTATION_LINKS = re.compile(
@@ -31,7 +31,7 @@ def answer(query_service, text: str, params, current) -> list[Any] | None:
     match = ANNOTATION_LINKS.fullmatch(text)
     if match is None:
         return None
-    from . import services  # services imports this module; import back lazily
+    from openhcs_omero_lib.testing import services  # services imports this module; import back lazily
 
     kind, parent_id = match[1], int(match[2])
     store = query_service.server.store

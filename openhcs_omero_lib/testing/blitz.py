@@ -26,7 +26,7 @@ import omero.api
 import omero.model
 from omero.rtypes import rstring
 
-from ._servant import StandInServant, servant
+from openhcs_omero_lib.testing._servant import StandInServant, servant
 
 # omero.gateway.BlitzGateway.getObject("Plate", id), i.e. PlateWrapper's query with
 # the ID clause buildQuery adds. Whitespace is normalised before comparing.
@@ -57,7 +57,7 @@ PLATE_ACQUISITIONS = "select pa from PlateAcquisition as pa join fetch pa.plate 
 
 
 def _services():
-    from . import services  # services imports this module; import back lazily
+    from openhcs_omero_lib.testing import services  # services imports this module; import back lazily
 
     return services
 

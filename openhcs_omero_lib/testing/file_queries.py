@@ -16,14 +16,14 @@ from typing import Any
 
 import omero.model
 
-from ..omero import queries as Q
+from openhcs_omero_lib.omero import queries as Q
 
 KINDS = ("Plate", "Well", "Image")
 
 
 def answer(query_service, text: str, params, current) -> list[Any] | None:
     """Objects for one of the texts above, or None when ``text`` is another query."""
-    from . import services  # services imports this module; import back lazily
+    from openhcs_omero_lib.testing import services  # services imports this module; import back lazily
 
     for kind in KINDS:
         if text == Q.OBJECT_DETAILS.format(kind=kind):
@@ -36,7 +36,7 @@ def answer(query_service, text: str, params, current) -> list[Any] | None:
 
 
 def _file_links(query_service, kind: str, parent_id: int, ns: str, current) -> list[Any]:
-    from . import services
+    from openhcs_omero_lib.testing import services
 
     store = query_service.server.store
     found = []

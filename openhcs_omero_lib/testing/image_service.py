@@ -32,9 +32,9 @@ import omero.api
 import omero.model
 from omero.rtypes import rint, rlong, rstring, unwrap
 
-from ._servant import StandInServant, servant
-from .store import class_name
-from .upload import PIXELS_TYPE
+from openhcs_omero_lib.testing._servant import StandInServant, servant
+from openhcs_omero_lib.testing.store import class_name
+from openhcs_omero_lib.testing.upload import PIXELS_TYPE
 
 # OMERO's pixel types, with the numpy type of their values.
 PIXEL_TYPES = {"bit": "u1", "int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4",
@@ -48,7 +48,7 @@ _UPDATABLE = {"LogicalChannel": {"_name", "_emissionWave"},
 
 
 def _services():
-    from . import services  # services imports this module; import back lazily
+    from openhcs_omero_lib.testing import services  # services imports this module; import back lazily
 
     return services
 

@@ -40,7 +40,7 @@ import omero.scripts
 import psutil
 from omero.rtypes import unwrap
 
-from .store import Session
+from openhcs_omero_lib.testing.store import Session
 
 # omero-py processor.py, ProcessI.make_env: the variables copied from the Processor's
 # own environment; OMERO_HOME and ICE_CONFIG are set, PYTHONPATH gains lib/python.
@@ -171,7 +171,7 @@ class JobProcess:
     then, whatever happens meanwhile, and a script still running is shut down."""
 
     def __init__(self, server, script_name: str, script_text: str, session: Session, job_id: int | None,
-                 on_finish: Callable[["JobProcess"], None] | None = None, timeout: float | None = None):
+                 on_finish: Callable[[JobProcess], None] | None = None, timeout: float | None = None):
         self.server = server
         self.name = script_name
         self.session = session

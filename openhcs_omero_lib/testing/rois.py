@@ -38,16 +38,16 @@ import omero.api
 import omero.model
 from omero.rtypes import unwrap
 
-from ..omero import queries as Q
-from ._servant import StandInServant, servant
-from .store import class_name
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.testing._servant import StandInServant, servant
+from openhcs_omero_lib.testing.store import class_name
 
 SHAPES = ("Polygon", "Mask")
 _PAIR = re.compile(r"^(-?\d+(?:\.\d+)?(?:e-?\d+)?),(-?\d+(?:\.\d+)?(?:e-?\d+)?)$")
 
 
 def _services():
-    from . import services  # services imports this module; import back lazily
+    from openhcs_omero_lib.testing import services  # services imports this module; import back lazily
 
     return services
 

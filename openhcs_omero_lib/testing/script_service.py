@@ -33,8 +33,8 @@ import omero.grid
 import omero.model
 from omero.rtypes import rlong, robject, rstring, rtime
 
-from ._servant import StandInServant, servant
-from .processor import JobProcess, end_session, job_session, parse_text, validate
+from openhcs_omero_lib.testing._servant import StandInServant, servant
+from openhcs_omero_lib.testing.processor import JobProcess, end_session, job_session, parse_text, validate
 
 _FINAL = ("Finished", "Error", "Cancelled")
 

@@ -33,10 +33,10 @@ import omero.model
 import omero.rtypes
 from omero.rtypes import rint, rlong, rstring
 
-from ..imagexpress import ImageXpressSource
-from . import acl
-from .services import RouterServant, ServiceFactoryService
-from .store import Group, Session, Store, User, class_name
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+from openhcs_omero_lib.testing import acl
+from openhcs_omero_lib.testing.services import RouterServant, ServiceFactoryService
+from openhcs_omero_lib.testing.store import Group, Session, Store, User, class_name
 
 
 class OmeroStandIn:
@@ -111,7 +111,7 @@ class OmeroStandIn:
             source.close()
         self.communicator.destroy()
 
-    def __enter__(self) -> "OmeroStandIn":
+    def __enter__(self) -> OmeroStandIn:
         return self
 
     def __exit__(self, *exc: object) -> None:

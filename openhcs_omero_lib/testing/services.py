@@ -24,10 +24,10 @@ import omero.model
 import omero.sys
 from omero.rtypes import rlong, rstring, unwrap
 
-from ..omero import queries as Q
-from . import annotation_reads, blitz, file_queries, image_service, rois
-from ._servant import StandInServant, servant
-from .store import Session, class_name
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.testing import annotation_reads, blitz, file_queries, image_service, rois
+from openhcs_omero_lib.testing._servant import StandInServant, servant
+from openhcs_omero_lib.testing.store import Session, class_name
 
 _KINDS = ("Plate", "Well", "Image", "Screen", "Dataset", "Project", "FileAnnotation")
 
@@ -787,12 +787,12 @@ class ServiceFactoryService(StandInServant, omero.api.ServiceFactory):
         return self.server.add_servant(RawPixelsStoreService, self.session, omero.api.RawPixelsStorePrx)
 
     def getScriptService(self, current=None):
-        from .script_service import ScriptService
+        from openhcs_omero_lib.testing.script_service import ScriptService
 
         return self._stateless(ScriptService, omero.api.IScriptPrx)
 
     def createJobHandle(self, current=None):
-        from .script_service import JobHandleService
+        from openhcs_omero_lib.testing.script_service import JobHandleService
 
         return self.server.add_servant(JobHandleService, self.session, omero.api.JobHandlePrx)
 

@@ -19,7 +19,7 @@ import omero
 import omero.model
 from omero.rtypes import rlong
 
-from . import acl
+from openhcs_omero_lib.testing import acl
 
 
 @dataclass

@@ -22,11 +22,11 @@ import omero
 import omero.model
 from omero.rtypes import rint, rstring, unwrap
 
-from ..imagexpress import ImageXpressSource
-from ..layout import PlateLayout
-from ..omero import annotations as A
-from ..omero import queries as Q
-from ..omero.plate import all_groups, in_group, query_params
+from openhcs_omero_lib.omero import annotations as A
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.plate import all_groups, in_group, query_params
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+from openhcs_omero_lib.plates.layout import PlateLayout
 
 # How omero-py looks up a pixel type (BlitzGateway.createImageFromNumpySeq).
 PIXELS_TYPE = "from PixelsType as p where p.value = :value"

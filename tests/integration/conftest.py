@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 import scenarios
 
 HERE = Path(__file__).resolve().parent

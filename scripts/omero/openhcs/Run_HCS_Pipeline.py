@@ -22,7 +22,7 @@ def run_script():
     from openhcs_omero_lib.omero.rois import DEFAULT_CAP
     from openhcs_omero_lib.omero.script_params import SCRIPT_INFO, selection_params, serve
     from openhcs_omero_lib.omero.tuning_params import dialog_params
-    from openhcs_omero_lib.presets import names
+    from openhcs_omero_lib.pipeline.presets import names
 
     presets = [rstring(n) for n in names()]
     client = scripts.client(

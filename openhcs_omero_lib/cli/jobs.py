@@ -49,15 +49,15 @@ def add_job_commands(sub, connection_arguments, positive) -> None:
 
 
 def _user_error(exc: Exception):
-    from .cli import UserError
+    from openhcs_omero_lib.cli.app import UserError
 
     return UserError(str(exc))
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from .cli import _omero_connection
-    from .omero.connection import disconnect
-    from .omero.jobs import JobError, detach, find_script, pipeline_inputs, run_inputs, start_job
+    from openhcs_omero_lib.cli.app import _omero_connection
+    from openhcs_omero_lib.omero.connection import disconnect
+    from openhcs_omero_lib.omero.jobs import JobError, detach, find_script, pipeline_inputs, run_inputs, start_job
 
     attach = tuple(a for a in args.attach.split(",") if a)
     outputs = tuple(o for o in args.outputs.split(",") if o) if args.outputs else None
@@ -93,9 +93,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def _tuning_inputs(args: argparse.Namespace) -> dict:
     """``--set`` as the script's dialog parameters, checked against the pipeline when
     it is known here (a preset or a file) before anything starts."""
-    from .omero.tuning_params import inputs_from_values
-    from .pipeline.loading import PipelineError, resolve_pipeline
-    from .pipeline.params import check_values, parse_assignments
+    from openhcs_omero_lib.omero.tuning_params import inputs_from_values
+    from openhcs_omero_lib.pipeline.loading import PipelineError, resolve_pipeline
+    from openhcs_omero_lib.pipeline.params import check_values, parse_assignments
 
     try:
         values = parse_assignments(args.set or [])
@@ -107,7 +107,7 @@ def _tuning_inputs(args: argparse.Namespace) -> dict:
 
 
 def _follow(conn, job_id: int, proc, args) -> int:
-    from .omero.jobs import JobError, JobWatch, close_job, results_of
+    from openhcs_omero_lib.omero.jobs import JobError, JobWatch, close_job, results_of
 
     try:
         with JobWatch(conn, job_id) as watch, _ProgressView(args.no_progress) as view:
@@ -185,7 +185,7 @@ class _ProgressView:
             self.bar.close()
             self.bar = None
 
-    def __enter__(self) -> "_ProgressView":
+    def __enter__(self) -> _ProgressView:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -207,9 +207,9 @@ def _describe(state) -> str:
 
 def _on_job(args: argparse.Namespace, act):
     """``act(watch)`` for the job ``args.job``, over a connection opened for it."""
-    from .cli import _omero_connection
-    from .omero.connection import disconnect
-    from .omero.jobs import JobError, JobWatch
+    from openhcs_omero_lib.cli.app import _omero_connection
+    from openhcs_omero_lib.omero.connection import disconnect
+    from openhcs_omero_lib.omero.jobs import JobError, JobWatch
 
     conn = _omero_connection(args)
     try:
@@ -228,7 +228,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from .omero.jobs import wait_for_outcome
+    from openhcs_omero_lib.omero.jobs import wait_for_outcome
 
     def cancel(watch):
         state = watch.state()

@@ -25,10 +25,10 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import __version__
-from .executor import UnitResult
-from .layout import PlateLayout, SiteUnit, parse_well, row_letters
-from .pipeline.spec import PipelineSpec
+from openhcs_omero_lib import __version__
+from openhcs_omero_lib.execution.executor import UnitResult
+from openhcs_omero_lib.pipeline.spec import PipelineSpec
+from openhcs_omero_lib.plates.layout import PlateLayout, SiteUnit, parse_well, row_letters
 
 KEY_COLUMNS = ["well", "row", "column", "site", "timepoint"]
 RUN_COLUMNS = ["run_id", "run"]

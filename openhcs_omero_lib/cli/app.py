@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from openhcs_omero_lib import __version__
 
 DEMO_CONFIG = dict(wells=24, sites=2, channels=2, size=256, seed=2026, touching=True, name="DEMO")
 DEMO_VERSION = 1
@@ -50,7 +50,7 @@ def cache_dir() -> Path:
 
 def demo_plate() -> Path:
     """The demo plate, generated on first use into the cache (atomically)."""
-    from .synthetic import SyntheticPlateConfig, make_plate, write_once
+    from openhcs_omero_lib.plates.synthetic import SyntheticPlateConfig, make_plate, write_once
 
     target = cache_dir() / f"demo-plate-v{DEMO_VERSION}"
 
@@ -64,8 +64,8 @@ def demo_plate() -> Path:
 def _open_local_plate(folder: str, check: bool = False, tiffs: bool = True):
     """The plate in ``folder``; with ``check``, every file checked before a run
     reads any (:mod:`.imagexpress_check`), their contents too unless not ``tiffs``."""
-    from .imagexpress import ImageXpressSource, NotAPlateError
-    from .imagexpress_check import check_plate_folder
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource, NotAPlateError
+    from openhcs_omero_lib.plates.imagexpress_check import check_plate_folder
 
     try:
         source = ImageXpressSource(folder)
@@ -82,7 +82,7 @@ def _open_local_plate(folder: str, check: bool = False, tiffs: bool = True):
 
 def _check_output(folder: Path) -> None:
     """Refuse an output folder that cannot be written, before anything is computed."""
-    from .results import LocalFolderSink
+    from openhcs_omero_lib.results.tables import LocalFolderSink
 
     try:
         LocalFolderSink(folder).check()
@@ -92,7 +92,7 @@ def _check_output(folder: Path) -> None:
 
 
 def _load_pipeline(name_or_path: str):
-    from .pipeline.loading import PipelineError, resolve_pipeline
+    from openhcs_omero_lib.pipeline.loading import PipelineError, resolve_pipeline
 
     try:
         return resolve_pipeline(name_or_path)[0]
@@ -103,8 +103,8 @@ def _load_pipeline(name_or_path: str):
 def _tuning(spec, assignments: list[str] | None) -> dict:
     """``--set key=value`` checked against the pipeline's parameters (a channel name is
     looked up on the plate later)."""
-    from .pipeline.loading import PipelineError
-    from .pipeline.params import check_values, parse_assignments
+    from openhcs_omero_lib.pipeline.loading import PipelineError
+    from openhcs_omero_lib.pipeline.params import check_values, parse_assignments
 
     try:
         return check_values(spec, parse_assignments(assignments or []))
@@ -113,8 +113,8 @@ def _tuning(spec, assignments: list[str] | None) -> dict:
 
 
 def _tuned(spec, values: dict, layout):
-    from .pipeline.loading import PipelineError
-    from .pipeline.params import tune
+    from openhcs_omero_lib.pipeline.loading import PipelineError
+    from openhcs_omero_lib.pipeline.params import tune
 
     try:
         return tune(spec, values, [c.name for c in layout.channels] if layout is not None else None)
@@ -156,7 +156,7 @@ def _print_wells(results, limit: int = 30) -> None:
 
 
 def _compare_ground_truth(folder: Path, results) -> None:
-    from .synthetic import GROUND_TRUTH, read_ground_truth
+    from openhcs_omero_lib.plates.synthetic import GROUND_TRUTH, read_ground_truth
 
     if "nuclei_count" not in results.images or not (folder / GROUND_TRUTH).exists():
         return
@@ -172,8 +172,8 @@ def _compare_ground_truth(folder: Path, results) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .engine import bind, run_pipeline
-    from .results import LocalFolderSink
+    from openhcs_omero_lib.engine import bind, run_pipeline
+    from openhcs_omero_lib.results.tables import LocalFolderSink
 
     if args.omero_plate:
         if args.demo or args.plate:
@@ -230,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _picture_measurement(args: argparse.Namespace, bound) -> str:
     """The measurement the heat map and the QC montage show, checked before the run."""
-    from .pictures.heatmap import check_measurement
+    from openhcs_omero_lib.pictures.heatmap import check_measurement
 
     try:
         return check_measurement(bound, args.heatmap)
@@ -240,8 +240,8 @@ def _picture_measurement(args: argparse.Namespace, bound) -> str:
 
 def _local_pictures(args: argparse.Namespace, results, source, bound, measurement: str) -> dict[str, bytes]:
     """``heatmap.png`` (unless --no-heatmap) and, with --qc, ``qc_montage.png``."""
-    from .pictures.heatmap import drawable, plate_heatmap
-    from .pictures.montage import qc_montage
+    from openhcs_omero_lib.pictures.heatmap import drawable, plate_heatmap
+    from openhcs_omero_lib.pictures.montage import qc_montage
 
     pictures = {}
     layout = source.layout
@@ -259,7 +259,7 @@ def _local_pictures(args: argparse.Namespace, results, source, bound, measuremen
 def _omero_connection(args: argparse.Namespace):
     import getpass
 
-    from .omero.connection import ConnectionSettings, OmeroConnectionError, connect
+    from openhcs_omero_lib.omero.connection import ConnectionSettings, OmeroConnectionError, connect
 
     settings = ConnectionSettings.resolve(host=args.host, port=args.port, user=args.user,
                                           session_key=None, group=args.group, router=args.router)
@@ -274,7 +274,7 @@ def _omero_connection(args: argparse.Namespace):
 
 def _server_failure(exc: BaseException, what: str) -> str:
     """One line for a run the server stopped; a bug's traceback goes to stderr first."""
-    from .omero.script_support import failure_reason
+    from openhcs_omero_lib.omero.script_support import failure_reason
 
     why = failure_reason(exc)
     if why is None:
@@ -286,12 +286,12 @@ def _server_failure(exc: BaseException, what: str) -> str:
 
 
 def _run_omero(args: argparse.Namespace) -> int:
-    from .omero.connection import disconnect
-    from .omero.plate import OmeroInputError
-    from .omero.run import prepare, run_on_plate
-    from .omero.sink import ATTACH_CHOICES, OUTPUT_CHOICES
-    from .pixels import SourceNotReady
-    from .results import LocalFolderSink
+    from openhcs_omero_lib.execution.pixels import SourceNotReady
+    from openhcs_omero_lib.omero.connection import disconnect
+    from openhcs_omero_lib.omero.plate import OmeroInputError
+    from openhcs_omero_lib.omero.run import prepare, run_on_plate
+    from openhcs_omero_lib.omero.sink import ATTACH_CHOICES, OUTPUT_CHOICES
+    from openhcs_omero_lib.results.tables import LocalFolderSink
 
     spec = _load_pipeline(args.pipeline)
     values = _tuning(spec, args.set)
@@ -328,7 +328,7 @@ def _run_omero(args: argparse.Namespace) -> int:
             if args.out:
                 pictures = {}
                 if not args.no_heatmap and run.report.count() and not run.report.heatmap_note:
-                    from .pictures.heatmap import plate_heatmap
+                    from openhcs_omero_lib.pictures.heatmap import plate_heatmap
 
                     pictures["heatmap.png"] = plate_heatmap(
                         run.results.wells, plate.layout.rows, plate.layout.columns, plate=plate.layout.name,
@@ -349,7 +349,7 @@ def _run_omero(args: argparse.Namespace) -> int:
             if rois is not None and rois.capped:
                 print(f"plate {plate.id}: {rois.note()}", file=sys.stderr)
             if run.report.others:
-                from .omero.annotations import describe_others
+                from openhcs_omero_lib.omero.annotations import describe_others
 
                 print(f"plate {plate.id}: other users' results of this pipeline stay "
                       f"({describe_others(run.report.others)})")
@@ -361,8 +361,8 @@ def _run_omero(args: argparse.Namespace) -> int:
 
 
 def cmd_list_plates(args: argparse.Namespace) -> int:
-    from .omero.connection import disconnect
-    from .omero.listing import list_plates
+    from openhcs_omero_lib.omero.connection import disconnect
+    from openhcs_omero_lib.omero.listing import list_plates
 
     conn = _omero_connection(args)
     try:
@@ -389,7 +389,7 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_make_plate(args: argparse.Namespace) -> int:
-    from .synthetic import SyntheticPlateConfig, make_plate
+    from openhcs_omero_lib.plates.synthetic import SyntheticPlateConfig, make_plate
 
     try:
         config = SyntheticPlateConfig(wells=args.wells, sites=args.sites, channels=args.channels,
@@ -404,9 +404,8 @@ def cmd_make_plate(args: argparse.Namespace) -> int:
 
 
 def cmd_pipelines(args: argparse.Namespace) -> int:
-    from .pipeline.loading import parse_spec, preset_names, preset_text
-
-    from .pipeline.params import describe
+    from openhcs_omero_lib.pipeline.loading import parse_spec, preset_names, preset_text
+    from openhcs_omero_lib.pipeline.params import describe
 
     for name in preset_names():
         spec = parse_spec(preset_text(name), name)
@@ -419,7 +418,7 @@ def cmd_pipelines(args: argparse.Namespace) -> int:
 
 
 def cmd_show_pipeline(args: argparse.Namespace) -> int:
-    from .pipeline.loading import PipelineError, preset_text
+    from openhcs_omero_lib.pipeline.loading import PipelineError, preset_text
 
     try:
         print(preset_text(args.name), end="")
@@ -429,7 +428,7 @@ def cmd_show_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .engine import bind
+    from openhcs_omero_lib.engine import bind
 
     spec = _load_pipeline(args.file)
     values = _tuning(spec, args.set)
@@ -442,7 +441,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         finally:
             source.close()
     elif values:  # a channel given by name waits for a plate
-        from .pipeline.params import describe
+        from openhcs_omero_lib.pipeline.params import describe
 
         kinds = describe(spec)
         _tuned(spec, {k: v for k, v in values.items() if not (kinds[k].kind == "channel" and isinstance(v, str))},
@@ -452,7 +451,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from .virtual_backend import VirtualBackend
+    from openhcs_omero_lib.plates.virtual_backend import VirtualBackend
 
     source = _open_local_plate(args.plate)
     layout = source.layout
@@ -475,7 +474,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .executor import available_cores
+    from openhcs_omero_lib.execution.executor import available_cores
 
     parser = _Parser(prog="openhcs-omero", description=(
         "Run HCS image pipelines on ImageXpress plates (and, inside OMERO, on OMERO plates)."))
@@ -554,14 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
     desc.add_argument("--samples", type=int, default=6)
     desc.set_defaults(func=cmd_describe)
 
-    from .cli_jobs import add_job_commands
+    from openhcs_omero_lib.cli.jobs import add_job_commands
 
     add_job_commands(sub, _connection_arguments, _positive)
-    from .cli_server import add_server_command
+    from openhcs_omero_lib.cli.server import add_server_command
 
     add_server_command(sub)
 
-    from . import bench
+    from openhcs_omero_lib import bench
 
     bench_parser = sub.add_parser(
         "bench", help="benchmark against a naive OMERO script, OpenHCS and the compute-bound limit",
@@ -579,7 +578,7 @@ def _one_line(exc: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .redact import add_secret, configure_logging
+    from openhcs_omero_lib.redact import add_secret, configure_logging
 
     # omero-py logs every failed server call with its traceback and the session key;
     # the command reports what went wrong in one line of its own.
@@ -603,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run the package's module, not this copy named __main__: the subcommand modules
-    # import UserError from openhcs_omero_lib.cli, and it must be the class caught here.
-    from openhcs_omero_lib.cli import main as package_main
+    # import UserError from openhcs_omero_lib.cli.app, and it must be the class caught here.
+    from openhcs_omero_lib.cli.app import main as package_main
 
     sys.exit(package_main())

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .layout import Channel, PlateLayout, Well, parse_well, plate_format, well_name
-from .pixels import PixelSource, SourceSpec
+from openhcs_omero_lib.execution.pixels import PixelSource, SourceSpec
+from openhcs_omero_lib.plates.layout import Channel, PlateLayout, Well, parse_well, plate_format, well_name
 
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 _FILE_RE = re.compile(
@@ -224,7 +224,7 @@ class ImageXpressSource(PixelSource):
         self.layout, self._files = read_layout(self.folder)
 
     @classmethod
-    def from_spec(cls, spec: SourceSpec) -> "ImageXpressSource":
+    def from_spec(cls, spec: SourceSpec) -> ImageXpressSource:
         return cls(spec.params["folder"])
 
     def spec(self) -> SourceSpec:

@@ -24,8 +24,8 @@ from scipy import ndimage as ndi
 from skimage.draw import ellipse
 from skimage.segmentation import expand_labels
 
-from . import imagexpress
-from .layout import Channel, PlateLayout, Well, parse_well, plate_format, well_name
+from openhcs_omero_lib.plates import imagexpress
+from openhcs_omero_lib.plates.layout import Channel, PlateLayout, Well, parse_well, plate_format, well_name
 
 _CHANNEL_NAMES = ["DAPI", "FITC", "TRITC", "Cy5"]
 _WAVELENGTHS = [461.0, 525.0, 590.0, 670.0]

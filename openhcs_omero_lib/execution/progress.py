@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .executor import Cancelled
+from openhcs_omero_lib.execution.executor import Cancelled
 
 MESSAGE_LIMIT = 255
 """OMERO keeps a job's message in a short string column; stay within it."""
@@ -55,7 +55,7 @@ class Progress:
                 f"plate {self.plate}/{self.plates}")
 
     @classmethod
-    def parse(cls, text: str | None) -> "Progress | None":
+    def parse(cls, text: str | None) -> Progress | None:
         m = _LINE.match(text or "")
         if m is None:
             return None

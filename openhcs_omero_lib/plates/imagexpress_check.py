@@ -19,8 +19,16 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .imagexpress import _FILE_RE, ImageXpressSource, NotAPlateError, ScanNotes, _scan, find_htd, parse_htd
-from .layout import PlateLayout, parse_well, well_name
+from openhcs_omero_lib.plates.imagexpress import (
+    _FILE_RE,
+    ImageXpressSource,
+    NotAPlateError,
+    ScanNotes,
+    _scan,
+    find_htd,
+    parse_htd,
+)
+from openhcs_omero_lib.plates.layout import PlateLayout, parse_well, well_name
 
 
 def check_plate_folder(source: ImageXpressSource, tiffs: bool = True) -> None:

@@ -61,7 +61,7 @@ def _project_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _manager(args: argparse.Namespace):
-    from .omero.instance import OMEROInstanceManager
+    from openhcs_omero_lib.omero.instance import OMEROInstanceManager
 
     host = args.host or os.environ.get("OMERO_HOST") or "localhost"
     port = args.port or int(os.environ.get("OMERO_PORT") or 4064)
@@ -69,7 +69,7 @@ def _manager(args: argparse.Namespace):
 
 
 def _user_error(message: object) -> Exception:
-    from .cli import UserError  # here, not at the top: cli imports this module
+    from openhcs_omero_lib.cli.app import UserError  # here, not at the top: cli imports this module
 
     return UserError(str(message))
 
@@ -88,7 +88,7 @@ def cmd_server_status(args: argparse.Namespace) -> int:
 
 
 def cmd_server_start(args: argparse.Namespace) -> int:
-    from .omero.instance import COMPOSE_FILE, OmeroInstanceError
+    from openhcs_omero_lib.omero.instance import COMPOSE_FILE, OmeroInstanceError
 
     with _manager(args) as manager:
         try:
@@ -109,7 +109,7 @@ def cmd_server_start(args: argparse.Namespace) -> int:
 
 
 def cmd_server_stop(args: argparse.Namespace) -> int:
-    from .omero.instance import OmeroInstanceError
+    from openhcs_omero_lib.omero.instance import OmeroInstanceError
 
     with _manager(args) as manager:
         try:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from .layout import PlateLayout, parse_well, well_name
+from openhcs_omero_lib.plates.layout import PlateLayout, parse_well, well_name
 
 _NAME_RE = re.compile(
     r"^(?P<well>[A-Z]{1,2}\d{2,3})_s(?P<site>\d+)_w(?P<channel>\d+)"

@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .layout import PlateLayout, SiteUnit
+from openhcs_omero_lib.plates.layout import PlateLayout, SiteUnit
 
 # kind -> "module:function" of an opener taking the spec's params as keywords.
 _OPENERS: dict[str, str] = {
-    "imagexpress": "openhcs_omero_lib.imagexpress:ImageXpressSource.from_spec",
+    "imagexpress": "openhcs_omero_lib.plates.imagexpress:ImageXpressSource.from_spec",
     "omero": "openhcs_omero_lib.omero.pixels:OmeroPixelSource.from_spec",
 }
 
@@ -78,7 +78,7 @@ class PixelSource(ABC):
                 break
         return stacks
 
-    def sibling(self) -> "PixelSource | None":
+    def sibling(self) -> PixelSource | None:
         """A second reader of the same plate, usable from another thread while this
         one reads, sharing what is costly to open; None where one reader is all it
         takes (a source whose reads do not wait on a server). Closing it leaves this
@@ -88,7 +88,7 @@ class PixelSource(ABC):
     def close(self) -> None:
         """Release server or file resources; safe to call twice."""
 
-    def __enter__(self) -> "PixelSource":
+    def __enter__(self) -> PixelSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -118,7 +118,7 @@ paid once per this many units."""
 
 
 class UnitPrefetcher:
-    """Reads each unit's channels on background threads, ahead of the caller, so
+    r"""Reads each unit's channels on background threads, ahead of the caller, so
     that fetching the next units overlaps computing the current one.
 
     Each reading lane is one thread with a source of its own (the source given, then
@@ -185,7 +185,7 @@ class UnitPrefetcher:
             twin.close()
         del self._sources[1:]
 
-    def __enter__(self) -> "UnitPrefetcher":
+    def __enter__(self) -> UnitPrefetcher:
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:

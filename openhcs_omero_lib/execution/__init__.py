@@ -1,0 +1,1 @@
+"""Running units of work: pixel sources, executors (the process pool), progress."""
