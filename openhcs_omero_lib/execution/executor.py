@@ -83,9 +83,12 @@ def _run_one(spec: PipelineSpec, read: Reader, index: int, unit: SiteUnit, outli
 _worker: dict[str, object] = {}
 
 
-def _init_worker(source_spec: SourceSpec, pipeline: dict, outlines: bool = False) -> None:
+def _init_worker(source_spec: SourceSpec, pipeline: dict, outlines: bool = False,
+                 parent: int | None = None) -> None:
     # The parent decides about Ctrl-C; workers must not die half-way on their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # First, and by the parent's own word: it may be gone before this worker is ready.
+    _watch_parent(parent or os.getppid())
     source = _worker["source"] = open_source(source_spec)
     spec = _worker["spec"] = PipelineSpec.model_validate(pipeline)
     _worker["outlines"] = outlines
@@ -94,6 +97,30 @@ def _init_worker(source_spec: SourceSpec, pipeline: dict, outlines: bool = False
     # Runs at the worker's normal exit (multiprocessing does not run atexit there).
     Finalize(None, _close_worker, exitpriority=10)
     Finalize(None, _exit_now, exitpriority=0)
+
+
+PARENT_WATCH_SECONDS = 0.5
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker soon after the process that started it is gone (killed with
+    SIGKILL, say, or by the kernel for memory), which nothing else would tell it: a
+    worker waiting for its next chunk holds both ends of the queue's pipe, so it never
+    sees the parent's end close. Its stores are closed on the way out."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_WATCH_SECONDS)
+        closer = threading.Thread(target=_close_quietly, daemon=True)
+        closer.start()
+        closer.join(5)  # a server that does not answer must not keep the worker alive
+        os._exit(1)
+
+    threading.Thread(target=watch, name="openhcs-parent-watch", daemon=True).start()
+
+
+def _close_quietly() -> None:
+    with contextlib.suppress(BaseException):
+        _close_worker()
 
 
 def _run_chunk(chunk: list[tuple[int, SiteUnit]]) -> list[UnitResult]:
@@ -164,7 +191,8 @@ def _sigterm_cancels():
 
 def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit] | None = None,
               workers: int = 1, progress: ProgressCallback | None = None,
-              chunk_size: int | None = None, outlines: bool = False) -> list[UnitResult]:
+              chunk_size: int | None = None, outlines: bool = False,
+              notes: list[str] | None = None) -> list[UnitResult]:
     """Run a bound pipeline over ``units`` (default: every unit of the plate).
 
     With ``workers == 1`` the work runs in this process on ``source``; otherwise
@@ -172,7 +200,8 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
     process opening its own source from ``source.spec()``. Ctrl-C
     (KeyboardInterrupt) or SIGTERM (:class:`Cancelled`) stops the workers and is
     re-raised, as is :class:`~.pixels.SourceNotReady` from any unit. With ``outlines``
-    each result also carries its objects' outlines.
+    each result also carries its objects' outlines. ``notes``, if given, receives a
+    line for what the caller should hear of (a worker that died).
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -182,7 +211,7 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
     if workers == 1 or len(units) <= 1:
         return _run_here(spec, source, units, progress, outlines)
     with _sigterm_cancels():
-        return _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines)
+        return _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines, notes)
 
 
 def _run_here(spec, source, units, progress, outlines=False) -> list[UnitResult]:
@@ -326,11 +355,12 @@ class _SharedRun:
             self.collect(timeout=None)
 
 
-def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines=False) -> list[UnitResult]:
+def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines=False,
+                    notes=None) -> list[UnitResult]:
     def open_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("spawn"),
                                    initializer=_init_worker,
-                                   initargs=(source.spec(), spec.model_dump(mode="json"), outlines))
+                                   initargs=(source.spec(), spec.model_dump(mode="json"), outlines, os.getpid()))
 
     helpers = workers - 1 if PARENT_COMPUTES else workers
     run = _SharedRun(units, _largest_chunk(len(units), workers, chunk_size), progress, helpers, open_pool)
@@ -363,6 +393,8 @@ def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines
         _terminate(run.pool)
     else:
         run.pool.shutdown(wait=True)
+    if run.broken is not None and notes is not None:
+        notes.append(f"a worker process failed ({run.broken}); this process computed its fields")
     run.results.sort(key=lambda r: r.index)
     return run.results
 
