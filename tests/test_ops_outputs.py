@@ -1,0 +1,294 @@
+"""The operations' outputs, pinned against the formulation they had before they were
+made fast.
+
+The ``_ref_*`` functions below are the operations as they were written before issue 18
+(plain calls of scipy and scikit-image), copied here unchanged: each library
+operation must give exactly what its reference gives (same values, same dtype) on
+fixed generated fields, op by op and for whole units of both presets. No result is
+hard-coded; the reference computes it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage import filters, measure, morphology, segmentation
+from skimage.feature import peak_local_max
+
+from openhcs_omero_lib import synthetic
+from openhcs_omero_lib.pipeline import ops
+from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
+from openhcs_omero_lib.pipeline.run import run_unit
+from openhcs_omero_lib.pipeline.spec import bind_to_plate
+
+
+# ---- the reference: the operations as they were -----------------------------------
+
+def _ref_project_z(stack, method="max"):
+    if stack.ndim == 2:
+        return stack.astype(np.float32)
+    reducer = {"max": np.max, "mean": np.mean, "sum": np.sum}[method]
+    return reducer(stack.astype(np.float32), axis=0)
+
+
+def _ref_gaussian(image, sigma):
+    return ndi.gaussian_filter(image.astype(np.float32), sigma)
+
+
+def _ref_subtract_background(image, radius):
+    image = image.astype(np.float32)
+    background = ndi.gaussian_filter(image, radius)
+    return np.clip(image - background, 0, None)
+
+
+def _ref_threshold(image, method="otsu"):
+    if float(image.min()) == float(image.max()):
+        return np.zeros(image.shape, dtype=bool)
+    level = float({"otsu": filters.threshold_otsu}[method](image))
+    return image > level
+
+
+def _ref_fill_holes(mask):
+    return ndi.binary_fill_holes(mask)
+
+
+def _ref_remove_small_objects(mask, min_size):
+    labels, _ = ndi.label(mask)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_size
+    keep[0] = False
+    return keep[labels]
+
+
+def _ref_label(mask, connectivity=1):
+    return measure.label(mask, connectivity=connectivity).astype(np.int32)
+
+
+def _ref_relabel(labels):
+    out, _, _ = segmentation.relabel_sequential(labels)
+    return out.astype(np.int32)
+
+
+def _ref_watershed_split(mask, min_distance=5, smoothing=1.0, intensity=None):
+    landscape = ndi.distance_transform_edt(mask)
+    if intensity is not None:
+        landscape = landscape * np.clip(intensity, 0, None)
+    if smoothing > 0:
+        landscape = ndi.gaussian_filter(landscape, smoothing)
+    components, n = ndi.label(mask)
+    if n == 0:
+        return components.astype(np.int32)
+    peaks = peak_local_max(landscape, min_distance=min_distance, labels=components, exclude_border=False)
+    markers = np.zeros(mask.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    seeded = np.unique(components[markers > 0])
+    for comp in np.setdiff1d(np.arange(1, n + 1), seeded):
+        ys, xs = np.nonzero(components == comp)
+        markers[ys[0], xs[0]] = markers.max() + 1
+    labels = segmentation.watershed(-landscape, markers, mask=mask)
+    return _ref_relabel(labels)
+
+
+def _ref_ring(labels, distance):
+    grown = segmentation.expand_labels(labels, distance)
+    return np.where(labels > 0, 0, grown).astype(np.int32)
+
+
+def _ref_object_measurements(labels, intensities):
+    n = int(labels.max())
+    index = np.arange(1, n + 1)
+    columns = {"label": index, "area": ndi.sum_labels(np.ones_like(labels), labels, index)}
+    for name, image in intensities.items():
+        columns[f"{name}_intensity"] = ndi.mean(image, labels, index) if n else np.zeros(0)
+    return columns
+
+
+def _mean(a):
+    return float(np.mean(a)) if len(a) else float("nan")
+
+
+def _ref_measure(row, prefix, labels, images):
+    cols = _ref_object_measurements(labels, images)
+    row[f"{prefix}_count"] = float(len(cols["label"]))
+    row[f"{prefix}_area_mean"] = _mean(cols["area"])
+    for name in images:
+        row[f"{prefix}_{name}_intensity_mean"] = _mean(cols[f"{name}_intensity"])
+
+
+def _ref_segment(ch1):
+    """The nuclei of both presets, with every intermediate value."""
+    v = {"flat": _ref_subtract_background(ch1, 30)}
+    v["smooth"] = _ref_gaussian(v["flat"], 1.0)
+    v["mask"] = _ref_threshold(v["smooth"], "otsu")
+    v["filled"] = _ref_fill_holes(v["mask"])
+    v["big"] = _ref_remove_small_objects(v["filled"], 40)
+    v["nuclei"] = _ref_watershed_split(v["big"], 4, 0.0, v["smooth"])
+    return v
+
+
+def _ref_nuclei_count(stacks):
+    channels = {f"ch{c}": _ref_project_z(s, "max") for c, s in stacks.items()}
+    v = _ref_segment(channels["ch1"])
+    row = {}
+    _ref_measure(row, "nuclei", v["nuclei"], channels)
+    return row
+
+
+def _ref_nuclear_translocation(stacks):
+    ch1, ch2 = (_ref_project_z(stacks[c], "max") for c in (1, 2))
+    v = _ref_segment(ch1)
+    cytoplasm = _ref_ring(v["nuclei"], 5)
+    row = {}
+    _ref_measure(row, "nuclei", v["nuclei"], {"ch2": ch2})
+    _ref_measure(row, "cytoplasm", cytoplasm, {"ch2": ch2})
+    den = row["cytoplasm_ch2_intensity_mean"]
+    row["nc_ratio_ch2"] = row["nuclei_ch2_intensity_mean"] / den if den else float("nan")
+    return row
+
+
+REFERENCE_PRESETS = {"nuclei_count": _ref_nuclei_count, "nuclear_translocation": _ref_nuclear_translocation}
+
+
+# ---- the fields -------------------------------------------------------------------
+
+def _render(size, seed, well, touching=True, channels=2):
+    config = synthetic.SyntheticPlateConfig(wells=96, sites=1, channels=channels, size=size, seed=seed,
+                                            touching=touching)
+    planes, _ = synthetic.render_site(config, well, 1, 1)
+    return {c: planes[(c, 1)][None] for c in range(1, channels + 1)}
+
+
+def _rolled(stacks, shift):
+    """Nuclei cut by the field's edges (the generator keeps them inside)."""
+    return {c: np.roll(s, shift, axis=(1, 2)) for c, s in stacks.items()}
+
+
+def _empty(size):
+    """Background and noise only: no nuclei at all."""
+    rng = np.random.default_rng(size)
+    return {c: (200 + rng.normal(0, 15, size=(1, size, size))).astype(np.uint16) for c in (1, 2)}
+
+
+FIELDS = {
+    "256 touching": lambda: _render(256, 1, "A01"),
+    "256 sparse": lambda: _render(256, 2, "B03", touching=False),
+    "384 touching": lambda: _render(384, 3, "C05"),
+    "512 touching": lambda: _render(512, 4, "D07"),
+    "512 dense, cut by the edges": lambda: _rolled(_render(512, 5, "H12"), (200, 300)),
+    "160 touching": lambda: _render(160, 6, "E02"),
+    "64 (smaller than the background kernel)": lambda: _render(64, 7, "F04"),
+    "200x200 no nuclei, noise": lambda: _empty(200),
+    "128 blank": lambda: {c: np.full((1, 128, 128), 300, np.uint16) for c in (1, 2)},
+}
+
+
+@pytest.fixture(scope="module", params=list(FIELDS))
+def field(request):
+    return FIELDS[request.param]()
+
+
+@pytest.fixture(scope="module")
+def reference(field):
+    """The reference's intermediate values of channel 1 on the field."""
+    ch1 = _ref_project_z(field[1], "max")
+    return {"ch1": ch1, "ch2": _ref_project_z(field[2], "max"), **_ref_segment(ch1)}
+
+
+def _same(new, old):
+    """Equal values and dtype (NaN equal to NaN)."""
+    new, old = np.asarray(new), np.asarray(old)
+    assert new.dtype == old.dtype, (new.dtype, old.dtype)
+    assert new.shape == old.shape, (new.shape, old.shape)
+    np.testing.assert_array_equal(new, old)
+
+
+# ---- op by op ---------------------------------------------------------------------
+
+def test_project_z_as_before(field):
+    stack = field[1]
+    _same(ops.project_z(stack, "max"), _ref_project_z(stack, "max"))
+    deep = np.concatenate([stack, np.roll(stack, 7, axis=2), stack // 2])
+    for method in ("max", "mean", "sum"):
+        _same(ops.project_z(deep, method), _ref_project_z(deep, method))
+
+
+def test_subtract_background_as_before(reference):
+    _same(ops.subtract_background(reference["ch1"], 30), reference["flat"])
+
+
+def test_gaussian_as_before(reference):
+    _same(ops.gaussian(reference["flat"], 1.0), reference["smooth"])
+
+
+def test_threshold_as_before(reference):
+    _same(ops.threshold(reference["smooth"], "otsu"), reference["mask"])
+
+
+def test_fill_holes_as_before(reference):
+    _same(ops.fill_holes(reference["mask"]), reference["filled"])
+    # masks with real holes, some of them open to the field's edge
+    holed = reference["filled"] & ~(np.indices(reference["mask"].shape).sum(axis=0) % 7 == 0)
+    _same(ops.fill_holes(holed), _ref_fill_holes(holed))
+
+
+def test_remove_small_objects_as_before(reference):
+    _same(ops.remove_small_objects(reference["filled"], 40), reference["big"])
+
+
+def test_label_as_before(reference):
+    for connectivity in (1, 2):
+        _same(ops.label(reference["big"], connectivity), _ref_label(reference["big"], connectivity))
+
+
+def test_watershed_split_as_before(reference):
+    _same(ops.watershed_split(reference["big"], 4, 0.0, reference["smooth"]), reference["nuclei"])
+
+
+@pytest.mark.parametrize("min_distance,smoothing,weighted", [(5, 1.0, False), (4, 1.0, True), (2, 0.0, False),
+                                                             (7, 0.5, True)])
+def test_watershed_split_variants_as_before(reference, min_distance, smoothing, weighted):
+    weights = reference["smooth"] if weighted else None
+    _same(ops.watershed_split(reference["big"], min_distance, smoothing, weights),
+          _ref_watershed_split(reference["big"], min_distance, smoothing, weights))
+
+
+def test_watershed_split_of_unfiltered_masks_as_before(reference):
+    """Tiny objects, single pixels and holes: the landscape's flat and isolated cases."""
+    mask = reference["mask"].copy()
+    mask[::37, ::41] = True
+    _same(ops.watershed_split(mask, 4, 0.0, reference["smooth"]),
+          _ref_watershed_split(mask, 4, 0.0, reference["smooth"]))
+    _same(ops.watershed_split(mask, 3, 0.0, None), _ref_watershed_split(mask, 3, 0.0, None))
+
+
+def test_ring_as_before(reference):
+    for distance in (5, 2.5, 1):
+        _same(ops.ring(reference["nuclei"], distance), _ref_ring(reference["nuclei"], distance))
+
+
+def test_object_measurements_as_before(reference):
+    images = {"ch1": reference["ch1"], "ch2": reference["ch2"]}
+    for labels in (reference["nuclei"], _ref_ring(reference["nuclei"], 5)):
+        new, old = ops.object_measurements(labels, images), _ref_object_measurements(labels, images)
+        assert list(new) == list(old)
+        for key in old:
+            _same(new[key], old[key])
+
+
+# ---- whole units ------------------------------------------------------------------
+
+def _rows_equal(new: dict, old: dict) -> None:
+    assert list(new) == list(old)
+    for key, value in old.items():
+        assert isinstance(new[key], float), key
+        assert new[key] == value or (math.isnan(new[key]) and math.isnan(value)), (key, new[key], value)
+
+
+@pytest.mark.parametrize("preset", sorted(REFERENCE_PRESETS))
+def test_preset_rows_as_before(field, preset):
+    spec = bind_to_plate(parse_spec(preset_text(preset), preset), len(field))
+    row = run_unit(spec, lambda c: field[c])
+    _rows_equal(row, REFERENCE_PRESETS[preset](field))
