@@ -307,3 +307,57 @@ def test_preset_rows_as_before(field, preset):
     spec = bind_to_plate(parse_spec(preset_text(preset), preset), len(field))
     row = run_unit(spec, lambda c: field[c])
     _rows_equal(row, REFERENCE_PRESETS[preset](field))
+
+
+# ---- random masks: ties, flat objects, single pixels, objects without a seed ---------
+
+def _random_mask(seed, shape=(96, 131), blur=2.0, level=0.55):
+    rng = np.random.default_rng(seed)
+    field = ndi.gaussian_filter(rng.random(shape), blur)
+    return field > np.quantile(field, level)
+
+
+def _random_weights(seed, mask, kind):
+    rng = np.random.default_rng(seed + 1000)
+    if kind == "smooth":
+        return ndi.gaussian_filter(rng.random(mask.shape) * 1000, 1.5).astype(np.float32)
+    if kind == "whole numbers":  # many equal heights
+        return rng.integers(0, 4, size=mask.shape).astype(np.float32)
+    # zero in some objects: flat landscapes, components without a peak
+    components, n = ndi.label(mask)
+    dark = np.isin(components, np.arange(1, n + 1, 3))
+    return np.where(dark, 0, rng.random(mask.shape) * 100).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_watershed_split_on_random_masks_as_before(seed):
+    mask = _random_mask(seed, blur=[1.0, 2.0, 3.5][seed % 3])
+    mask[seed::23, ::17] = True  # single pixels and bridges
+    for kind in ("smooth", "whole numbers", "dark objects", None):
+        weights = None if kind is None else _random_weights(seed, mask, kind)
+        for min_distance, smoothing in ((0, 0.0), (1, 0.0), (2, 0.0), (3, 0.7), (4, 0.0), (6, 0.0)):
+            _same(ops.watershed_split(mask, min_distance, smoothing, weights),
+                  _ref_watershed_split(mask, min_distance, smoothing, weights))
+
+
+def test_watershed_split_of_whole_and_empty_masks_as_before():
+    weights = _random_weights(1, np.ones((40, 50), bool), "smooth")
+    for mask in (np.ones((40, 50), bool), np.zeros((40, 50), bool)):
+        _same(ops.watershed_split(mask, 4, 0.0, weights), _ref_watershed_split(mask, 4, 0.0, weights))
+    big = np.zeros((300, 420), bool)
+    big[10:290, 20:400] = True  # wider than the row pass goes: scipy's transform takes over
+    _same(ops.watershed_split(big, 4, 0.0, None), _ref_watershed_split(big, 4, 0.0, None))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_ring_on_random_labels_as_before(seed):
+    """Objects equally near a pixel (single pixels on a lattice) go to the same one."""
+    rng = np.random.default_rng(seed)
+    labels = ndi.label(_random_mask(seed, level=0.8))[0]
+    lattice = np.zeros_like(labels)
+    step = 3 + seed % 4
+    lattice[seed % step::step, ::step] = rng.integers(1, 9, size=lattice[seed % step::step, ::step].shape)
+    for image in (labels, lattice, np.where(labels > 0, labels, lattice)):
+        for distance in (0.5, 1, 1.5, 2, 3, 4.2, 5, 9):
+            _same(ops.ring(image, distance), _ref_ring(image, distance))
+    _same(ops.ring(np.zeros((20, 30), np.int32), 5), _ref_ring(np.zeros((20, 30), np.int32), 5))

@@ -7,11 +7,17 @@ no hidden state, in the manner of scikit-image.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from scipy import fft as sfft
 from scipy import ndimage as ndi
-from skimage import filters, measure, morphology, segmentation
-from skimage.feature import peak_local_max
+from skimage import filters
+
+from .distances import distance_inside, nearest_labels
+
+# scikit-image's morphology and segmentation, scipy.fft and scipy.spatial (for the
+# peaks) are imported by the operations that use them: together they take longer to
+# import than a small plate takes to compute, and many pipelines need none of them.
 
 THRESHOLD_METHODS = {
     "otsu": filters.threshold_otsu,
@@ -44,7 +50,9 @@ def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def median(image: np.ndarray, radius: int) -> np.ndarray:
-    return ndi.median_filter(_float32(image), footprint=morphology.disk(radius))
+    from skimage.morphology import disk
+
+    return ndi.median_filter(_float32(image), footprint=disk(radius))
 
 
 FFT_BLUR_MIN_RADIUS = 16
@@ -68,6 +76,8 @@ def _blur_fft(image: np.ndarray, sigma: float) -> np.ndarray:
     transformed. tests/test_ops_outputs.py checks the tolerance and that the
     pipelines' results are unchanged.
     """
+    from scipy import fft as sfft
+
     radius = int(4.0 * sigma + 0.5)
     x = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 / (sigma * sigma) * x ** 2)
@@ -100,7 +110,9 @@ def subtract_background(image: np.ndarray, radius: float, method: str = "gaussia
     """
     image = _float32(image)
     if method == "tophat":
-        return morphology.white_tophat(image, morphology.disk(int(round(radius))))
+        from skimage.morphology import disk, white_tophat
+
+        return white_tophat(image, disk(int(round(radius))))
     # A low percentile filter would follow the background more closely; a
     # blur of the image is nearly as good for sparse objects and much faster.
     if image.ndim == 2 and int(4.0 * radius + 0.5) >= FFT_BLUR_MIN_RADIUS:
@@ -125,11 +137,28 @@ def threshold(image: np.ndarray, method: str = "otsu", value: float | None = Non
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
-    return ndi.binary_fill_holes(mask)
+    """The mask with every background region that does not reach the image's edge
+    filled.
+
+    Why: ``ndi.binary_fill_holes`` grows the outside background inwards one
+    dilation at a time, a pass over the image per pixel of depth. Labelling the
+    background once (4-connected, the connectivity that dilation uses) and keeping
+    the regions that touch an edge gives the same mask in one pass.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    background, _ = ndi.label(~mask)
+    outside = np.zeros(int(background.max()) + 1, dtype=bool)
+    for axis in range(background.ndim):
+        for end in (0, -1):
+            outside[np.take(background, end, axis=axis)] = True
+    outside[0] = False  # the mask itself
+    return ~outside[background]
 
 
 def open_mask(mask: np.ndarray, radius: int) -> np.ndarray:
-    return ndi.binary_opening(mask, structure=morphology.disk(radius))
+    from skimage.morphology import disk
+
+    return ndi.binary_opening(mask, structure=disk(radius))
 
 
 def remove_small_objects(mask: np.ndarray, min_size: int) -> np.ndarray:
@@ -141,7 +170,11 @@ def remove_small_objects(mask: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def label(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:
-    return measure.label(mask, connectivity=connectivity).astype(np.int32)
+    """Connected components numbered in raster order of their first pixel, as
+    ``skimage.measure.label`` numbers them; ``ndi.label`` gives the same labels
+    directly as int32, faster and without importing ``skimage.measure``."""
+    structure = ndi.generate_binary_structure(np.ndim(mask), connectivity)
+    return ndi.label(mask, structure=structure)[0]
 
 
 def watershed_split(mask: np.ndarray, min_distance: int = 5, smoothing: float = 1.0,
@@ -154,30 +187,53 @@ def watershed_split(mask: np.ndarray, min_distance: int = 5, smoothing: float = 
     shape-and-intensity declumping). Seeds are its maxima at least
     ``min_distance`` apart after smoothing by ``smoothing``; the landscape is
     flooded from them. Every connected component keeps at least one seed.
+
+    The labels are those of scipy's distance transform, scikit-image's
+    ``peak_local_max(labels=...)`` and ``watershed`` followed by sequential
+    relabelling, to the pixel. Why not those calls: the distance transform is
+    needed only inside objects (:func:`.distances.distance_inside`), the peaks
+    without a Python loop over objects (:mod:`.peaks`), and no relabelling is
+    needed because the seeds are numbered 1..N and every seed keeps its pixel. The
+    landscape stays float64 as before: float32 would merge heights that differ in
+    the last bits and move seeds.
     """
-    landscape = ndi.distance_transform_edt(mask)
-    if intensity is not None:
-        landscape = landscape * np.clip(intensity, 0, None)
-    if smoothing > 0:
-        landscape = ndi.gaussian_filter(landscape, smoothing)
+    mask = np.asarray(mask, dtype=bool)
     components, n = ndi.label(mask)
     if n == 0:
         return components.astype(np.int32)
-    peaks = peak_local_max(landscape, min_distance=min_distance, labels=components, exclude_border=False)
+    pixels = np.flatnonzero(mask)
+    ys, xs = np.divmod(pixels, mask.shape[1])
+    landscape = np.zeros(mask.shape)
+    landscape.ravel()[pixels] = distance_inside(mask, ys, xs)
+    if intensity is not None:
+        landscape *= np.clip(intensity, 0, None)
+    if smoothing > 0:
+        landscape = ndi.gaussian_filter(landscape, smoothing)
+    from .peaks import labelled_peaks
+
+    peaks = labelled_peaks(landscape, components, min_distance)
     markers = np.zeros(mask.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    # A component without a peak (too small or flat) still gets its own seed.
-    seeded = np.unique(components[markers > 0])
-    for comp in np.setdiff1d(np.arange(1, n + 1), seeded):
-        ys, xs = np.nonzero(components == comp)
-        markers[ys[0], xs[0]] = markers.max() + 1
-    labels = segmentation.watershed(-landscape, markers, mask=mask)
-    return relabel(labels)
+    markers.ravel()[peaks] = np.arange(1, len(peaks) + 1)
+    # A component without a peak (too small or flat) still gets its own seed: its
+    # first pixel in raster order, numbered after the peaks in component order.
+    seeded = np.zeros(n + 1, dtype=bool)
+    seeded[components.ravel()[peaks]] = True
+    unseeded = np.flatnonzero(~seeded[1:]) + 1
+    if unseeded.size:
+        first = np.zeros(n + 1, dtype=np.intp)
+        which, at = np.unique(components.ravel()[pixels], return_index=True)
+        first[which] = pixels[at]
+        markers.ravel()[first[unseeded]] = np.arange(len(peaks) + 1, len(peaks) + 1 + len(unseeded))
+    from skimage.segmentation import watershed
+
+    return watershed(-landscape, markers, mask=mask).astype(np.int32, copy=False)
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
     """Labels renumbered 1..N in scan order."""
-    out, _, _ = segmentation.relabel_sequential(labels)
+    from skimage.segmentation import relabel_sequential
+
+    out, _, _ = relabel_sequential(labels)
     return out.astype(np.int32)
 
 
@@ -191,27 +247,64 @@ def filter_objects(labels: np.ndarray, min_area: int = 0, max_area: int | None =
     keep[0] = False
     out = np.where(keep[labels], labels, 0)
     if exclude_border:
-        out = segmentation.clear_border(out)
+        from skimage.segmentation import clear_border
+
+        out = clear_border(out)
     return relabel(out)
 
 
 def expand(labels: np.ndarray, distance: float) -> np.ndarray:
-    return segmentation.expand_labels(labels, distance).astype(np.int32)
+    from skimage.segmentation import expand_labels
+
+    return expand_labels(labels, distance).astype(np.int32)
 
 
 def ring(labels: np.ndarray, distance: float) -> np.ndarray:
-    """A band of ``distance`` pixels around each object, labelled as the object."""
-    grown = segmentation.expand_labels(labels, distance)
-    return np.where(labels > 0, 0, grown).astype(np.int32)
+    """A band of ``distance`` pixels around each object, labelled as the object.
+
+    The band of ``expand_labels(labels, distance)`` outside the objects, to the pixel
+    (ties between objects included). Why not that call: it runs scipy's distance
+    transform over the whole image and gathers labels for every pixel;
+    :func:`.distances.nearest_labels` looks only within ``distance`` of the
+    objects.
+    """
+    labels = np.asarray(labels)
+    out = np.zeros(labels.shape, dtype=np.int32)
+    where, nearest = nearest_labels(labels, _largest_square_within(distance))
+    out.ravel()[where] = nearest
+    return out
+
+
+def _largest_square_within(distance: float) -> int:
+    """The largest whole ``k`` with ``sqrt(k) <= distance`` in float64, as
+    ``expand_labels`` compares ``sqrt(dy**2 + dx**2) <= distance``."""
+    if distance < 0:
+        return -1
+    k = int(distance * distance) + 2
+    while k >= 0 and math.sqrt(k) > distance:
+        k -= 1
+    return k
 
 
 def object_measurements(labels: np.ndarray, intensities: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-object area and mean intensity in each named image, as columns."""
-    n = int(labels.max())
-    index = np.arange(1, n + 1)
-    columns: dict[str, np.ndarray] = {"label": index,
-                                      "area": ndi.sum_labels(np.ones_like(labels), labels, index)}
+    """Per-object area and mean intensity in each named image, as columns.
+
+    Why: per-label sums with ``bincount`` over the labelled pixels only, counted
+    once for every image, where ``ndi.sum_labels``/``ndi.mean`` count the labels
+    again for each image and sum over every pixel. The sums add each object's pixels
+    in the same (raster) order, so the values are the same to the last bit.
+    """
+    flat = np.asarray(labels).ravel()
+    inside = np.flatnonzero(flat)
+    which = flat[inside]
+    counts = np.bincount(which, minlength=1)
+    n = len(counts) - 1
+    columns: dict[str, np.ndarray] = {"label": np.arange(1, n + 1), "area": counts[1:].astype(np.float64)}
     for name, image in intensities.items():
-        columns[f"{name}_intensity"] = (ndi.mean(image, labels, index) if n
-                                        else np.zeros(0))
+        if n:
+            sums = np.bincount(which, weights=np.asarray(image).ravel()[inside], minlength=n + 1)
+            with np.errstate(invalid="ignore", divide="ignore"):  # an empty label's mean is NaN, as before
+                columns[f"{name}_intensity"] = sums[1:] / counts[1:]
+        else:
+            columns[f"{name}_intensity"] = np.zeros(0)
     return columns
