@@ -3,9 +3,11 @@
 With N workers this process is one of them: it computes from the start, and N - 1
 processes are spawned once the work left looks longer than their start-up; they
 join in when ready. Workers are started with the ``spawn`` method, which is safe
-inside a process that already runs threads (an OMERO script holds Ice threads); each
-opens its own pixel source once from a :class:`~.pixels.SourceSpec` and keeps it for
-every unit it is given. While a unit computes, the next units' planes are fetched on
+inside a process that already runs threads (an OMERO script holds Ice threads), or,
+for a source that says it may be (local files) and while this process runs no other
+thread, forked at once: a fork costs milliseconds where a new interpreter costs about
+a second of imports. Each opens its own pixel source once from a
+:class:`~.pixels.SourceSpec` and keeps it for every unit it is given. While a unit computes, the next units' planes are fetched on
 background threads (:class:`~.pixels.UnitPrefetcher`), so server round-trips overlap
 computing. Units travel in chunks and only result rows come back, so memory is
 bounded by a few units per process whatever the plate size. A failing unit becomes
@@ -26,7 +28,7 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.util import Finalize
 from typing import Callable, Sequence
 
@@ -72,16 +74,19 @@ def _run_one(spec: PipelineSpec, read: Reader, index: int, unit: SiteUnit) -> Un
 _worker: dict[str, object] = {}
 
 
-def _init_worker(source_spec: SourceSpec, pipeline: dict) -> None:
+def _init_worker(source_spec: SourceSpec, pipeline: dict, forked: bool = False) -> None:
     # The parent decides about Ctrl-C; workers must not die half-way on their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if forked:  # the parent's SIGTERM handler came along; terminate() must end the worker
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     source = _worker["source"] = open_source(source_spec)
     spec = _worker["spec"] = PipelineSpec.model_validate(pipeline)
     # One reader for the worker's life: its threads and stores serve every chunk.
     _worker["prefetch"] = UnitPrefetcher(source, spec.channels_read())
     # Runs at the worker's normal exit (multiprocessing does not run atexit there).
     Finalize(None, _close_worker, exitpriority=10)
-    Finalize(None, _exit_now, exitpriority=0)
+    if not forked:  # a forked worker already ends without tearing down (and without atexit)
+        Finalize(None, _exit_now, exitpriority=0)
 
 
 def _run_chunk(chunk: list[tuple[int, SiteUnit]]) -> list[UnitResult]:
@@ -189,6 +194,14 @@ def _ready() -> int:
     return os.getpid()
 
 
+def _can_fork(source: PixelSource) -> bool:
+    """Whether workers may be forked: the source's workers read only local files, and
+    this process runs no other thread, since a fork copies only the calling thread and
+    a lock another thread held would stay locked in the child."""
+    return (getattr(source, "fork_safe", False) and threading.active_count() == 1
+            and "fork" in get_all_start_methods())
+
+
 class _SharedRun:
     """Units handed out from one queue to this process (one at a time, read ahead)
     and to worker processes (in chunks, once each has said it is ready)."""
@@ -230,6 +243,7 @@ class _SharedRun:
         """Take in what workers have finished, and keep every ready worker busy."""
         out = self.starting | set(self.running)
         done = wait(out, timeout=timeout, return_when=FIRST_COMPLETED).done if out else set()
+        before = len(self.results)
         for future in done:
             if future in self.starting:
                 self.starting.discard(future)
@@ -246,7 +260,7 @@ class _SharedRun:
         while self.todo and self.broken is None and len(self.running) < 2 * self.ready:
             chunk = [self.todo.popleft() for _ in range(self._next_chunk_size())]
             self.running[self.pool.submit(_run_chunk, chunk)] = chunk  # type: ignore[union-attr]
-        if done and self.progress:
+        if len(self.results) > before and self.progress:
             self.progress(len(self.results), self.total, self.errors)
 
     def _result_or_none(self, future):
@@ -307,14 +321,20 @@ class _SharedRun:
 
 
 def _run_in_workers(spec, source, units, workers, progress, chunk_size) -> list[UnitResult]:
+    fork = _can_fork(source)
+
     def open_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("spawn"),
+        return ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("fork" if fork else "spawn"),
                                    initializer=_init_worker,
-                                   initargs=(source.spec(), spec.model_dump(mode="json")))
+                                   initargs=(source.spec(), spec.model_dump(mode="json"), fork))
 
     helpers = workers - 1 if PARENT_COMPUTES else workers
     run = _SharedRun(units, _largest_chunk(len(units), workers, chunk_size), progress, helpers, open_pool)
     try:
+        if fork:
+            # Now, before reading ahead starts its threads; cheap enough to need no
+            # judging whether the plate is worth it.
+            run.start_helpers()
         if PARENT_COMPUTES:
             while True:
                 run.compute_here(spec, source)
@@ -322,7 +342,8 @@ def _run_in_workers(spec, source, units, workers, progress, chunk_size) -> list[
                 if not run.todo:  # else a worker died with units that are still to do
                     break
         else:
-            run.start_helpers()
+            if run.pool is None:
+                run.start_helpers()
             run.finish()
     except BaseException:
         if run.pool is not None:

@@ -192,6 +192,9 @@ def is_plate_folder(folder: str | os.PathLike) -> bool:
 class ImageXpressSource(PixelSource):
     """Planes of a local ImageXpress folder, read one at a time with tifffile."""
 
+    read_ahead = False
+    fork_safe = True
+
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder).resolve()
         self.layout, self._files = read_layout(self.folder)

@@ -251,10 +251,14 @@ def _cli() -> list[str]:
 
 
 def _workers(proc: psutil.Process) -> list[psutil.Process]:
+    """Worker processes: spawned ones, or forked ones (direct children with the parent's
+    command line), not multiprocessing's resource tracker."""
     found = []
     for child in proc.children(recursive=True):
         try:
-            if any("spawn_main" in part for part in child.cmdline()):
+            cmdline = child.cmdline()
+            if any("spawn_main" in part for part in cmdline) or (
+                    child.ppid() == proc.pid and cmdline == proc.cmdline()):
                 found.append(child)
         except psutil.Error:
             pass

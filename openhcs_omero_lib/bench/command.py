@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from . import report as R
-from .plates import PlateSpec, plate_folder
 
 DEFAULT_SIZES = "24,96,384"
 DEFAULT_LATENCIES = "0,1,5"
@@ -197,6 +196,8 @@ def _environment(tmp: Path) -> dict[str, str]:
 
 def run_benchmark(settings: dict[str, Any], *, cache: Path | None, openhcs_python: str | None,
                   openhcs_note: str, log=print) -> dict[str, Any]:
+    from .plates import PlateSpec, plate_folder
+
     sizes, latencies, workers = settings["sizes"], settings["latencies_ms"], settings["workers"]
     specs = {w: PlateSpec(w, settings["sites"], settings["channels"], settings["plane"]) for w in sizes}
     folders = {}
