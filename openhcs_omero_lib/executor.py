@@ -32,8 +32,9 @@ from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.util import Finalize
 from typing import Callable, Sequence
 
+from .allocator import keep_freed_memory
 from .layout import SiteUnit
-from .pipeline.run import Reader, run_unit
+from .pipeline.run import Reader, Unit, compile_unit
 from .pipeline.spec import PipelineSpec
 from .pixels import PixelSource, SourceSpec, UnitPrefetcher, open_source
 
@@ -57,10 +58,10 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _run_one(spec: PipelineSpec, read: Reader, index: int, unit: SiteUnit) -> UnitResult:
+def _run_one(compute: Unit, read: Reader, index: int, unit: SiteUnit) -> UnitResult:
     start = time.perf_counter()
     try:
-        row = run_unit(spec, read)
+        row = compute(read)
         return UnitResult(index, unit, row, None, time.perf_counter() - start)
     except Exception as exc:  # a unit's failure is data, not the run's end
         # OMERO's exceptions carry the server's reason in .message; str() says only their type.
@@ -75,12 +76,14 @@ _worker: dict[str, object] = {}
 
 
 def _init_worker(source_spec: SourceSpec, pipeline: dict, forked: bool = False) -> None:
+    keep_freed_memory()
     # The parent decides about Ctrl-C; workers must not die half-way on their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if forked:  # the parent's SIGTERM handler came along; terminate() must end the worker
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     source = _worker["source"] = open_source(source_spec)
-    spec = _worker["spec"] = PipelineSpec.model_validate(pipeline)
+    spec = PipelineSpec.model_validate(pipeline)
+    _worker["compute"] = compile_unit(spec)
     # One reader for the worker's life: its threads and stores serve every chunk.
     _worker["prefetch"] = UnitPrefetcher(source, spec.channels_read())
     # Runs at the worker's normal exit (multiprocessing does not run atexit there).
@@ -91,10 +94,10 @@ def _init_worker(source_spec: SourceSpec, pipeline: dict, forked: bool = False) 
 
 def _run_chunk(chunk: list[tuple[int, SiteUnit]]) -> list[UnitResult]:
     prefetch: UnitPrefetcher = _worker["prefetch"]  # type: ignore[assignment]
-    spec: PipelineSpec = _worker["spec"]  # type: ignore[assignment]
+    compute: Unit = _worker["compute"]  # type: ignore[assignment]
     try:
         readers = prefetch.readers([u for _, u in chunk])
-        return [_run_one(spec, read, i, u) for (i, u), read in zip(chunk, readers)]
+        return [_run_one(compute, read, i, u) for (i, u), read in zip(chunk, readers)]
     except BaseException:
         traceback.print_exc()
         raise
@@ -165,6 +168,7 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    keep_freed_memory()
     units = list(source.layout.units()) if units is None else list(units)
     if progress:
         progress(0, len(units), 0)
@@ -292,12 +296,13 @@ class _SharedRun:
                 taken.append(self.todo.popleft())
                 yield taken[-1][1]
 
+        compute = compile_unit(spec)
         started = first_done = time.perf_counter()
         done_here = 0
         with UnitPrefetcher(source, spec.channels_read()) as prefetch:
             for read in prefetch.readers(take()):
                 index, unit = taken.popleft()
-                self.add([_run_one(spec, read, index, unit)])
+                self.add([_run_one(compute, read, index, unit)])
                 done_here += 1
                 if self.helpers and self.pool is None:
                     now = time.perf_counter()

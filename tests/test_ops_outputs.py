@@ -149,7 +149,17 @@ def _ref_nuclear_translocation(stacks):
     return row
 
 
-REFERENCE_PRESETS = {"nuclei_count": _ref_nuclei_count, "nuclear_translocation": _ref_nuclear_translocation}
+def _ref_simple_count(stacks):
+    """The benchmark's plain-loop pipeline (openhcs_omero_lib/bench/plain_loop.py)."""
+    smooth = _ref_gaussian(_ref_project_z(stacks[1], "max"), 1.0)
+    nuclei = _ref_label(_ref_remove_small_objects(_ref_threshold(smooth, "otsu"), 40))
+    row = {}
+    _ref_measure(row, "nuclei", nuclei, {})
+    return row
+
+
+REFERENCE_PRESETS = {"nuclei_count": _ref_nuclei_count, "nuclear_translocation": _ref_nuclear_translocation,
+                     "simple_count": _ref_simple_count}
 
 
 # ---- the fields -------------------------------------------------------------------
@@ -287,10 +297,11 @@ def test_ring_as_before(reference):
 def test_object_measurements_as_before(reference):
     images = {"ch1": reference["ch1"], "ch2": reference["ch2"]}
     for labels in (reference["nuclei"], _ref_ring(reference["nuclei"], 5)):
-        new, old = ops.object_measurements(labels, images), _ref_object_measurements(labels, images)
-        assert list(new) == list(old)
-        for key in old:
-            _same(new[key], old[key])
+        for measured in (images, {}):
+            new, old = ops.object_measurements(labels, measured), _ref_object_measurements(labels, measured)
+            assert list(new) == list(old)
+            for key in old:
+                _same(new[key], old[key])
 
 
 # ---- whole units ------------------------------------------------------------------
@@ -304,7 +315,12 @@ def _rows_equal(new: dict, old: dict) -> None:
 
 @pytest.mark.parametrize("preset", sorted(REFERENCE_PRESETS))
 def test_preset_rows_as_before(field, preset):
-    spec = bind_to_plate(parse_spec(preset_text(preset), preset), len(field))
+    if preset == "simple_count":
+        from openhcs_omero_lib.bench.plain_loop import SIMPLE_PIPELINE
+
+        spec = bind_to_plate(parse_spec(SIMPLE_PIPELINE), len(field))
+    else:
+        spec = bind_to_plate(parse_spec(preset_text(preset), preset), len(field))
     row = run_unit(spec, lambda c: field[c])
     _rows_equal(row, REFERENCE_PRESETS[preset](field))
 
@@ -361,3 +377,35 @@ def test_ring_on_random_labels_as_before(seed):
         for distance in (0.5, 1, 1.5, 2, 3, 4.2, 5, 9):
             _same(ops.ring(image, distance), _ref_ring(image, distance))
     _same(ops.ring(np.zeros((20, 30), np.int32), 5), _ref_ring(np.zeros((20, 30), np.int32), 5))
+
+
+def _threshold_cases():
+    rng = np.random.default_rng(7)
+    yield "uniform", rng.random((64, 80), dtype=np.float32)
+    yield "whole numbers on the bin edges", rng.integers(0, 257, size=(64, 64)).astype(np.float32)
+    yield "two levels", np.where(rng.random((40, 40)) > 0.7, 5.0, 1.0).astype(np.float32)
+    yield "one pixel apart", np.r_[np.zeros(99), [1e-3]].astype(np.float32).reshape(10, 10)
+    yield "narrow range far from zero", (1000 + rng.integers(0, 300, size=(50, 50)) * np.float32(6.1e-5)).astype(
+        np.float32)
+    yield "float64", rng.normal(100, 20, size=(70, 90))
+    yield "skewed", (rng.exponential(3, size=(128, 128)) ** 2).astype(np.float32)
+    yield "negative values", rng.normal(0, 1, size=(33, 47)).astype(np.float32)
+
+
+@pytest.mark.parametrize("case", [name for name, _ in _threshold_cases()])
+def test_otsu_threshold_as_before_on_awkward_images(case):
+    image = dict(_threshold_cases())[case]
+    _same(ops.threshold(image, "otsu"), _ref_threshold(image, "otsu"))
+    from skimage.exposure import histogram
+
+    counts, centres = ops._histogram(image, image.min(), image.max())
+    ref_counts, ref_centres = histogram(image.reshape(-1), 256, source_range="image")
+    _same(counts, ref_counts)
+    _same(centres, ref_centres)
+
+
+def test_otsu_threshold_of_a_range_too_narrow_for_its_bins_fails_as_before():
+    image = (np.float32(1000) + np.arange(4, dtype=np.float32) * np.spacing(np.float32(1000))).reshape(2, 2)
+    for threshold in (ops.threshold, _ref_threshold):
+        with pytest.raises(ValueError, match="Too many bins"):
+            threshold(image, "otsu")

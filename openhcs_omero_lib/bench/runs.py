@@ -115,18 +115,21 @@ def compute_only(request: dict[str, Any]) -> dict[str, Any]:
     With ``parts``, this process takes every ``parts``-th unit from ``part`` on, says
     ``ready`` once its pixels are loaded and starts computing when stdin says ``go``:
     the driver starts all parts together to see what the machine's cores really give."""
+    from ..allocator import keep_freed_memory
     from ..engine import bind
     from ..imagexpress import ImageXpressSource
     from ..pipeline.loading import resolve_pipeline
-    from ..pipeline.run import run_unit
+    from ..pipeline.run import compile_unit
 
     with ImageXpressSource(request["folder"]) as source:
         bound = bind(resolve_pipeline(request["pipeline"])[0], source.layout)
         channels = bound.channels_read()
         units = list(source.layout.units())[request.get("part", 0)::request.get("parts", 1)]
         pixels = [{c: source.read_stack(u, c) for c in channels} for u in units]
+    keep_freed_memory()  # as the executor does
+    run_unit = compile_unit(bound)  # once per run, as the executor does
     if pixels:
-        run_unit(bound, pixels[0].__getitem__)  # first use of each operation loads code: not work
+        run_unit(pixels[0].__getitem__)  # first use of each operation loads code: not work
     if "parts" in request:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
@@ -135,7 +138,7 @@ def compute_only(request: dict[str, Any]) -> dict[str, Any]:
     seconds = 0.0
     for planes in pixels:
         start = time.perf_counter()
-        rows.append(run_unit(bound, planes.__getitem__))
+        rows.append(run_unit(planes.__getitem__))
         seconds += time.perf_counter() - start
     return {"seconds": seconds, "units": len(rows), "errors": 0, "count_total": _count_total(rows)}
 
