@@ -65,7 +65,7 @@ class PixelSource(ABC):
         """All z planes of one channel of a unit, shape ``(z, y, x)``."""
         planes = [self.read_plane(unit.well, unit.site, channel, z, unit.timepoint)
                   for z in range(1, self.layout.z_planes + 1)]
-        return np.stack(planes)
+        return planes[0][np.newaxis] if len(planes) == 1 else np.stack(planes)  # one plane: no copy
 
     def read_channels(self, unit: SiteUnit, channels: Sequence[int]) -> dict[int, Any]:
         """:meth:`read_stack` of each channel, in order; a channel that fails maps to

@@ -74,7 +74,6 @@ def _first_error(exc: ValidationError, root: yaml.Node | None, source: str) -> s
 def parse_spec(text: str, source: str = "<pipeline>") -> PipelineSpec:
     """A validated spec from YAML or JSON text; :class:`PipelineError` otherwise."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -87,6 +86,8 @@ def parse_spec(text: str, source: str = "<pipeline>") -> PipelineSpec:
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
+        # The node tree, for the line an error is on, only when there is an error.
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
         raise PipelineError(_first_error(exc, root, source)) from None
 
 
