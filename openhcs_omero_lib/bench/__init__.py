@@ -13,7 +13,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .command import add_arguments as add
+    from .options import add_arguments as add
 
     add(parser)
 
