@@ -32,9 +32,11 @@ def project_z(stack: np.ndarray, method: str = "max") -> np.ndarray:
     """Reduce a ``(z, y, x)`` stack to one plane: ``max``, ``mean`` or ``sum``."""
     if stack.ndim == 2:
         return stack.astype(np.float32)
-    if method == "max" or stack.shape[0] == 1:
-        # The maximum (and a single plane) is exact in the stack's own type: one
-        # plane is converted instead of the whole stack, with the same values.
+    if stack.shape[0] == 1:  # one plane: every projection is that plane
+        return stack[0].astype(np.float32)
+    if method == "max":
+        # The maximum is exact in the stack's own type: one plane is converted
+        # instead of the whole stack, with the same values.
         return np.max(stack, axis=0).astype(np.float32)
     reducer = {"mean": np.mean, "sum": np.sum}[method]
     return reducer(stack.astype(np.float32), axis=0)
@@ -146,10 +148,11 @@ def _histogram(image: np.ndarray, low, high, bins: int = 256) -> tuple[np.ndarra
 
     Why: ``threshold_otsu(image)`` copies the image, compares every pixel with the
     first, and ``np.histogram`` then finds the range again and filters every block
-    of 65536 values to it; here the range is known (the pixels are all inside it) and
-    the bins are computed once, with numpy's own arithmetic in the image's type (its
+    to it; here the range is known (the pixels are all inside it) and each pixel's
+    bin is computed once, with numpy's own arithmetic in the image's type (its
     estimate, then its corrections by one bin at the edges), so the counts are
-    numpy's to the pixel. Otsu's level is then scikit-image's, from these counts.
+    numpy's to the pixel. Blocks of 65536 values, as numpy's, keep the temporaries
+    in the cache. Otsu's level is then scikit-image's, from these counts.
     """
     values = image.ravel()
     kind = np.result_type(low, high, values)
@@ -158,11 +161,16 @@ def _histogram(image: np.ndarray, low, high, bins: int = 256) -> tuple[np.ndarra
         from skimage.exposure import histogram
 
         return histogram(values, bins, source_range="image")
-    index = ((np.subtract(values, low, dtype=kind) / np.subtract(high, low, dtype=kind)) * bins).astype(np.intp)
-    index[index == bins] -= 1
-    index[values < edges[index]] -= 1
-    index[(values >= edges[index + 1]) & (index != bins - 1)] += 1
-    return np.bincount(index, minlength=bins), (edges[:-1] + edges[1:]) / 2.0
+    width = np.subtract(high, low, dtype=kind)
+    counts = np.zeros(bins, dtype=np.intp)
+    for start in range(0, len(values), 65536):
+        block = values[start:start + 65536]
+        index = ((np.subtract(block, low, dtype=kind) / width) * bins).astype(np.intp)
+        index[index == bins] -= 1
+        index[block < edges[index]] -= 1
+        index[(block >= edges[index + 1]) & (index != bins - 1)] += 1
+        counts += np.bincount(index, minlength=bins)
+    return counts, (edges[:-1] + edges[1:]) / 2.0
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
