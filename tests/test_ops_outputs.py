@@ -410,3 +410,31 @@ def test_otsu_threshold_of_a_range_too_narrow_for_its_bins_fails_as_before():
     for threshold in (ops.threshold, _ref_threshold):
         with pytest.raises(ValueError, match="Too many bins"):
             threshold(image, "otsu")
+
+
+def test_every_lazily_imported_module_is_listed_for_its_operation():
+    """A run imports each step's modules before its first unit (ops.import_for), so
+    that no unit's time (which decides whether workers are started) includes an
+    import: every function-level import of ops.py must be listed."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(ops))
+    lazy: dict[str, list[set[str]]] = {}
+    for func in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        for node in ast.walk(func):
+            if isinstance(node, ast.ImportFrom) and func.name != "import_for":
+                module = ("openhcs_omero_lib.pipeline." if node.level else "") + (node.module or "")
+                for alias in node.names:  # "from scipy import fft" imports scipy.fft
+                    lazy.setdefault(func.name, []).append({module, f"{module}.{alias.name}"})
+    ops_of = {"median": "median", "_blur_fft": "subtract_background", "subtract_background": "subtract_background",
+              "open_mask": "open", "watershed_split": "watershed_split", "relabel": "filter_objects",
+              "filter_objects": "filter_objects", "expand": "expand_labels", "_histogram": None}
+    assert lazy
+    for func, imports in lazy.items():
+        op = ops_of[func]
+        if op is None:  # numpy's error path only
+            continue
+        listed = {m for key, modules in ops.IMPORTS.items() if key.split(":")[0] == op for m in modules}
+        for candidates in imports:
+            assert candidates & listed, (func, candidates)

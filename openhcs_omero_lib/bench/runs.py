@@ -55,14 +55,19 @@ def _login(connection: dict[str, Any]):
 @contextlib.contextmanager
 def _logged_in(request: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
     """The stand-in's control line, a logged-in connection and the pipeline: what a
-    script has before its clock starts."""
+    script has before its clock starts (its imports include those of the pipeline's
+    operations, which the library makes when a run starts)."""
+    from ..pipeline import ops
     from ..pipeline.loading import resolve_pipeline
     from .standin import control_for
 
     control = control_for(request["server"])
     conn = _login(request["server"])
+    spec = resolve_pipeline(request["pipeline"])[0]
+    for step in spec.steps:
+        ops.import_for(step.op, getattr(step, "method", None))
     try:
-        yield control, conn, resolve_pipeline(request["pipeline"])[0]
+        yield control, conn, spec
     finally:
         conn.close()
         control.close()

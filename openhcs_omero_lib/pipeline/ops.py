@@ -18,6 +18,26 @@ from .distances import distance_inside, nearest_labels
 # scikit-image's morphology and segmentation, scipy.fft and scipy.spatial (for the
 # peaks) are imported by the operations that use them: together they take longer to
 # import than a small plate takes to compute, and many pipelines need none of them.
+# A run imports what its steps need before its first unit (:func:`import_for`), so
+# that no unit's time includes an import.
+IMPORTS = {
+    "median": ("skimage.morphology",),
+    "open": ("skimage.morphology",),
+    "subtract_background": ("scipy.fft",),
+    "subtract_background:tophat": ("skimage.morphology",),
+    "watershed_split": ("skimage.segmentation", "openhcs_omero_lib.pipeline.peaks"),
+    "filter_objects": ("skimage.segmentation",),
+    "expand_labels": ("skimage.segmentation",),
+}
+"""Modules each operation (``op`` or ``op:method``) imports when it first runs."""
+
+
+def import_for(op: str, method: str | None = None) -> None:
+    """Import now what operation ``op`` (with ``method``) imports when it first runs."""
+    import importlib
+
+    for module in IMPORTS.get(op, ()) + IMPORTS.get(f"{op}:{method}", ()):
+        importlib.import_module(module)
 
 THRESHOLD_METHODS = {
     "otsu": filters.threshold_otsu,

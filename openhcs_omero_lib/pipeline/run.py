@@ -88,6 +88,8 @@ def compile_unit(spec: PipelineSpec) -> Unit:
     """:func:`run_unit` for ``spec``, with the steps looked at once: a run compiles
     its spec once, not once per unit (dispatching on the steps' types, building their
     calls and column names is not the units' work)."""
+    for step in spec.steps:
+        ops.import_for(step.op, getattr(step, "method", None))
     steps = [_compile(step) for step in spec.steps]
     load = spec.load.z
 
