@@ -194,6 +194,12 @@ WORKER_START_SECONDS = 1.0
 numpy, scipy, scikit-image and omero (most of it) and joining the session."""
 
 
+JUDGE_UNITS, JUDGE_SECONDS = 8, 0.25
+"""The pace that decides on workers is taken over at least this many units after the
+first, or this much time: on a machine that other work shares, single units of a few
+milliseconds vary too much to extrapolate a plate from."""
+
+
 def _ready() -> int:
     return os.getpid()
 
@@ -311,8 +317,10 @@ class _SharedRun:
                         # itself, only a clear case starts workers.
                         first_done = now
                         worth = self._worth_helpers(1, now - started, margin=3.0)
-                    else:
+                    elif done_here - 1 >= JUDGE_UNITS or now - first_done >= JUDGE_SECONDS:
                         worth = self._worth_helpers(done_here - 1, now - first_done)
+                    else:  # too few units yet: one slow one (a busy machine) is not a pace
+                        worth = False
                     if worth:
                         self.start_helpers()
                 if self.progress:
