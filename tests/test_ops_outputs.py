@@ -347,6 +347,7 @@ def _random_weights(seed, mask, kind):
 
 
 @pytest.mark.parametrize("seed", range(12))
+@pytest.mark.filterwarnings("ignore:When min_distance < 1:RuntimeWarning")  # the reference, on purpose
 def test_watershed_split_on_random_masks_as_before(seed):
     mask = _random_mask(seed, blur=[1.0, 2.0, 3.5][seed % 3])
     mask[seed::23, ::17] = True  # single pixels and bridges
