@@ -92,6 +92,18 @@ def _ref_watershed_split(mask, min_distance=5, smoothing=1.0, intensity=None):
     return _ref_relabel(labels)
 
 
+def _ref_filter_objects(labels, min_area=0, max_area=None, exclude_border=False):
+    areas = np.bincount(labels.ravel())
+    keep = areas >= min_area
+    if max_area is not None:
+        keep &= areas <= max_area
+    keep[0] = False
+    out = np.where(keep[labels], labels, 0)
+    if exclude_border:
+        out = segmentation.clear_border(out)
+    return _ref_relabel(out)
+
+
 def _ref_ring(labels, distance):
     grown = segmentation.expand_labels(labels, distance)
     return np.where(labels > 0, 0, grown).astype(np.int32)
@@ -288,6 +300,12 @@ def test_watershed_split_of_unfiltered_masks_as_before(reference):
     _same(ops.watershed_split(mask, 4, 0.0, reference["smooth"]),
           _ref_watershed_split(mask, 4, 0.0, reference["smooth"]))
     _same(ops.watershed_split(mask, 3, 0.0, None), _ref_watershed_split(mask, 3, 0.0, None))
+
+
+def test_filter_objects_as_before(reference):
+    for min_area, max_area, border in ((0, None, False), (120, None, False), (50, 200, True), (0, 150, True)):
+        _same(ops.filter_objects(reference["nuclei"], min_area, max_area, border),
+              _ref_filter_objects(reference["nuclei"], min_area, max_area, border))
 
 
 def test_ring_as_before(reference):
