@@ -119,7 +119,7 @@ paid once per this many units."""
 
 
 class UnitPrefetcher:
-    """Reads each unit's channels on background threads, ahead of the caller, so
+    r"""Reads each unit's channels on background threads, ahead of the caller, so
     that fetching the next units overlaps computing the current one.
 
     Each reading lane is one thread with a source of its own (the source given, then
