@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from .executor import ProgressCallback, run_units
-from .layout import PlateLayout
-from .pipeline.spec import PipelineSpec, bind_to_plate
-from .pixels import PixelSource
-from .results import PlateResults, collect
+from openhcs_omero_lib.execution.executor import ProgressCallback, run_units
+from openhcs_omero_lib.pipeline.spec import PipelineSpec, bind_to_plate
+from openhcs_omero_lib.plates.layout import PlateLayout
+from openhcs_omero_lib.plates.pixels import PixelSource
+from openhcs_omero_lib.results.tables import PlateResults, collect
 
 
 def bind(spec: PipelineSpec, layout: PlateLayout) -> PipelineSpec:
@@ -17,10 +17,12 @@ def bind(spec: PipelineSpec, layout: PlateLayout) -> PipelineSpec:
 
 
 def run_pipeline(source: PixelSource, spec: PipelineSpec, *, workers: int = 1,
-                 progress: ProgressCallback | None = None, source_label: str = "") -> PlateResults:
-    """Run ``spec`` on every unit of the plate behind ``source``."""
+                 progress: ProgressCallback | None = None, source_label: str = "",
+                 outlines: bool = False) -> PlateResults:
+    """Run ``spec`` on every unit of the plate behind ``source`` (keeping the measured
+    objects' outlines when asked)."""
     bound = bind(spec, source.layout)
     started = time.time()
-    results = run_units(bound, source, workers=workers, progress=progress)
+    results = run_units(bound, source, workers=workers, progress=progress, outlines=outlines)
     return collect(source.layout, bound, results, source=source_label or source.layout.name,
                    started=started, finished=time.time(), workers=workers)

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from openhcs_omero_lib import synthetic
-from openhcs_omero_lib.synthetic import SyntheticPlateConfig
-
 # Re-exported so that any test can ask for the ``omero_sandbox`` fixture.
 from omero_helpers import omero_sandbox  # noqa: F401
+from openhcs_omero_lib.plates import synthetic
+from openhcs_omero_lib.plates.synthetic import SyntheticPlateConfig
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,15 @@ def touching_plate(tmp_path_factory) -> Plate:
 def zt_plate(tmp_path_factory) -> Plate:
     """4 wells x 2 sites, 3 z planes, 3 timepoints."""
     return _make(tmp_path_factory, "zt", wells=4, sites=2, channels=1, z_planes=3, timepoints=3, size=256)
+
+
+@pytest.fixture(scope="session")
+def timelapse_runs(tmp_path_factory) -> list[tuple[str, Path]]:
+    """Two acquisition runs of one plate, as ``[(run name, folder)]``: the same
+    layout (3 wells x 2 sites, 1 channel, 3 z, 2 timepoints, 160 px), other nuclei."""
+    return [(name, _make(tmp_path_factory, f"run{i}", wells=3, sites=2, channels=1, z_planes=3, timepoints=2,
+                         size=160, seed=40 + i, name="TIMELAPSE").folder)
+            for i, name in enumerate(("Run A", "Run B"))]
 
 
 # OMERO-side fixtures (tests/omero_fixtures.py), re-exported for every test module.

@@ -135,7 +135,7 @@ def csv_rows(store, ann) -> list[dict[str, str]]:
 
 def well_names(store, plate_id: int) -> dict[int, str]:
     """Well ID -> ``A01``-style name, from the stored (0-based) row and column."""
-    from openhcs_omero_lib.layout import well_name
+    from openhcs_omero_lib.plates.layout import well_name
 
     return {w.getId().getValue(): well_name(w.getRow().getValue() + 1, w.getColumn().getValue() + 1)
             for w in store.children("Well", "plate", plate_id)}
@@ -178,7 +178,7 @@ def write_fake_imagexpress(folder: Path, *, wells: int, sites: int, channels: in
     per channel, the other fields hard links to it. Returns the generator's layout."""
     import numpy as np
 
-    from openhcs_omero_lib import imagexpress, synthetic
+    from openhcs_omero_lib.plates import imagexpress, synthetic
 
     cfg = synthetic.SyntheticPlateConfig(wells=wells, sites=sites, channels=channels, size=size, name=name)
     layout = synthetic.layout_for(cfg)
@@ -209,7 +209,7 @@ def fake_384_plate(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_plate(tmp_path_factory):
     """2 wells x 2 sites, 2 channels, 96 px: for tests of attaching, not of measuring."""
-    from openhcs_omero_lib import synthetic
+    from openhcs_omero_lib.plates import synthetic
 
     folder = tmp_path_factory.mktemp("tiny") / "plate"
     synthetic.make_plate(folder, synthetic.SyntheticPlateConfig(wells=2, sites=2, channels=2, size=96, seed=3,

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 from skimage.measure import label
 
-from openhcs_omero_lib import engine, synthetic
-from openhcs_omero_lib.imagexpress import ImageXpressSource
-from openhcs_omero_lib.layout import parse_well
+from openhcs_omero_lib import engine
 from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
+from openhcs_omero_lib.plates import synthetic
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+from openhcs_omero_lib.plates.layout import parse_well
 
 
 def _run(plate, preset: str):

@@ -1,5 +1,5 @@
 """The allocator setting: arrays freed by one field are reused by the next, not handed
-back to the kernel and faulted in again (see openhcs_omero_lib/allocator.py).
+back to the kernel and faulted in again (see openhcs_omero_lib/execution/allocator.py).
 
 Page faults are counted by the kernel, not timed: the test asserts no timing."""
 
@@ -16,7 +16,7 @@ PROBE = textwrap.dedent("""
     import resource, sys
     import numpy as np
     if sys.argv[1] == "keep":
-        from openhcs_omero_lib.allocator import keep_freed_memory
+        from openhcs_omero_lib.execution.allocator import keep_freed_memory
         assert keep_freed_memory()
 
     def faults():
@@ -55,7 +55,7 @@ def test_freed_arrays_are_reused_without_page_faults():
 
 
 def test_setting_it_twice_is_harmless():
-    from openhcs_omero_lib.allocator import keep_freed_memory
+    from openhcs_omero_lib.execution.allocator import keep_freed_memory
 
     first = keep_freed_memory()
     assert keep_freed_memory() == first

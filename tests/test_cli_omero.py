@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from openhcs_omero_lib.cli import main
+from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.omero.sink import results_namespace
-from openhcs_omero_lib.synthetic import read_ground_truth
+from openhcs_omero_lib.plates.synthetic import read_ground_truth
 from openhcs_omero_lib.testing import OmeroStandIn
 
 
@@ -35,7 +35,7 @@ def test_list_plates_shows_size_owner_and_group(server, capsys, small_plate):
 
 
 def test_run_on_omero_plate_attaches_and_writes_locally(server, capsys, small_plate, tmp_path, monkeypatch):
-    from openhcs_omero_lib import executor
+    from openhcs_omero_lib.execution import executor
 
     # Only spawned workers here, so that both join the session (otherwise this
     # process computes too, and on a plate this small finishes before they start).
@@ -53,7 +53,9 @@ def test_run_on_omero_plate_attaches_and_writes_locally(server, capsys, small_pl
     anns = server.store.annotations_on("Plate", server.plate_id, results_namespace("nuclei_count"))
     names = sorted(server.store.get("OriginalFile", a.getFile().getId().getValue()).getName().getValue()
                    for a in anns)
-    assert names == ["nuclei_count_images.csv", "nuclei_count_results.json", "nuclei_count_wells.csv"]
+    assert names == ["nuclei_count_SMALL_fields.omero.h5", "nuclei_count_heatmap.png", "nuclei_count_images.csv",
+                     "nuclei_count_results.json", "nuclei_count_wells.csv"]
+    assert (out / f"plate_{server.plate_id}" / "heatmap.png").exists()
     # workers joined the session instead of logging in again
     assert server.calls["sessions.created"] == 1
     assert server.calls["sessions.joined"] == 2
@@ -70,6 +72,21 @@ def test_with_this_process_computing_too_at_most_one_worker_joins(server, capsys
     assert server.calls["sessions.joined"] <= 1
     for stateful in ("RawPixelsStore", "RawFileStore", "Table"):
         assert server.open_stateful[stateful] == 0, stateful
+
+
+def test_run_on_omero_plate_saves_rois_up_to_the_cap(server, capsys):
+    code = main(["run", "--omero-plate", str(server.plate_id), "--workers", "1", "--no-progress",
+                 "--save-rois", "--max-rois", "3", "--heatmap", "nuclei_area_mean", *server.args])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    images = [ws.getImage().getId().getValue() for w in server.store.children("Well", "plate", server.plate_id)
+              for ws in server.store.children("WellSample", "well", w.getId().getValue())]
+    rois = [r for r in server.store.all("Roi") if r.getImage().getId().getValue() in images]
+    assert len(rois) == 3 * len(images)  # every field of the small plate has more than 3 nuclei
+    assert f"and {3 * len(images)} ROIs" in captured.out
+    assert f"ROI cap of 3 per image reached on {len(images)} image(s)" in captured.err
+    bad = main(["run", "--omero-plate", str(server.plate_id), "--no-progress", "--heatmap", "nope", *server.args])
+    assert bad == 2 and "--heatmap: pipeline 'nuclei_count' measures no 'nope'" in capsys.readouterr().err
 
 
 def test_run_on_missing_omero_plate_is_one_line(server, capsys):

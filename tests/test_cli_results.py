@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from openhcs_omero_lib import cli
-from openhcs_omero_lib.cli import main
+from openhcs_omero_lib.cli import local as cli
+from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.pipeline.loading import preset_text
+from openhcs_omero_lib.plates.synthetic import cache_dir
 
 KEYS = ["well", "row", "column", "site", "timepoint"]
 
@@ -36,10 +37,10 @@ def run_output(small_plate, tmp_path_factory):
     return code, out, stdout.getvalue(), stderr.getvalue()
 
 
-def test_run_succeeds_and_writes_three_files(run_output):
+def test_run_succeeds_and_writes_three_files_and_a_heat_map(run_output):
     code, out, stdout, _ = run_output
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["images.csv", "results.json", "wells.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "images.csv", "results.json", "wells.csv"]
     assert "sites within 5%" in stdout
 
 
@@ -238,7 +239,7 @@ def test_run_demo_generates_the_plate_once(tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     monkeypatch.chdir(tmp_path)
-    assert cli.cache_dir() == cache / "openhcs-omero"
+    assert cache_dir() == cache / "openhcs-omero"
 
     out1 = tmp_path / "demo1"
     assert main(["run", "--demo", "--workers", "1", "--out", str(out1), "--no-progress"]) == 0

@@ -15,11 +15,12 @@ import pandas as pd
 import psutil
 import pytest
 
-from openhcs_omero_lib import engine, imagexpress, synthetic
-from openhcs_omero_lib.executor import run_units
-from openhcs_omero_lib.imagexpress import ImageXpressSource
+from openhcs_omero_lib import engine
+from openhcs_omero_lib.execution.executor import run_units
 from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
-from openhcs_omero_lib.results import LocalFolderSink
+from openhcs_omero_lib.plates import imagexpress, synthetic
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+from openhcs_omero_lib.results.sinks import LocalFolderSink
 
 
 def _spec(name: str = "nuclei_count"):
@@ -42,7 +43,7 @@ def test_results_identical_for_one_and_two_workers(small_plate):
 def test_results_identical_whoever_computes(small_plate, monkeypatch, who):
     """This process computing with spawned workers joining, or spawned workers alone:
     the same rows in the same order."""
-    from openhcs_omero_lib import executor
+    from openhcs_omero_lib.execution import executor
 
     workers = 3 if who == "three workers" else 2
     if who == "workers only":
@@ -70,13 +71,13 @@ class _NoWorkerSource(ImageXpressSource):
     """A source that worker processes cannot open (its spec names no known kind)."""
 
     def spec(self):
-        from openhcs_omero_lib.pixels import SourceSpec
+        from openhcs_omero_lib.plates.pixels import SourceSpec
 
         return SourceSpec("no-such-source")
 
 
 def test_workers_that_cannot_start_leave_the_work_to_this_process(small_plate, monkeypatch, capfd):
-    from openhcs_omero_lib import executor
+    from openhcs_omero_lib.execution import executor
 
     monkeypatch.setattr(executor, "WORKER_START_SECONDS", 0.0)  # start them after the first unit
     with ImageXpressSource(small_plate.folder) as source:
@@ -102,11 +103,11 @@ def test_a_worker_that_dies_mid_run_loses_no_unit(tmp_path, monkeypatch, capfd):
     """A worker killed while it holds chunks (say, by the kernel for memory): its
     chunks go back to the queue and this process computes them."""
     from omero_fixtures import write_fake_imagexpress
-
-    from openhcs_omero_lib import executor
+    from openhcs_omero_lib.execution import executor
 
     folder = tmp_path / "plate"
-    write_fake_imagexpress(folder, wells=24, sites=4, channels=2, size=256, name="DIE")
+    # heavy enough (noise: many objects) that the run outlasts a spawned worker's start
+    write_fake_imagexpress(folder, wells=24, sites=4, channels=2, size=384, name="DIE")
     monkeypatch.setattr(executor, "WORKER_START_SECONDS", 0.0)
     with ImageXpressSource(folder) as source:
         spec = engine.bind(_spec(), source.layout)
@@ -131,8 +132,8 @@ def test_a_worker_that_dies_mid_run_loses_no_unit(tmp_path, monkeypatch, capfd):
 
 
 def test_workers_start_only_when_the_work_left_outlasts_their_start_up():
-    from openhcs_omero_lib.executor import WORKER_START_SECONDS, _SharedRun
-    from openhcs_omero_lib.layout import SiteUnit
+    from openhcs_omero_lib.execution.executor import WORKER_START_SECONDS, _SharedRun
+    from openhcs_omero_lib.plates.layout import SiteUnit
 
     run = _SharedRun([SiteUnit("A01", s, 1) for s in range(1, 102)], 4, None, helpers=1)
     run.todo.popleft()  # this process took one unit

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from openhcs_omero_lib import imagexpress
-from openhcs_omero_lib.imagexpress import ImageXpressSource, NotAPlateError, is_plate_folder, read_layout
-from openhcs_omero_lib.layout import SiteUnit
-from openhcs_omero_lib.synthetic import layout_for, render_site
+from openhcs_omero_lib.plates import imagexpress
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource, NotAPlateError, is_plate_folder, read_layout
+from openhcs_omero_lib.plates.layout import SiteUnit
+from openhcs_omero_lib.plates.synthetic import layout_for, render_site
 
 GUID_A = "F0C52ED7-1234-4A5B-9C8D-0123456789AB"
 GUID_DIGIT = "0C52ED7A-9876-4A5B-8C8D-FEDCBA987654"  # starts with a digit, right after w<d>
@@ -78,7 +78,7 @@ def test_render_site_is_deterministic(multi_plate):
 
 
 def test_synthetic_plate_spec_reopens_the_same_source(multi_plate):
-    from openhcs_omero_lib.pixels import open_source
+    from openhcs_omero_lib.plates.pixels import open_source
 
     source = ImageXpressSource(multi_plate.folder)
     reopened = open_source(source.spec())

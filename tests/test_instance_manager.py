@@ -21,8 +21,14 @@ import yaml
 from omero_fixtures import standin
 from openhcs_omero_lib.omero import instance
 from openhcs_omero_lib.omero.connection import OmeroConnectionError
-from openhcs_omero_lib.omero.instance import (COMPOSE_FILE, STARTUP_SCRIPT, OMEROInstanceManager, OmeroInstanceError,
-                                              compose_command, compose_environment)
+from openhcs_omero_lib.omero.instance import (
+    COMPOSE_FILE,
+    STARTUP_SCRIPT,
+    OmeroInstanceError,
+    OMEROInstanceManager,
+    compose_command,
+    compose_environment,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT_PASSWORD = "root-pw-for-tests-7f3a"
@@ -519,7 +525,7 @@ def test_startup_script_refuses_a_folder_that_is_not_the_source(tmp_path):
 # ---- openhcs-omero server ----------------------------------------------------------------------
 
 def run_cli(argv: list[str]) -> int:
-    from openhcs_omero_lib.cli import main
+    from openhcs_omero_lib.cli.app import main
 
     return main(argv)
 
@@ -599,7 +605,7 @@ def test_server_start_without_docker_is_a_user_error(tmp_path, monkeypatch, caps
 
 
 def test_the_server_command_module_does_not_import_omero():
-    code = ("import sys, openhcs_omero_lib.cli_server\n"
+    code = ("import sys, openhcs_omero_lib.cli.server\n"
             "print(sorted(m for m in sys.modules if m == 'Ice' or m == 'omero' or m.startswith('omero.')))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

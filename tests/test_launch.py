@@ -19,10 +19,10 @@ import psutil
 import pytest
 
 from omero_fixtures import RUN_SCRIPT, standin, write_fake_imagexpress
-from openhcs_omero_lib.cli import main
+from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.omero.jobs import PIPELINE_NS, JobWatch
 from openhcs_omero_lib.omero.sink import NS_PREFIX
-from openhcs_omero_lib.synthetic import read_ground_truth
+from openhcs_omero_lib.plates.synthetic import read_ground_truth
 
 
 @pytest.fixture()
@@ -105,8 +105,8 @@ def test_launch_shows_live_progress_and_attaches_results(server, capsys, long_pl
     (job,) = _jobs(server)
     assert job.getStatus().getValue().getValue() == "Finished"
     assert job.getMessage().getValue().startswith("finished: nuclei_count on 1 plate")
-    # progress is published at most every 0.5 s, whatever the number of fields
-    assert 1 <= server.calls["JobHandle.setMessage"] <= seconds / 0.5 + 3
+    # progress is looked at every 0.5 s and written on 1% of the fields or every 10 s
+    assert 1 <= server.calls["JobHandle.setMessage"] <= min(seconds / 0.5, 100 + seconds / 10) + 3
 
 
 def test_launch_with_a_pipeline_file_uploads_it_once(server, capsys, tmp_path, normal_plate):
@@ -119,7 +119,7 @@ def test_launch_with_a_pipeline_file_uploads_it_once(server, capsys, tmp_path, n
         assert code == 0
     uploads = [a for a in server.store.all("FileAnnotation") if a.getNs() and a.getNs().getValue() == PIPELINE_NS]
     assert len(uploads) == 1
-    assert len(_results_on_plate(server)) == 3  # the re-run replaced the first run's CSVs and JSON
+    assert len(_results_on_plate(server)) == 5  # the re-run replaced the first run's CSVs, JSON, field table, heat map
     truth = sum(read_ground_truth(normal_plate.folder).values())
     total = int(re.search(r"nuclei_count total (\d+)", capsys.readouterr().out).group(1))
     assert abs(total - truth) <= 0.05 * truth
@@ -154,6 +154,7 @@ def test_cancel_by_id_stops_workers_and_attaches_nothing(server, capsys, server_
     assert f"job {job_id}: cancelled: stopped during plate {server.plate_id}" in out
     assert _gone(tree, timeout=10), "script or worker processes still running"
     assert time.monotonic() - started < 15
+    assert server.jobs[job_id].exited(10) and server.jobs[job_id].orphans == 0
     assert _results_on_plate(server) == []
     assert server.store.annotations_on("Well", server.store.children("Well", "plate", server.plate_id)[0]
                                        .getId().getValue()) == []
@@ -191,7 +192,7 @@ def test_cancel_of_an_ended_job_says_so(server, capsys):
     capsys.readouterr()
     assert main(["cancel", str(job.getId().getValue()), *server.args]) == 0
     assert "has already ended: finished" in capsys.readouterr().out
-    assert len(_results_on_plate(server)) == 3
+    assert len(_results_on_plate(server)) == 5  # CSVs, JSON, the field table and the heat map
 
 
 # ---- bad input: one line, nothing started or uploaded ------------------------------------------
@@ -252,3 +253,22 @@ def test_status_of_a_job_that_is_not_yours(server, capsys, monkeypatch):
     monkeypatch.setenv("OMERO_PASSWORD", bob.password)
     assert main(["status", str(job.getId().getValue()), *server.args]) == 2
     assert f"no job {job.getId().getValue()} of yours" in capsys.readouterr().err
+
+
+def test_launch_measures_only_the_chosen_run(server, capsys, timelapse_runs):
+    from omero_fixtures import csv_rows, file_name
+
+    plate_id = server.import_plate(timelapse_runs)
+    runs = {r.getName().getValue(): r.getId().getValue()
+            for r in server.store.children("PlateAcquisition", "plate", plate_id)}
+    code = main(["launch", "--plate", str(plate_id), "--run", str(runs["Run B"]), "--workers", "1",
+                 "--attach", "plate", "--outputs", "csv", "--no-progress", *server.args])
+    assert code == 0, capsys.readouterr().err
+    [images] = [a for a in server.store.annotations_on("Plate", plate_id)
+                if file_name(server.store, a).endswith("_images.csv")]
+    rows = csv_rows(server.store, images)
+    assert rows and {(r["run_id"], r["run"]) for r in rows} == {(str(runs["Run B"]), "Run B")}
+    # a run of another plate (or none at all) is refused before anything runs
+    assert main(["launch", "--plate", str(server.plate_id), "--run", str(runs["Run A"]), "--workers", "1",
+                 "--no-progress", *server.args]) == 1
+    assert f"no chosen plate has the run(s) {runs['Run A']}" in capsys.readouterr().out

@@ -8,9 +8,9 @@ import string
 
 import pytest
 
-from openhcs_omero_lib.layout import parse_well, row_letters, row_number, well_name
-from openhcs_omero_lib.synthetic import SyntheticPlateConfig, layout_for
-from openhcs_omero_lib.virtual_backend import PlaneCoord, VirtualBackend, parse_plane_filename, plane_filename
+from openhcs_omero_lib.plates.layout import parse_well, row_letters, row_number, well_name
+from openhcs_omero_lib.plates.synthetic import SyntheticPlateConfig, layout_for
+from openhcs_omero_lib.plates.virtual_backend import PlaneCoord, VirtualBackend, parse_plane_filename, plane_filename
 
 CONFIG_384 = SyntheticPlateConfig(wells=384, sites=2, channels=2, z_planes=2, timepoints=2)
 NAME_RE = re.compile(r"^[A-Z]{1,2}\d{2}_s\d{3}_w\d_z\d{3}_t\d{3}\.tif$")

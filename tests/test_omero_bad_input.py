@@ -130,6 +130,7 @@ def test_plate_the_user_may_read_but_not_annotate(server, small_plate):
         outcome, calls, created = _request(server, conn, IDs=[pid])
     _refused(outcome, created)
     assert "permission" in outcome.message.lower()
+    assert calls["RawPixelsStore.getPlane"] == 0  # refused before computing
     for stateful in ("RawFileStore", "RawPixelsStore", "Table", "Handle"):
         assert server.open_stateful[stateful] == 0, stateful
 

@@ -7,8 +7,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from omero_fixtures import (BULK_NS, DELETE_SCRIPT, DESCRIBE_SCRIPT, NS_PREFIX, gateway, link_annotation, ns_of,
-                            plate_members, standin)
+from omero_fixtures import (
+    BULK_NS,
+    DELETE_SCRIPT,
+    DESCRIBE_SCRIPT,
+    NS_PREFIX,
+    gateway,
+    link_annotation,
+    ns_of,
+    plate_members,
+    standin,
+)
 
 
 def _selection(plate_id):
@@ -27,9 +36,9 @@ def server(small_plate):
 # ---- Describe_Plate ---------------------------------------------------------------------------
 
 def test_describe_names_wells_sites_channels_and_virtual_files(server, small_plate):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+    from openhcs_omero_lib.plates.virtual_backend import PlaneCoord, VirtualBackend
     from openhcs_omero_lib.testing.processor import run_script
-    from openhcs_omero_lib.virtual_backend import PlaneCoord, VirtualBackend
 
     run = run_script(server, DESCRIBE_SCRIPT, _selection(server.plate_id))
     assert run.errors == [] and run.returncode == 0, run.stderr[-2000:]

@@ -7,8 +7,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from omero_fixtures import (BULK_NS, NS, RUN_SCRIPT, annotation_state, created_since, file_name,
-                            plate_members, snapshot, standin)
+from omero_fixtures import (
+    BULK_NS,
+    NS,
+    RUN_SCRIPT,
+    annotation_state,
+    created_since,
+    file_name,
+    plate_members,
+    snapshot,
+    standin,
+)
 
 
 def _run(server, plate_id):
@@ -103,9 +112,8 @@ def test_the_results_namespace_is_the_pipelines(runs):
 
 
 def test_another_pipeline_leaves_the_first_pipelines_results(tiny_plate):
-    from openhcs_omero_lib.omero.script_support import run_pipeline_script
-
     from omero_fixtures import gateway
+    from openhcs_omero_lib.omero.script_support import run_pipeline_script
 
     with standin() as server:
         pid = server.import_plate(tiny_plate)

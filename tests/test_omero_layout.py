@@ -76,9 +76,9 @@ def test_a_metadata_handler_reinterprets_names_fields_and_channels(server, conn,
         def plate_name(self, plate):
             return f"screen-{plate.id}"
 
-        def site_of(self, field, index):
+        def site_of(self, field, first_index):
             seen.append(field)
-            return sites - index  # as if fields were stored last first
+            return sites - (field.index - first_index)  # as if fields were stored last first
 
         def channel_name(self, index, logical_channel):
             return f"{super().channel_name(index, logical_channel)}-renamed"
@@ -87,12 +87,12 @@ def test_a_metadata_handler_reinterprets_names_fields_and_channels(server, conn,
     assert plate.layout.name == f"screen-{loaded384.plate_id}"
     assert [c.name for c in plate.layout.channels] == [f"{c.name}-renamed" for c in plain.layout.channels]
     assert len(seen) == len(plain.pixels_ids) and all(isinstance(f.image_id, int) for f in seen)
-    for (well, site), pixels_id in plain.pixels_ids.items():
-        assert plate.pixels_ids[(well, sites + 1 - site)] == pixels_id
+    for (well, site, run), pixels_id in plain.pixels_ids.items():
+        assert plate.pixels_ids[(well, sites + 1 - site, run)] == pixels_id
 
 
 def test_384_well_layout_matches_the_folder(server, loaded384, fake_384_plate):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     folder, generated = fake_384_plate
     layout = loaded384.plate.layout
@@ -117,18 +117,18 @@ def test_384_well_layout_matches_the_folder(server, loaded384, fake_384_plate):
     # Wells carry their OMERO IDs; images and pixels are those of the right field.
     store = server.store
     assert {w.id: w.name for w in layout.wells} == well_names(store, loaded384.plate_id)
-    keys = {(w.name, s) for w in layout.wells for s in range(1, layout.sites + 1)}
+    keys = {(w.name, s, None) for w in layout.wells for s in range(1, layout.sites + 1)}
     assert set(layout.image_ids) == keys == set(loaded384.plate.pixels_ids)
     for key, image_id in layout.image_ids.items():
-        assert image_site(store, image_id) == key
+        assert image_site(store, image_id) == key[:2]
         pixels = store.get("Pixels", loaded384.plate.pixels_ids[key])
         assert pixels.getImage().getId().getValue() == image_id
     assert loaded384.plate.group_id == server.group.id
 
 
 def test_virtual_filenames_parse_back_for_every_plane(loaded384, fake_384_plate):
-    from openhcs_omero_lib.imagexpress import parse_image_filename
-    from openhcs_omero_lib.virtual_backend import PlaneCoord, VirtualBackend
+    from openhcs_omero_lib.plates.imagexpress import parse_image_filename
+    from openhcs_omero_lib.plates.virtual_backend import PlaneCoord, VirtualBackend
 
     folder, generated = fake_384_plate
     layout = loaded384.plate.layout
@@ -175,7 +175,7 @@ def test_adding_a_field_invalidates_the_cached_layout(server, conn, small_plate)
     changed = load_plate(conn, pid, cache=cache)
     assert iquery_calls(server) - before == 3
     assert changed.layout.sites == small_plate.config.sites + 1
-    assert changed.layout.image_ids[("A01", small_plate.config.sites + 1)] == donor_image
+    assert changed.layout.image_ids[("A01", small_plate.config.sites + 1, None)] == donor_image
 
     # A change to the plate object itself counts too.
     store.touch(store.get("Plate", pid))
@@ -185,9 +185,9 @@ def test_adding_a_field_invalidates_the_cached_layout(server, conn, small_plate)
 
 
 def test_plate_in_another_group_of_the_user_loads_and_reads(server, small_plate):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource
     from openhcs_omero_lib.omero.plate import PlateCache, load_plate
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     second = server.add_group("second-lab", "rw----")
     server.add_user("bob", "bob-password", [server.group, second])  # default group: the first

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from omero_fixtures import calls_since, gateway
-
-from openhcs_omero_lib.pixels import READ_LANES
+from openhcs_omero_lib.plates.pixels import READ_LANES
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +30,8 @@ def _load(conn, plate_id):
 
 
 def test_planes_are_the_instruments_planes(server, conn, small_plate):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     plate = _load(conn, server.small_id)
     layout = plate.layout
@@ -62,9 +61,9 @@ def test_planes_are_the_instruments_planes(server, conn, small_plate):
 
 
 def test_stacks_are_the_instruments_and_come_in_one_call(server, conn, multi_plate):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
-    from openhcs_omero_lib.layout import SiteUnit
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+    from openhcs_omero_lib.plates.layout import SiteUnit
 
     plate = _load(conn, server.multi_id)
     layout = plate.layout
@@ -85,7 +84,7 @@ def test_stacks_are_the_instruments_and_come_in_one_call(server, conn, multi_pla
 
 
 def test_a_z_stack_run_reads_one_stack_per_channel_per_field(server, conn):
-    from openhcs_omero_lib.executor import run_units
+    from openhcs_omero_lib.execution.executor import run_units
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource
     from openhcs_omero_lib.omero.run import pipeline_from_choice, prepare
 
@@ -111,7 +110,7 @@ WORKERS = 2
 def worker_run(server, small_plate):
     """One full run with worker processes, by a user logged in with a password; the
     user's connection stays open for the tests."""
-    from openhcs_omero_lib import executor
+    from openhcs_omero_lib.execution import executor
     from openhcs_omero_lib.omero.run import pipeline_from_choice, prepare, run_on_plate
 
     # Spawned workers only: this process would otherwise compute too, and finish a
@@ -168,9 +167,9 @@ def test_workers_join_the_users_session_and_leave_it_open(server, worker_run):
 def test_planes_too_large_for_one_reply_come_in_row_bands(server, conn, multi_plate, monkeypatch):
     import math
 
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
-    from openhcs_omero_lib.layout import SiteUnit
     from openhcs_omero_lib.omero import pixels
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+    from openhcs_omero_lib.plates.layout import SiteUnit
 
     plate = _load(conn, server.multi_id)
     layout = plate.layout

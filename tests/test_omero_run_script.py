@@ -12,8 +12,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from omero_fixtures import (BULK_NS, NS, RUN_SCRIPT, csv_rows, file_name, image_site, mimetype, plate_members,
-                            read_truth, standin, well_names, within)
+from omero_fixtures import (
+    BULK_NS,
+    NS,
+    RUN_SCRIPT,
+    csv_rows,
+    file_name,
+    image_site,
+    mimetype,
+    plate_members,
+    read_truth,
+    standin,
+    well_names,
+    within,
+)
 
 
 def _run(server, plate_id, attach_to, workers=2):
@@ -94,37 +106,53 @@ def test_images_csv_counts_match_ground_truth(server, full, normal_plate):
         assert image_site(server.store, int(r["image_id"])) == (r["well"], int(r["site"]))
 
 
-def test_bulk_table_counts_match_ground_truth(server, full, normal_plate):
+def _table_rows(store, ann) -> tuple[dict, list[dict]]:
+    """A table's columns by name and its rows, from the stand-in's store."""
+    table = store.tables[ann.getFile().getId().getValue()]
+    by_name = {h.name: (h, values) for h, values in zip(table["headers"], table["columns"])}
+    assert len(by_name) == len(table["headers"])
+    assert len({len(values) for _, values in by_name.values()}) == 1
+    return by_name, [dict(zip(by_name, values)) for values in zip(*(v for _, v in by_name.values()))]
+
+
+def test_bulk_table_has_one_row_per_well_with_counts_matching_ground_truth(server, full, normal_plate):
+    """The table viewers look wells up in holds well rows only (OMERO.web shows every
+    row whose Well matches, OMERO.parade keeps the last one per well)."""
     import omero.grid
 
     _ok(full.run)
     store = server.store
     tables = store.annotations_on("Plate", full.pid, BULK_NS)
     assert len(tables) == 1
-    table = store.tables[tables[0].getFile().getId().getValue()]
-    headers = table["headers"]
-    by_name = {h.name: (h, values) for h, values in zip(headers, table["columns"])}
-    assert len(by_name) == len(headers)
+    by_name, rows = _table_rows(store, tables[0])
     assert isinstance(by_name["Well"][0], omero.grid.WellColumn)
-    assert isinstance(by_name["Image"][0], omero.grid.ImageColumn)
-    n_rows = {len(values) for _, values in by_name.values()}
-    assert len(n_rows) == 1
-    rows = [dict(zip(by_name, values)) for values in zip(*(v for _, v in by_name.values()))]
+    assert "Image" not in by_name and "Level" not in by_name
     names = well_names(store, full.pid)
-    truth = read_truth(normal_plate.folder)
     per_well = _truth_per_well(normal_plate.folder)
-    image_rows = [r for r in rows if r["Level"] == "image"]
-    well_rows = [r for r in rows if r["Level"] == "well"]
-    assert len(image_rows) == len(truth) and len(well_rows) == len(per_well)
-    assert len(image_rows) + len(well_rows) == len(rows)
-    ok = []
-    for r in image_rows:
-        well, site = image_site(store, r["Image"])
-        assert names[r["Well"]] == well  # the image's own well
-        ok.append(within(r["nuclei_count"], truth[(well, site, 1)]))
+    assert sorted(r["Well"] for r in rows) == sorted(names)  # each well once
+    assert all(names[r["Well"]] == r["well_name"] for r in rows)
+    ok = [within(r["nuclei_count"], per_well[names[r["Well"]]]) for r in rows]
     assert sum(ok) / len(ok) >= 0.95
-    ok = [within(r["nuclei_count"], per_well[names[r["Well"]]]) for r in well_rows]
-    assert sorted(names[r["Well"]] for r in well_rows) == sorted(per_well)
+
+
+def test_field_table_in_the_bundles_namespace_holds_the_fields(server, full, normal_plate):
+    import omero.grid
+
+    _ok(full.run)
+    store = server.store
+    [ann] = [a for a in store.annotations_on("Plate", full.pid, NS) if mimetype(store, a) == "OMERO.tables"]
+    assert file_name(store, ann).endswith("_fields.omero.h5")
+    by_name, rows = _table_rows(store, ann)
+    assert isinstance(by_name["Image"][0], omero.grid.ImageColumn)
+    # Nothing a viewer looking up a well could take for the well's numbers.
+    assert not {"Well", "well"} & set(by_name)
+    truth = read_truth(normal_plate.folder)
+    assert len(rows) == len(truth)
+    ok = []
+    for r in rows:
+        well, site = image_site(store, r["Image"])
+        assert (r["well_name"], r["field"]) == (well, site)
+        ok.append(within(r["nuclei_count"], truth[(well, site, r["timepoint"])]))
     assert sum(ok) / len(ok) >= 0.95
 
 
@@ -139,7 +167,8 @@ def test_bulk_table_reads_through_the_tables_api(server, full):
     ann = server.store.annotations_on("Plate", full.pid, BULK_NS)[0]
     stored = server.store.tables[ann.getFile().getId().getValue()]
     with gateway(server) as conn:
-        table = conn.c.sf.sharedResources().openTable(omero.model.OriginalFileI(ann.getFile().getId().getValue(), False))
+        file_id = ann.getFile().getId().getValue()
+        table = conn.c.sf.sharedResources().openTable(omero.model.OriginalFileI(file_id, False))
         try:
             headers = table.getHeaders()
             rows = table.getNumberOfRows()
@@ -156,9 +185,11 @@ def test_annotations_on_plate_wells_and_images(server, full):
     _ok(full.run)
     store = server.store
     plate_files = _plate_files(server, full.pid)
+    field_table = next(name for name in plate_files if name.endswith("_fields.omero.h5"))
     assert {name: mimetype(store, a) for name, a in plate_files.items()} == {
         "nuclei_count_wells.csv": "text/csv", "nuclei_count_images.csv": "text/csv",
-        "nuclei_count_results.json": "application/json"}
+        "nuclei_count_results.json": "application/json", field_table: "OMERO.tables",
+        "nuclei_count_heatmap.png": "image/png"}
     wells_rows = {r["well"]: r for r in csv_rows(store, plate_files["nuclei_count_wells.csv"])}
     members = plate_members(store, full.pid)
     names = well_names(store, full.pid)
@@ -195,11 +226,30 @@ def test_message_and_file_annotation_output(server, full):
     assert output.getId().getValue() == plate_files["nuclei_count_wells.csv"].getId().getValue()
 
 
+def test_activities_panel_reads_the_outputs(server, full):
+    """OMERO.web reads a finished script's results once, in one pass that reads each
+    object's file without a guard: the File_Annotation must come with its file."""
+    from omero_clients import web_activities
+
+    _ok(full.run)
+    wells_csv = _plate_files(server, full.pid)["nuclei_count_wells.csv"]
+    shown = web_activities(full.run.outputs)
+    assert shown["Message"] == full.run.output("Message")
+    assert shown["results"]["File_Annotation"] == {
+        "id": wells_csv.getId().getValue(), "type": "FileAnnotation", "name": "nuclei_count_wells.csv"}
+    ofile = full.run.output("File_Annotation").getFile()
+    stored = server.store.get("OriginalFile", ofile.getId().getValue())
+    assert (ofile.getName().getValue(), ofile.getMimetype().getValue(), ofile.getSize().getValue()) == \
+        ("nuclei_count_wells.csv", "text/csv", len(server.store.files[stored.getId().getValue()]))
+
+
 def test_attach_to_plate_only_leaves_wells_and_images_alone(server, plate_only):
     _ok(plate_only.run)
     store = server.store
     assert set(_plate_files(server, plate_only.pid)) == {
-        "nuclei_count_wells.csv", "nuclei_count_images.csv", "nuclei_count_results.json"}
+        "nuclei_count_wells.csv", "nuclei_count_images.csv", "nuclei_count_results.json",
+        f"nuclei_count_{server.store.get('Plate', plate_only.pid).getName().getValue()}_fields.omero.h5",
+        "nuclei_count_heatmap.png"}
     assert len(store.annotations_on("Plate", plate_only.pid, BULK_NS)) == 1
     members = plate_members(store, plate_only.pid)
     for kind in ("Well", "Image"):

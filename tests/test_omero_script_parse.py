@@ -57,7 +57,7 @@ def test_run_script_parameters(omero_sandbox):
     from omero.rtypes import rlist, rlong, rstring, unwrap
 
     from omero_helpers import validation_errors
-    from openhcs_omero_lib.presets import names
+    from openhcs_omero_lib.pipeline.presets import names
 
     params = parse_script_file(ROOT / "scripts" / "omero" / "openhcs" / "Run_HCS_Pipeline.py")
     inputs = params.inputs

@@ -15,15 +15,14 @@ import math
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
-from skimage import filters, measure, morphology, segmentation
+from skimage import filters, measure, segmentation
 from skimage.feature import peak_local_max
 
-from openhcs_omero_lib import synthetic
 from openhcs_omero_lib.pipeline import ops
 from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
 from openhcs_omero_lib.pipeline.run import run_unit
 from openhcs_omero_lib.pipeline.spec import bind_to_plate
-
+from openhcs_omero_lib.plates import synthetic
 
 # ---- the reference: the operations as they were -----------------------------------
 

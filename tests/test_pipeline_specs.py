@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from openhcs_omero_lib.cli import main
+from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.pipeline.loading import PipelineError, parse_spec, preset_names, preset_text
 from openhcs_omero_lib.pipeline.spec import MeasureObjects, PipelineSpec, bind_to_plate
 
@@ -177,7 +177,7 @@ def test_validate_missing_file(tmp_path, capsys):
 
 
 def test_validate_against_plate_with_too_few_channels(small_plate, tmp_path, capsys):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     path = tmp_path / "ch3.yaml"
     path.write_text(GOOD.replace("input: ch1", "input: ch3").replace("[ch1]", "[ch3]"))

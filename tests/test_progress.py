@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from openhcs_omero_lib.executor import Cancelled
-from openhcs_omero_lib.progress import MESSAGE_LIMIT, Progress, RunProgress, outcome_text, parse_outcome
+from openhcs_omero_lib.execution.executor import Cancelled
+from openhcs_omero_lib.execution.progress import (
+    MESSAGE_LIMIT,
+    Progress,
+    RunProgress,
+    outcome_text,
+    parse_outcome,
+    worth_publishing,
+)
 
 
 def test_progress_line_reads_back():
@@ -53,3 +60,14 @@ def test_run_progress_raises_cancelled_when_asked_to_stop():
     stop["now"] = True
     with pytest.raises(Cancelled):
         callback(2, 2, 0)
+
+
+def test_progress_is_worth_publishing_on_one_percent_or_after_ten_seconds():
+    sent = Progress(10, 100, 20, 400, 0, 5.0)
+    assert worth_publishing(sent, None, 0.0)  # the first one
+    assert not worth_publishing(sent, sent, 60.0)  # nothing new
+    small = Progress(10, 100, 23, 400, 1, 6.0)  # 3 of 400 fields: under 1%
+    assert not worth_publishing(small, sent, 9.9)
+    assert worth_publishing(small, sent, 10.0)
+    assert worth_publishing(Progress(11, 100, 24, 400, 0, 5.5), sent, 0.5)  # 4 of 400: 1%
+    assert worth_publishing(Progress(1, 1, 1, 2, 0, 0.1), Progress(0, 1, 0, 2, 0, 0.0), 0.0)

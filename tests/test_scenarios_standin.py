@@ -16,12 +16,14 @@ import sys
 from pathlib import Path
 
 import pytest
+
 import scenarios
 from omero_fixtures import gateway, standin
 
 # Everything a scenario may leave in the stand-in's store; cleanup must empty these.
-CREATED_KINDS = ("Plate", "Well", "WellSample", "Image", "Pixels", "Channel", "LogicalChannel", "FileAnnotation",
-                 "MapAnnotation", "PlateAnnotationLink", "WellAnnotationLink", "ImageAnnotationLink")
+CREATED_KINDS = ("Plate", "PlateAcquisition", "Well", "WellSample", "Image", "Pixels", "Channel", "LogicalChannel",
+                 "FileAnnotation", "MapAnnotation", "PlateAnnotationLink", "WellAnnotationLink", "ImageAnnotationLink",
+                 "Roi", "Polygon")
 
 
 class StandInTarget(scenarios.Target):
@@ -37,6 +39,23 @@ class StandInTarget(scenarios.Target):
 
         s = self.server
         return ConnectionSettings(host=s.host, port=s.port, user=s.user.name, password=s.password, router=s.router)
+
+
+class ColleagueTarget(scenarios.Target):
+    """Another user of the stand-in, in the same group as its first."""
+
+    def __init__(self, server, name: str, password: str):
+        super().__init__()
+        self.server = server
+        self.user = server.add_user(name, password, [server.group])
+        self.password = password
+
+    def settings(self):
+        from openhcs_omero_lib.omero.connection import ConnectionSettings
+
+        s = self.server
+        return ConnectionSettings(host=s.host, port=s.port, user=self.user.name, password=self.password,
+                                  router=s.router)
 
 
 def left_in_store(server) -> dict[str, list[int]]:
@@ -92,6 +111,44 @@ def test_describe_and_delete(target, tiny_plate):
 def test_cancel_stops_and_attaches_nothing(target, normal_plate, tmp_path):
     scenarios.cancel_stops_and_attaches_nothing(target, normal_plate.folder, tmp_path)
     assert target.server.calls["ScriptProcess.cancel"] == 1
+
+
+def test_clients_run_the_script_and_read_its_outputs(target, tiny_plate):
+    scenarios.clients_run_the_script_and_read_its_outputs(target, tiny_plate)
+
+
+def test_colleagues_results_stay(target, tiny_plate):
+    assert target.server.group.permissions == "rwra--"  # read-annotate: the server refuses deleting bob's
+    scenarios.colleagues_results_stay(target, ColleagueTarget(target.server, "bob", "bob-password"), tiny_plate)
+
+
+def test_time_lapse_runs_and_gaps(target, timelapse_runs):
+    view = scenarios.time_lapse_runs_and_gaps(target, timelapse_runs)
+    store = target.server.store
+    # The plate was made through the API: runs, then sparse wells by deleting fields.
+    assert len(store.children("PlateAcquisition", "plate", view.plate_id)) == len(timelapse_runs)
+    assert target.server.calls["ServiceFactory.submit"] >= 1
+
+
+def test_no_wait_job_outlives_its_launcher(target, tiny_plate):
+    server = target.server
+    job_id = scenarios.no_wait_job_outlives_its_launcher(target, tiny_plate, timeout=120)
+    assert server.calls["ScriptProcess.close"] == 1  # detached before its session ended
+    assert server.calls["sessions.closed"] >= 1
+    process = server.jobs[job_id]
+    assert not process.session.closed  # the job's session lives on until omero.scripts.timeout
+    assert process.wait(60) == 0 and process.orphans == 0
+    assert server.store.get("ScriptJob", job_id).getStatus().getValue().getValue() == "Finished"
+
+
+def test_results_are_read_once(target, tiny_plate):
+    scenarios.results_are_read_once(target, tiny_plate)
+    assert target.server.calls["ScriptProcess.getResults"] == 3
+
+
+def test_pictures_once_per_run(target, tiny_plate):
+    scenarios.pictures_once_per_run(target, tiny_plate)
+    assert target.server.store.all("Roi")  # until cleanup, which must remove them
 
 
 def test_wrong_truth_fails_and_cleanup_still_removes_everything(tiny_plate, tmp_path):

@@ -1,4 +1,4 @@
-from openhcs_omero_lib.cli import main
+from openhcs_omero_lib.cli.app import main
 
 
 def test_pipelines_lists_presets(capsys):

@@ -13,6 +13,7 @@ import inspect
 
 import numpy as np
 import pytest
+
 from omero_fixtures import calls_since, image_site, standin, well_names
 
 
@@ -58,7 +59,7 @@ def test_plate_walk_reaches_every_field_in_order(server, conn, small_plate):
 
 
 def test_primary_pixels_read_the_instruments_planes(server, conn, small_plate):
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     plate = conn.getObject("Plate", server.plate_id)
     names = well_names(server.store, server.plate_id)
@@ -119,7 +120,8 @@ def test_container_service_matches_the_real_proxy():
     from openhcs_omero_lib.testing.blitz import ContainerService
 
     for name in ("getImages",):
-        ours = [p for p in inspect.signature(getattr(ContainerService, name)).parameters if p not in ("self", "current")]
+        ours = [p for p in inspect.signature(getattr(ContainerService, name)).parameters
+                if p not in ("self", "current")]
         theirs = [p for p in inspect.signature(getattr(omero.api.IContainerPrx, name)).parameters
                   if p not in ("self", "_ctx")]
         assert ours == theirs
@@ -128,8 +130,8 @@ def test_container_service_matches_the_real_proxy():
 def test_naive_script_measures_like_the_engine_and_attaches_a_csv(server, conn, small_plate):
     from openhcs_omero_lib import engine
     from openhcs_omero_lib.bench.naive import NAMESPACE, naive_script
-    from openhcs_omero_lib.imagexpress import ImageXpressSource
     from openhcs_omero_lib.pipeline.loading import resolve_pipeline
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     spec = resolve_pipeline("nuclei_count")[0]
     rows = naive_script(conn, server.plate_id, spec)

@@ -17,10 +17,10 @@ import time
 import numpy as np
 import psutil
 import pytest
-from omero_fixtures import calls_since, gateway
 
-from openhcs_omero_lib.layout import Channel, PlateLayout, SiteUnit, Well
-from openhcs_omero_lib.pixels import READ_LANES, PixelSource, SourceSpec, UnitPrefetcher
+from omero_fixtures import calls_since, gateway
+from openhcs_omero_lib.plates.layout import Channel, PlateLayout, SiteUnit, Well
+from openhcs_omero_lib.plates.pixels import READ_LANES, PixelSource, SourceSpec, UnitPrefetcher
 
 
 class RecordingSource(PixelSource):
@@ -123,7 +123,7 @@ class TwinSource(RecordingSource):
 
 
 def test_fields_take_turns_on_reading_lanes_each_with_its_own_thread_and_source():
-    from openhcs_omero_lib.pixels import READ_LANES
+    from openhcs_omero_lib.plates.pixels import READ_LANES
 
     source = TwinSource(5, timepoints=2)
     units = list(source.layout.units())
@@ -198,7 +198,7 @@ def test_a_run_never_has_two_requests_in_flight_on_one_pixels_store(server, monk
     """OMERO's RawPixelsStore hands every read back in one reused buffer: a second
     request in flight on the same store can overwrite the first one's pixels. With
     latency, any such overlap would show; reading ahead uses one store per lane."""
-    from openhcs_omero_lib.executor import run_units
+    from openhcs_omero_lib.execution.executor import run_units
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource
     from openhcs_omero_lib.omero.run import pipeline_from_choice, prepare
 
@@ -233,8 +233,8 @@ def test_workers_that_end_early_still_remove_their_temporary_folders(server, mon
     among them omero-py's, which removes the worker's temporary folder."""
     import omero.util.temp_files
 
-    from openhcs_omero_lib import executor
-    from openhcs_omero_lib.executor import run_units
+    from openhcs_omero_lib.execution import executor
+    from openhcs_omero_lib.execution.executor import run_units
 
     monkeypatch.setattr(executor, "PARENT_COMPUTES", False)  # workers that compute and end normally
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource

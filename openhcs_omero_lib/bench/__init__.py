@@ -13,19 +13,19 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .options import add_arguments as add
+    from openhcs_omero_lib.bench.options import add_arguments as add
 
     add(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .command import run as run_parsed
+    from openhcs_omero_lib.bench.command import run as run_parsed
 
     return run_parsed(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .command import main as command_main
+    from openhcs_omero_lib.bench.command import main as command_main
 
     return command_main(argv)
 

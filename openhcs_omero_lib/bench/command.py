@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import report as R
+from openhcs_omero_lib.bench import report as R
+from openhcs_omero_lib.bench.options import LARGE_PLATE, add_arguments, settings_from
 
-from .options import LARGE_PLATE, add_arguments, settings_from
 
 def _machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
@@ -105,7 +105,7 @@ def _environment(tmp: Path) -> dict[str, str]:
 
 def run_benchmark(settings: dict[str, Any], *, cache: Path | None, openhcs_python: str | None,
                   openhcs_note: str, log=print) -> dict[str, Any]:
-    from .plates import PlateSpec, plate_folder
+    from openhcs_omero_lib.bench.plates import PlateSpec, plate_folder
 
     sizes, latencies, workers = settings["sizes"], settings["latencies_ms"], settings["workers"]
     specs = {w: PlateSpec(w, settings["sites"], settings["channels"], settings["plane"]) for w in sizes}
@@ -118,7 +118,7 @@ def run_benchmark(settings: dict[str, Any], *, cache: Path | None, openhcs_pytho
     load_before = _load()
     with tempfile.TemporaryDirectory(prefix="openhcs-omero-bench-") as tmp:
         env = _environment(Path(tmp))
-        from .standin import StandInProcess
+        from openhcs_omero_lib.bench.standin import StandInProcess
 
         with StandInProcess(env) as server:
             plate_ids = {w: server.import_plate(str(folders[w])) for w in sizes}
@@ -171,7 +171,7 @@ def _run_job(runner: str, workers: int, latency: float | None, *, folder: Path, 
              settings: dict[str, Any], env: dict[str, str], openhcs_python: str | None) -> dict[str, Any]:
     pipeline = settings["pipeline"]
     if runner == R.OPENHCS:
-        from .openhcs_runner import run_peer
+        from openhcs_omero_lib.bench.openhcs_runner import run_peer
 
         return run_peer(openhcs_python, folder, workers, pipeline, env)  # type: ignore[arg-type]
     if runner == R.COMPUTE and workers == 1:
@@ -229,8 +229,8 @@ def run(args: argparse.Namespace) -> int:
     if "omero" in parts:
         report.update(_run_omero_part(args, settings, cache, log))
     if "ops" in parts:
-        from . import ops_table
-        from .plates import default_cache
+        from openhcs_omero_lib.bench import ops_table
+        from openhcs_omero_lib.bench.plates import default_cache
 
         wells = list(ops_table.FIELD_WELLS[:settings["op_fields"]])
         report["ops"] = ops_table.run_ops(settings["op_sizes"], wells, settings["op_repeats"],
@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_omero_part(args: argparse.Namespace, settings: dict[str, Any], cache: Path | None, log) -> dict[str, Any]:
     openhcs_python, note = None, "skipped: --skip-openhcs"
     if not args.skip_openhcs:
-        from .openhcs_runner import find_python, install
+        from openhcs_omero_lib.bench.openhcs_runner import find_python, install
 
         if args.install_openhcs:
             log("installing OpenHCS into its own environment (once; about 1.5 GB)")
@@ -281,8 +281,8 @@ def _run_omero_part(args: argparse.Namespace, settings: dict[str, Any], cache: P
 
 
 def _run_local_part(settings: dict[str, Any], cache: Path | None, log) -> dict[str, Any]:
-    from .local import run_local
-    from .plates import PlateSpec, plate_folder
+    from openhcs_omero_lib.bench.local import run_local
+    from openhcs_omero_lib.bench.plates import PlateSpec, plate_folder
 
     wells, sites, plane = settings["local_plate"]
     spec = PlateSpec(wells, sites, 2, plane)
@@ -296,7 +296,7 @@ def _run_local_part(settings: dict[str, Any], cache: Path | None, log) -> dict[s
 
 def markdown(report: dict[str, Any]) -> str:
     """Every part's tables, one after another."""
-    from . import local, ops_table
+    from openhcs_omero_lib.bench import local, ops_table
 
     meta = report["meta"]
     if "rows" in report:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .plain_loop import SIMPLE_PIPELINE
+from openhcs_omero_lib.bench.plain_loop import SIMPLE_PIPELINE
 
 OURS, PLAIN = "openhcs-omero run", "plain loop"
 
@@ -49,7 +49,7 @@ def _counts_plain(path: Path) -> dict[tuple[str, int], int]:
 def _command(runner: str, workers: int, plate: Path, spec: Path, out: Path) -> list[str]:
     if runner == OURS:
         return [sys.executable, "-m", "openhcs_omero_lib.cli", "run", str(plate), "--pipeline", str(spec),
-                "--workers", str(workers), "--out", str(out), "--no-progress"]
+                "--workers", str(workers), "--out", str(out), "--no-progress", "--no-heatmap"]
     return [sys.executable, "-m", "openhcs_omero_lib.bench.plain_loop", str(plate), "--workers", str(workers),
             "--out", str(out)]
 
@@ -120,8 +120,12 @@ def markdown(local: dict[str, Any], plate: str) -> str:
              f"fields: {'yes' if local['same_counts'] else '**no**'}.", "",
              "| runner | workers | wall (s) | CPU (s) | wall / plain loop |", "|---|---:|---:|---:|---:|"]
     for row in local["rows"]:
-        name = row["runner"] if row["runner"] == OURS else (
-            "plain loop (tifffile + scipy/scikit-image)" if row["workers"] == 1 else f"plain loop, Pool({row['workers']})")
+        if row["runner"] == OURS:
+            name = OURS
+        elif row["workers"] == 1:
+            name = "plain loop (tifffile + scipy/scikit-image)"
+        else:
+            name = f"plain loop, Pool({row['workers']})"
         lines.append(f"| {name} | {row['workers']} | {row['seconds']:.2f} | {row['cpu_seconds']:.2f} | "
                      f"{row['ratio_to_plain']:.2f}x |")
     lines += ["", "| target | wanted | measured | met |", "|---|---|---|---|"]

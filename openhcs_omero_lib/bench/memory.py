@@ -67,7 +67,7 @@ class PeakMemory:
             if child.pid not in self._known and child.pid not in self._workers and _is_worker(child):
                 self._known[child.pid] = child
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 

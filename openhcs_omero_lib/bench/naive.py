@@ -16,9 +16,9 @@ import io
 
 import numpy as np
 
-from ..layout import well_name
-from ..pipeline.run import run_unit
-from ..pipeline.spec import PipelineSpec, bind_to_plate
+from openhcs_omero_lib.pipeline.run import run_unit
+from openhcs_omero_lib.pipeline.spec import PipelineSpec, bind_to_plate
+from openhcs_omero_lib.plates.layout import well_name
 
 NAMESPACE = "openhcs.omero/bench/naive"
 

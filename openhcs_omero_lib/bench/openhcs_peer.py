@@ -57,8 +57,8 @@ _BOUND: dict[tuple[str, int], object] = {}
 def _bound(pipeline: str, channels: int):
     key = (pipeline, channels)
     if key not in _BOUND:
-        from ..pipeline.loading import resolve_pipeline
-        from ..pipeline.spec import bind_to_plate
+        from openhcs_omero_lib.pipeline.loading import resolve_pipeline
+        from openhcs_omero_lib.pipeline.spec import bind_to_plate
 
         _BOUND[key] = bind_to_plate(resolve_pipeline(pipeline)[0], channels)
     return _BOUND[key]
@@ -69,7 +69,7 @@ def _bound(pipeline: str, channels: int):
                                relations=(ArtifactMeasurementSubjectRelation(),)))
 def measure_site(image, pipeline: str = "nuclei_count"):
     """One site: ``image`` holds its channels, in order."""
-    from ..pipeline.run import run_unit
+    from openhcs_omero_lib.pipeline.run import run_unit
 
     row = run_unit(_bound(pipeline, image.shape[0]), lambda c: image[c - 1][np.newaxis])
     rows = [Measurement(0, name, float(value)) for name, value in row.items()]
@@ -96,7 +96,7 @@ def run(folder: Path, workers: int, pipeline: str) -> dict[str, object]:
     from openhcs.core.progress import set_progress_queue
     from openhcs.core.steps.function_step import FunctionStep
 
-    from .memory import PeakMemory
+    from openhcs_omero_lib.bench.memory import PeakMemory
 
     queue = multiprocessing.get_context("spawn").Queue()
     drain = threading.Thread(target=_drain, args=(queue,), daemon=True)

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .plates import link_copy
+from openhcs_omero_lib.bench.plates import link_copy
 
 OPENHCS_VERSION = "0.8.6"
 """The release the peer step is written against (its orchestrator API changes often)."""
@@ -28,7 +28,7 @@ PYTHON_ENV = "OPENHCS_PYTHON"
 
 
 def default_venv() -> Path:
-    from ..cli import cache_dir
+    from openhcs_omero_lib.plates.synthetic import cache_dir
 
     return cache_dir() / "openhcs-venv"
 

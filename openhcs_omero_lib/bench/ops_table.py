@@ -40,7 +40,7 @@ def field(size: int, well: str, cache: Path) -> dict[int, np.ndarray]:
     rendered once (2048 px take seconds) and kept in ``cache``."""
     path = cache / f"v{VERSION}-s{FIELD_SEED}-{size}px-{well}.npz"
     if not path.exists():
-        from .. import synthetic
+        from openhcs_omero_lib.plates import synthetic
 
         config = synthetic.SyntheticPlateConfig(wells=96, sites=1, channels=2, size=size, seed=FIELD_SEED,
                                                 touching=True)
@@ -56,7 +56,7 @@ def field(size: int, well: str, cache: Path) -> dict[int, np.ndarray]:
 
 def intermediates(stacks: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
     """The library's values along both presets, the inputs of each operation."""
-    from ..pipeline import ops
+    from openhcs_omero_lib.pipeline import ops
 
     v: dict[str, Any] = {"stack": stacks[1]}
     v["ch1"] = ops.project_z(stacks[1], "max")
@@ -188,10 +188,10 @@ BOTH = "both"
 
 
 def _cases() -> list[dict[str, Any]]:
-    from ..pipeline import ops
-    from ..pipeline.loading import parse_spec, preset_text
-    from ..pipeline.run import compile_unit
-    from ..pipeline.spec import bind_to_plate
+    from openhcs_omero_lib.pipeline import ops
+    from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
+    from openhcs_omero_lib.pipeline.run import compile_unit
+    from openhcs_omero_lib.pipeline.spec import bind_to_plate
 
     units = {name: compile_unit(bind_to_plate(parse_spec(preset_text(name), name), 2))
              for name in ("nuclei_count", "nuclear_translocation")}
@@ -252,9 +252,9 @@ def _same(ours: Any, ref: Any, compare: str, image: np.ndarray) -> bool:
     return bool(np.array_equal(ours, ref, equal_nan=ours.dtype.kind == "f"))
 
 
-def _timed(func: Callable[[], Any]) -> float:
+def _timed(func: Callable[[Any], Any], values: Any) -> float:
     start = time.perf_counter()
-    func()
+    func(values)
     return time.perf_counter() - start
 
 
@@ -277,7 +277,7 @@ def run_ops(sizes: list[int], wells: list[str], repeats: int, cache: Path, log=p
                 for c in cases:
                     pair = [("ours", c["ours"]), ("ref", c["ref"])]
                     for who, func in (pair if repeat % 2 == 0 else pair[::-1]):
-                        times[c["op"]][who].append(_timed(lambda: func(v)))
+                        times[c["op"]][who].append(_timed(func, v))
             for op, t in times.items():
                 per_field[op]["ours"].append(statistics.median(t["ours"]))
                 per_field[op]["ref"].append(statistics.median(t["ref"]))

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import imagexpress, synthetic
+from openhcs_omero_lib.plates import imagexpress, synthetic
 
 VERSION = 1
 """Bumped when the plates change, so that an old cache is not reused."""
@@ -46,7 +46,7 @@ class PlateSpec:
 
 
 def default_cache() -> Path:
-    from ..cli import cache_dir
+    from openhcs_omero_lib.plates.synthetic import cache_dir
 
     return cache_dir() / "bench-plates"
 

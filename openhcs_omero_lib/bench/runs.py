@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Iterator
 
-from .memory import PeakMemory, peak_rss_mb
+from openhcs_omero_lib.bench.memory import PeakMemory, peak_rss_mb
 
 
 def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
@@ -45,7 +45,7 @@ def _count_total(rows) -> float:
 def _login(connection: dict[str, Any]):
     from omero.gateway import BlitzGateway
 
-    from ..omero.connection import ServerAddress
+    from openhcs_omero_lib.omero.connection import ServerAddress
 
     client = ServerAddress(connection["host"], connection["port"], connection["router"]).new_client()
     client.createSession(connection["user"], connection["password"])
@@ -57,9 +57,9 @@ def _logged_in(request: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
     """The stand-in's control line, a logged-in connection and the pipeline: what a
     script has before its clock starts (its imports include those of the pipeline's
     operations, which the library makes when a run starts)."""
-    from ..pipeline import ops
-    from ..pipeline.loading import resolve_pipeline
-    from .standin import control_for
+    from openhcs_omero_lib.bench.standin import control_for
+    from openhcs_omero_lib.pipeline import ops
+    from openhcs_omero_lib.pipeline.loading import resolve_pipeline
 
     control = control_for(request["server"])
     conn = _login(request["server"])
@@ -76,7 +76,7 @@ def _logged_in(request: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
 def run_ours(request: dict[str, Any]) -> dict[str, Any]:
     """What Run_HCS_Pipeline does: every plate's layout and spec checked, then computed
     with ``workers`` workers, then one CSV attached to the plate."""
-    from ..omero.run import prepare, run_on_plate
+    from openhcs_omero_lib.omero.run import prepare, run_on_plate
 
     with _logged_in(request) as (control, conn, spec):
         with PeakMemory() as memory:
@@ -86,7 +86,7 @@ def run_ours(request: dict[str, Any]) -> dict[str, Any]:
             laid_out = control.snapshot()
             after_layout = peak_rss_mb()
             run = run_on_plate(conn, plate, bound, workers=request["workers"], attach_to=("plate",),
-                               outputs=("csv",), replace=False)
+                               outputs=("csv",), replace=False, heatmap=False)  # the CSV only, as naive
             seconds = time.perf_counter() - start
             after = control.snapshot()
         rows = run.results.images.to_dict("records")
@@ -97,7 +97,7 @@ def run_ours(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_naive(request: dict[str, Any]) -> dict[str, Any]:
-    from .naive import measure_plate, upload_results
+    from openhcs_omero_lib.bench.naive import measure_plate, upload_results
 
     with _logged_in(request) as (control, conn, spec):
         with PeakMemory() as memory:
@@ -120,11 +120,11 @@ def compute_only(request: dict[str, Any]) -> dict[str, Any]:
     With ``parts``, this process takes every ``parts``-th unit from ``part`` on, says
     ``ready`` once its pixels are loaded and starts computing when stdin says ``go``:
     the driver starts all parts together to see what the machine's cores really give."""
-    from ..allocator import keep_freed_memory
-    from ..engine import bind
-    from ..imagexpress import ImageXpressSource
-    from ..pipeline.loading import resolve_pipeline
-    from ..pipeline.run import compile_unit
+    from openhcs_omero_lib.engine import bind
+    from openhcs_omero_lib.execution.allocator import keep_freed_memory
+    from openhcs_omero_lib.pipeline.loading import resolve_pipeline
+    from openhcs_omero_lib.pipeline.run import compile_unit
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     with ImageXpressSource(request["folder"]) as source:
         bound = bind(resolve_pipeline(request["pipeline"])[0], source.layout)

@@ -26,7 +26,7 @@ KEY_ENV = "OPENHCS_BENCH_CONTROL_KEY"
 
 def serve() -> None:
     key = bytes.fromhex(os.environ.pop(KEY_ENV))
-    from ..testing import OmeroStandIn
+    from openhcs_omero_lib.testing import OmeroStandIn
 
     stop = threading.Event()
     with OmeroStandIn() as server, Listener(("127.0.0.1", 0), authkey=key) as listener:
@@ -141,7 +141,7 @@ class StandInProcess:
                 self._proc.wait()
         self.control.close()
 
-    def __enter__(self) -> "StandInProcess":
+    def __enter__(self) -> StandInProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,8 +16,8 @@ import omero.grid
 import omero.model
 from omero.rtypes import rlong, rstring, unwrap
 
-from . import queries as Q
-from .plate import all_groups, in_group, query_params
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.plate import all_groups, in_group, query_params
 
 BULK_ANNOTATIONS_NS = "openmicroscopy.org/omero/bulk_annotations"
 BLOCK = 1024 * 1024  # upload block; well under Ice.MessageSizeMax
@@ -113,7 +113,14 @@ def find_annotations(conn, kind: str, parent_ids: Sequence[int], ns: str,
     ``ns_prefix``, of every namespace under it) on ``kind`` objects, across the
     user's groups, whose description passes ``description`` if given; in batches
     of 1000 IDs per query."""
-    found: dict[tuple[str, int], None] = {}
+    return [(cls, aid) for cls, aid, _ in find_owned_annotations(conn, kind, parent_ids, ns, description, ns_prefix)]
+
+
+def find_owned_annotations(conn, kind: str, parent_ids: Sequence[int], ns: str,
+                           description: Callable[[str], bool] | None = None,
+                           ns_prefix: bool = False) -> list[tuple[str, int, int]]:
+    """:func:`find_annotations`, each with its owner's ID: ``(class, ID, owner ID)``."""
+    found: dict[tuple[str, int, int], None] = {}
     opts = all_groups(conn)
     ids = list(parent_ids)
     query = (Q.ANNOTATION_LINKS_NS_PREFIX if ns_prefix else Q.ANNOTATION_LINKS).format(kind=kind)
@@ -123,8 +130,36 @@ def find_annotations(conn, kind: str, parent_ids: Sequence[int], ns: str,
             ann = lnk.getChild()
             if description is not None and not description(unwrap(ann.getDescription()) or ""):
                 continue
-            found[(type(ann).__name__.rstrip("I"), ann.getId().getValue())] = None
+            owner = ann.getDetails().getOwner().getId().getValue()
+            found[(type(ann).__name__.rstrip("I"), ann.getId().getValue(), owner)] = None
     return list(found)
+
+
+def split_by_owner(conn, found: Iterable[tuple[str, int, int]]) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """The current user's ``(class, ID)`` among ``found``, and how many belong to each
+    other user, by user name. A user may remove only their own results: in a
+    read-annotate group the server refuses the rest, in a read-write group it would
+    delete a colleague's."""
+    me = conn.getUserId()
+    mine, others = [], {}
+    for cls, aid, owner in found:
+        if owner == me:
+            mine.append((cls, aid))
+        else:
+            others[owner] = others.get(owner, 0) + 1
+    return mine, {user_name(conn, owner): n for owner, n in sorted(others.items())}
+
+
+def user_name(conn, user_id: int) -> str:
+    try:
+        return unwrap(conn.getAdminService().getExperimenter(user_id).getOmeName()) or f"user {user_id}"
+    except omero.ServerError:
+        return f"user {user_id}"
+
+
+def describe_others(others: dict[str, int]) -> str:
+    """``"5 of bob, 2 of carol"``"""
+    return ", ".join(f"{n} of {name}" for name, n in others.items())
 
 
 def delete_objects(conn, targets: dict[str, list[int]], group_id: int, timeout: float = 300) -> None:
@@ -182,17 +217,17 @@ def read_file_annotation(conn, annotation_id: int, max_bytes: int = 1 << 20) -> 
 # ---- OMERO.tables ------------------------------------------------------------------------------
 
 def table_columns(frame) -> list[Any]:
-    """OMERO.tables columns for a pandas frame: ``well_id`` -> WellColumn ``Well``,
-    ``image_id`` -> ImageColumn ``Image``, whole numbers -> LongColumn, other numbers
-    -> DoubleColumn, the rest -> StringColumn."""
+    """OMERO.tables columns for a pandas frame: ``Well`` -> WellColumn, ``Image`` ->
+    ImageColumn, whole numbers -> LongColumn, other numbers -> DoubleColumn, the rest
+    -> StringColumn."""
     import pandas as pd
 
     columns = []
     for name in frame.columns:
         series = frame[name]
-        if name == "well_id":
+        if name == "Well":
             columns.append(omero.grid.WellColumn("Well", "", [int(v) for v in series]))
-        elif name == "image_id":
+        elif name == "Image":
             columns.append(omero.grid.ImageColumn("Image", "", [int(v) for v in series]))
         elif pd.api.types.is_integer_dtype(series) and not series.isna().any():
             columns.append(omero.grid.LongColumn(name, "", [int(v) for v in series]))

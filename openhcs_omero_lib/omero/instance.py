@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 from omero.gateway import BlitzGateway
 
-from .connection import ConnectionSettings, OmeroConnectionError, connect, disconnect
+from openhcs_omero_lib.omero.connection import ConnectionSettings, OmeroConnectionError, connect, disconnect
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class OMEROInstanceManager:
         except Exception as exc:  # a server that went away must not hide the error being handled
             log.warning("closing the OMERO connection failed: %s", type(exc).__name__)
 
-    def __enter__(self) -> "OMEROInstanceManager":
+    def __enter__(self) -> OMEROInstanceManager:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -307,7 +307,7 @@ class OMEROInstanceManager:
                                          f"use it?): {why}")
         return base
 
-    def _probe(self, argv: list[str]) -> "subprocess.CompletedProcess[str]":
+    def _probe(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         try:
             return self._runner(argv, capture_output=True, text=True, check=False)
         except OSError as exc:  # found on PATH a moment ago, but not runnable

@@ -3,19 +3,23 @@
 OMERO uploads a script's stdout only when it ends, but every script job has a
 message that its user can set and read through ``JobHandle`` from any session. The
 script's ID of its job arrives as the ``omero.job`` property. Publishing happens in a
-background thread at most once per ``interval``: the executor's loop only hands over
-the latest :class:`~..progress.Progress`, so progress costs the run one call to the
-server per interval and no waiting. The same thread reads the job's status, so a
-job cancelled by ID (``JobHandle.cancelJob``, from ``openhcs-omero cancel``) is
-noticed within an interval even where the server does not signal the script.
+background thread that looks every ``interval``: the executor's loop only hands over
+the latest :class:`~..progress.Progress`, so progress costs the run no waiting. Every
+write of the message is an event and an event-log row on the server, so the thread
+writes only when the run has advanced 1% of its fields, or every 10 s for smaller
+changes (:func:`~..progress.worth_publishing`), and the outcome at the end. The same
+thread reads the job's status (a read writes nothing), so a job cancelled by ID
+(``JobHandle.cancelJob``, from ``openhcs-omero cancel``) is noticed within an
+interval even where the server does not signal the script.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 
-from ..progress import Progress, outcome_text
+from openhcs_omero_lib.execution.progress import Progress, outcome_text, worth_publishing
 
 
 class JobMessagePublisher:
@@ -28,6 +32,7 @@ class JobMessagePublisher:
         self.updates = 0
         self._latest: Progress | None = None
         self._sent: Progress | None = None
+        self._sent_at = 0.0
         self._stop = threading.Event()
         self._handle = None
         self._thread: threading.Thread | None = None
@@ -71,10 +76,10 @@ class JobMessagePublisher:
                 return
 
     def _send_latest(self) -> None:
-        latest = self._latest
-        if latest is not None and latest != self._sent:
+        latest, now = self._latest, time.monotonic()
+        if latest is not None and worth_publishing(latest, self._sent, now - self._sent_at):
             self._handle.setMessage(latest.text())
-            self._sent = latest
+            self._sent, self._sent_at = latest, now
             self.updates += 1
 
     def finish(self, outcome: str, message: str) -> None:

@@ -4,6 +4,11 @@ The user's OMERO login and permissions are the only door: the job is started wit
 ``IScript.runScript`` as the user, followed through the job's status and message
 (``JobHandle``, where the running script publishes its progress) and cancelled with
 ``ScriptProcess.cancel`` or, from another session, ``JobHandle.cancelJob``.
+
+The job belongs to the session that started it until it is detached
+(``ScriptProcess.close(True)``): when that session ends, a job not detached is
+stopped. It runs in a session of its own, which lives until the job is closed or
+``omero.scripts.timeout`` passes.
 """
 
 from __future__ import annotations
@@ -14,15 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import Ice
 import omero
 from omero.rtypes import rbool, rint, rlist, rlong, rstring, unwrap
 
-from ..pipeline.loading import PipelineError, parse_spec
-from ..presets import names as preset_names
-from ..progress import Progress, parse_outcome
-from . import annotations as A
-from . import queries as Q
-from .plate import all_groups, in_group, query_params
+from openhcs_omero_lib.execution.progress import Progress, parse_outcome
+from openhcs_omero_lib.omero import annotations as A
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.plate import all_groups, in_group, query_params
+from openhcs_omero_lib.pipeline.loading import PipelineError, parse_spec
+from openhcs_omero_lib.pipeline.presets import names as preset_names
 
 SCRIPT_NAME = "Run_HCS_Pipeline.py"
 SCRIPT_PATH = "/omero/openhcs/" + SCRIPT_NAME
@@ -31,6 +37,8 @@ ATTACH_TO = {("plate",): "Plate", ("plate", "wells"): "Plate and wells",
              ("plate", "wells", "images"): "Plate, wells and images"}
 OUTPUT_PARAMS = {"csv": "CSV", "json": "JSON", "table": "OMERO_Table", "key_values": "Key_Value_Pairs"}
 _STATUS_OUTCOME = {"Finished": "finished", "Error": "failed", "Cancelled": "cancelled"}
+RESULTS_WAIT = 5
+"""The longest ScriptProcess.getResults agrees to wait, in seconds (omero-blitz ScriptProcessI)"""
 
 
 class JobError(RuntimeError):
@@ -125,8 +133,10 @@ def upload_pipeline(conn, name: str, data: bytes) -> int:
 
 
 def run_inputs(plates: list[int], *, workers: int | None = None, attach: tuple[str, ...] = ("plate", "wells"),
-               outputs: tuple[str, ...] | None = None, replace: bool = True) -> dict[str, Any]:
-    """The script's parameters (without the pipeline) for a run on ``plates``."""
+               outputs: tuple[str, ...] | None = None, replace: bool = True,
+               runs: list[int] | None = None) -> dict[str, Any]:
+    """The script's parameters (without the pipeline) for a run on ``plates``; ``runs``
+    (PlateAcquisition IDs) measures only those acquisition runs."""
     if not plates:
         raise JobError("give at least one plate")
     if attach not in ATTACH_TO:
@@ -135,6 +145,8 @@ def run_inputs(plates: list[int], *, workers: int | None = None, attach: tuple[s
               "Attach_To": rstring(ATTACH_TO[attach]), "Replace_Previous_Results": rbool(replace)}
     if workers:
         inputs["Workers"] = rint(workers)
+    if runs:
+        inputs["Runs"] = rlist([rlong(r) for r in runs])
     if outputs is not None:
         unknown = set(outputs) - set(OUTPUT_PARAMS)
         if unknown:
@@ -186,7 +198,7 @@ class JobWatch:
         except omero.ServerError:
             pass
 
-    def __enter__(self) -> "JobWatch":
+    def __enter__(self) -> JobWatch:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -203,14 +215,52 @@ def wait_for_outcome(watch: JobWatch, timeout: float, interval: float = 0.5) -> 
     return state
 
 
-def results_of(proc, wait: int = 5) -> dict[str, Any]:
-    """The script's outputs (Message, File_Annotation, Attached_IDs, stdout, stderr) as plain values."""
+def detach(proc) -> None:
+    """Let the job outlive this session. A job's InteractiveProcessor is a servant of
+    the launching session: when that session ends, its servants are closed
+    (omero-blitz omero/cmd/SessionI.java, cleanServants), which stops a job that was
+    not detached (InteractiveProcessorI.stop) and ends the job's session."""
+    try:
+        proc.close(True)
+    except (omero.ServerError, Ice.Exception) as exc:
+        raise JobError(f"the job could not be detached from this session ({getattr(exc, 'message', None) or exc}); "
+                       "it stops when this session ends") from None
+
+
+def close_job(proc) -> None:
+    """Release the job's InteractiveProcessor once its results are read: this ends
+    the job's session (and would shut down a script still running)."""
+    try:
+        proc.close(False)
+    except (omero.ServerError, Ice.Exception):
+        pass  # already gone with its session: nothing is left to release
+
+
+def results_of(proc, timeout: float = 5.0, interval: float = 0.2) -> dict[str, Any]:
+    """The script's outputs (Message, File_Annotation, Attached_IDs, stdout, stderr) as
+    plain values, once its process has ended (JobError after ``timeout`` seconds).
+
+    ``ScriptProcess.getResults`` refuses to wait more than 5 s and answers only once
+    (omero-blitz ScriptProcessI, InteractiveProcessorI), so this polls until the
+    process has ended (polling is also when the server sets the job's status and
+    keeps its stdout and stderr), then asks once."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() >= deadline:
+            raise JobError(f"the job is still running after {timeout:.0f} s")
+        time.sleep(interval)
+    try:
+        results = proc.getResults(RESULTS_WAIT)
+    except omero.ServerError as exc:
+        raise JobError(f"its outputs could not be read ({exc.message}); a job's outputs live in its session, "
+                       "which the server ends after omero.scripts.timeout") from None
     out = {}
-    for key, value in proc.getResults(wait).items():
+    for key, value in results.items():
         obj = value.getValue() if isinstance(value, omero.RObject) else None
         out[key] = unwrap(obj.getId()) if obj is not None else unwrap(value)
     return out
 
 
 __all__ = ["JobError", "JobState", "JobWatch", "find_script", "pipeline_inputs", "upload_pipeline",
-           "run_inputs", "start_job", "wait_for_outcome", "results_of", "SCRIPT_PATH", "PIPELINE_NS"]
+           "run_inputs", "start_job", "detach", "close_job", "wait_for_outcome", "results_of", "SCRIPT_PATH",
+           "PIPELINE_NS"]

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from omero.rtypes import unwrap
 
-from . import queries as Q
-from .plate import all_groups
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.plate import all_groups
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,24 @@
-"""How OMERO's answers become a :class:`~openhcs_omero_lib.layout.PlateLayout`.
+"""How OMERO's answers become a :class:`~openhcs_omero_lib.plates.layout.PlateLayout`, and
+what a notebook asks of a plate.
 
 :class:`OMEROMetadataHandler` is the extension point for plates whose metadata needs
 interpreting: subclass it and override a hook, then pass an instance to
-:func:`~openhcs_omero_lib.omero.plate.load_plate` (or to ``run_on_plate``). For example,
-a facility whose channel names live in a naming convention rather than in OMERO::
+:func:`~openhcs_omero_lib.omero.plate.load_plate` (or to ``run_pipeline``). Given a
+connection, it also answers the questions OpenHCS's metadata handlers answer, each as
+a list of plain values read from the plate's one cached layout (three queries the
+first time, then one while the plate is unchanged, whichever question comes next)::
+
+    meta = OMEROMetadataHandler(conn)
+    meta.get_channel_values(51)      # ['DAPI', 'GFP']: channel names, channel 1 first
+    meta.get_well_values(51)         # ['A01', 'A02', ...]
+    meta.get_site_values(51)         # [1, 2]: field numbers
+    meta.get_z_index_values(51)      # [1, 2, 3]
+    meta.get_timepoint_values(51)    # [1]
+    meta.get_custom_metadata(51)     # {}: for subclasses
+
+A plate is given by ID, as ``"Plate:51"``, as ``/omero/plate_51`` or as an object.
+For example, a facility whose channel names live in a naming convention rather than
+in OMERO::
 
     class ByWavelength(OMEROMetadataHandler):
         def channel_name(self, index, logical_channel):
@@ -15,111 +30,77 @@ The handler sees what the layout queries fetched: the plate's name and format, o
 a 1536-well plate's layout must not cost the script hundreds of megabytes), and one
 image's pixels (``omero.model.Pixels`` with its pixels type) and channels with their
 logical channels.
+
+Fields are numbered as OMERO numbers them: by their index in the well's ordered list
+of well samples (omero-model ``mappings/screen.ome.xml``), not by ID, so a well that
+lacks a field keeps the numbers of the others. On a plate imaged in several runs
+(PlateAcquisitions) the fields of all runs share the well's list; each run's fields
+are numbered from that run's lowest index on the plate, as omero-py's
+``PlateWrapper.getNumberOfFields(run)`` gives the run's range, and every run is
+measured on its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Collection
 
-from omero.rtypes import unwrap
+from openhcs_omero_lib.omero.layout_rules import FieldRow, LayoutRules, PlateSummary
+from openhcs_omero_lib.omero.plate import CACHE, load_plate
+from openhcs_omero_lib.omero.targets import plate_id_of
+from openhcs_omero_lib.plates.layout import PlateLayout
 
-from ..layout import Channel, PlateLayout, Well, plate_format
-
-
-@dataclass(frozen=True)
-class PlateSummary:
-    id: int
-    name: str | None
-    rows: int | None
-    columns: int | None
+__all__ = ["FieldRow", "OMEROMetadataHandler", "PlateSummary"]
 
 
-@dataclass(frozen=True)
-class FieldRow:
-    """One well sample (field) of a well, as OMERO stores it (row and column from 0);
-    a well without fields has one row whose other IDs are None."""
+class OMEROMetadataHandler(LayoutRules):
+    """Default interpretation of OMERO's HCS model; override hooks to change it.
 
-    well_id: int
-    row: int
-    column: int
-    sample_id: int | None
-    image_id: int | None
-    pixels_id: int | None
+    ``conn`` (a BlitzGateway) is needed only by the ``get_*`` questions. Layouts are
+    kept in the process-wide cache of :mod:`.plate` (``cache``: another
+    :class:`~.plate.PlateCache`, or None for none), one per plate and handler class,
+    and used while the plate is unchanged. A subclass whose interpretation depends on
+    its instance's settings should say so in its class (one class per interpretation)."""
 
+    def __init__(self, conn: Any = None, *, cache: Any = "shared"):
+        self.conn = conn
+        self._cache = cache
 
-class OMEROMetadataHandler:
-    """Default interpretation of OMERO's HCS model; override hooks to change it."""
+    # ---- what a notebook asks ------------------------------------------------------------------
 
-    def plate_name(self, plate: PlateSummary) -> str:
-        return plate.name or f"plate_{plate.id}"
+    def plate(self, plate: Any, runs: Collection[int] | None = None):
+        """The plate's :class:`~.plate.OmeroPlate` (layout, group, IDs), from the cache
+        while the plate is unchanged; with ``runs``, of those acquisition runs only."""
+        if self.conn is None:
+            raise ValueError(f"{type(self).__name__}(conn): give it a connection to ask about plates")
+        cache = CACHE if isinstance(self._cache, str) else self._cache
+        return load_plate(self.conn, plate_id_of(plate), self, cache=cache,
+                          runs=frozenset(runs) if runs is not None else None)
 
-    def well_position(self, field: FieldRow) -> tuple[int, int]:
-        """1-based (row, column); OMERO stores them 0-based."""
-        return field.row + 1, field.column + 1
+    def layout(self, plate: Any) -> PlateLayout:
+        return self.plate(plate).layout
 
-    def site_of(self, field: FieldRow, index: int) -> int:
-        """1-based field number of a well sample; by default its position in the well
-        (fields come in the order OMERO created them)."""
-        return index + 1
+    def get_channel_values(self, plate: Any) -> list[str]:
+        """Channel names, channel 1 first (a channel's index is its position + 1)."""
+        return [c.name for c in self.layout(plate).channels]
 
-    def emission_wavelength(self, logical_channel: Any) -> float | None:
-        wave = logical_channel.getEmissionWave() if logical_channel is not None else None
-        return float(wave.getValue()) if wave is not None else None
+    def get_z_index_values(self, plate: Any) -> list[int]:
+        return list(range(1, self.layout(plate).z_planes + 1))
 
-    def channel_name(self, index: int, logical_channel: Any) -> str:
-        name = unwrap(logical_channel.getName()) if logical_channel is not None else None
-        return name or f"w{index}"
+    def get_timepoint_values(self, plate: Any) -> list[int]:
+        return list(range(1, self.layout(plate).timepoints + 1))
 
-    def pixel_size_um(self, pixels: Any) -> float | None:
-        size = pixels.getPhysicalSizeX()
-        if size is None:
-            return None
-        unit = str(size.getUnit())
-        factor = {"MICROMETER": 1.0, "NANOMETER": 1e-3, "MILLIMETER": 1e3}.get(unit)
-        return float(size.getValue()) * factor if factor else None
+    def get_site_values(self, plate: Any) -> list[int]:
+        """Field numbers that some well has (numbered as in :meth:`site_of`)."""
+        layout = self.layout(plate)
+        if layout.fields is None:
+            return list(range(1, layout.sites + 1))
+        return sorted({site for _, site, _ in layout.fields})
 
-    def build_layout(self, plate: PlateSummary, fields: Iterable[FieldRow], pixels: Any,
-                     channels: list[Any]) -> tuple[PlateLayout, dict]:
-        """The layout and ``{(well name, site): pixels ID}``."""
-        wells: dict[int, Well] = {}
-        samples_seen: dict[int, int] = {}
-        image_ids, pixels_ids = {}, {}
-        sites = 1
-        for field in fields:
-            if field.well_id not in wells:
-                row, col = self.well_position(field)
-                wells[field.well_id] = Well(row, col, field.well_id)
-            if field.sample_id is None:
-                continue
-            index = samples_seen.get(field.well_id, 0)
-            samples_seen[field.well_id] = index + 1
-            if field.image_id is None or field.pixels_id is None:
-                continue
-            well = wells[field.well_id]
-            site = self.site_of(field, index)
-            sites = max(sites, site)
-            image_ids[(well.name, site)] = field.image_id
-            pixels_ids[(well.name, site)] = field.pixels_id
-        ordered = sorted(wells.values(), key=lambda w: (w.row, w.column))
-        n_channels = unwrap(pixels.getSizeC())
-        by_index = {i + 1: ch for i, ch in enumerate(channels)}
-        chans = tuple(Channel(i, self.channel_name(i, _logical(by_index.get(i))),
-                              self.emission_wavelength(_logical(by_index.get(i))))
-                      for i in range(1, n_channels + 1))
-        rows, cols = plate.rows, plate.columns
-        if not rows or not cols:
-            rows, cols = plate_format(len(ordered))
-        rows = max([rows] + [w.row for w in ordered])
-        cols = max([cols] + [w.column for w in ordered])
-        layout = PlateLayout(
-            name=self.plate_name(plate), rows=rows, columns=cols, wells=tuple(ordered), sites=sites,
-            channels=chans, z_planes=unwrap(pixels.getSizeZ()), timepoints=unwrap(pixels.getSizeT()),
-            plane_shape=(unwrap(pixels.getSizeY()), unwrap(pixels.getSizeX())),
-            dtype=unwrap(pixels.getPixelsType().getValue()), pixel_size_um=self.pixel_size_um(pixels),
-            plate_id=plate.id, image_ids=image_ids)
-        return layout, pixels_ids
+    def get_well_values(self, plate: Any) -> list[str]:
+        """Well names (``A01``), in plate order: row by row."""
+        return self.layout(plate).well_names
 
-
-def _logical(channel: Any) -> Any:
-    return channel.getLogicalChannel() if channel is not None else None
+    def get_custom_metadata(self, plate: Any) -> dict[str, Any]:
+        """Whatever else a facility keeps about its plates; empty here, for subclasses
+        (they may use :meth:`layout` and ``self.conn``)."""
+        return {}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import omero
 
-from ..layout import SiteUnit
-from ..pixels import PixelSource, SourceSpec
-from .connection import ServerAddress, address_of, join_session, session_key
-from .plate import OmeroPlate
+from openhcs_omero_lib.omero.connection import ServerAddress, address_of, join_session, session_key
+from openhcs_omero_lib.omero.plate import OmeroPlate
+from openhcs_omero_lib.omero.preflight import not_ready_message
+from openhcs_omero_lib.plates.layout import SiteUnit
+from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec
 
 # Largest reply asked for in one call: well under the default Ice.MessageSizeMax
 # (OMERO sets 250 MB on the server, clients often less).
@@ -47,7 +49,7 @@ class OmeroPixelSource(PixelSource):
         self._opts = {"omero.group": str(plate.group_id)}
 
     @classmethod
-    def from_spec(cls, spec: SourceSpec) -> "OmeroPixelSource":
+    def from_spec(cls, spec: SourceSpec) -> OmeroPixelSource:
         address = ServerAddress(**spec.params["address"])
         client = join_session(address, spec.secret)  # type: ignore[arg-type]
         return cls(None, spec.params["plate"], client=client, address=address, key=spec.secret)
@@ -58,7 +60,7 @@ class OmeroPixelSource(PixelSource):
                                                 "router": address.router},
                                     "plate": self.plate}, secret=self._key)
 
-    def sibling(self) -> "OmeroPixelSource":
+    def sibling(self) -> OmeroPixelSource:
         """A reader with a RawPixelsStore of its own on the same connection: two
         stores can each be switched to an image and read at the same time. (Never
         two requests at once on one store: OMERO returns every read in one buffer
@@ -74,14 +76,21 @@ class OmeroPixelSource(PixelSource):
             self._store = sf.createRawPixelsStore(self._opts)
         return self._store
 
-    def _select(self, well: str, site: int):
+    def _select(self, well: str, site: int, run: int | None = None):
         try:
-            pixels_id = self.plate.pixels_ids[(well, site)]
+            pixels_id = self.plate.pixels_ids[(well, site, run)]
         except KeyError:
-            raise FileNotFoundError(f"plate {self.layout.plate_id} has no image for well {well} field {site}") from None
+            in_run = f" in run {run}" if run is not None else ""
+            raise FileNotFoundError(f"plate {self.layout.plate_id} has no image for well {well} field {site}"
+                                    f"{in_run}") from None
         store = self._pixels_store()
         if pixels_id != self._current:
-            store.setPixelsId(pixels_id, True, self._opts)
+            try:
+                store.setPixelsId(pixels_id, True, self._opts)
+            except omero.MissingPyramidException:
+                # Every field would fail alike until the server has built the pyramids
+                # (omero-romio PixelsService): one reason for the plate, not one per field.
+                raise SourceNotReady(not_ready_message(self.plate)) from None
             self._current = pixels_id
         return store
 
@@ -89,8 +98,9 @@ class OmeroPixelSource(PixelSource):
         y, x = self.layout.plane_shape
         return y * x * np.dtype(_DTYPES.get(self.layout.dtype, self.layout.dtype)).itemsize
 
-    def read_plane(self, well: str, site: int, channel: int, z: int = 1, t: int = 1) -> np.ndarray:
-        store = self._select(well, site)
+    def read_plane(self, well: str, site: int, channel: int, z: int = 1, t: int = 1,
+                   run: int | None = None) -> np.ndarray:
+        store = self._select(well, site, run)
         if self._plane_bytes() <= MAX_REPLY_BYTES:
             buffer = store.getPlane(z - 1, channel - 1, t - 1, self._opts)
             return decode_plane(buffer, self.layout.dtype, self.layout.plane_shape)
@@ -107,7 +117,7 @@ class OmeroPixelSource(PixelSource):
     def read_stack(self, unit: SiteUnit, channel: int) -> np.ndarray:
         if self.layout.z_planes == 1 or self._plane_bytes() * self.layout.z_planes > MAX_REPLY_BYTES:
             return super().read_stack(unit, channel)
-        store = self._select(unit.well, unit.site)
+        store = self._select(unit.well, unit.site, unit.run)
         buffer = store.getStack(channel - 1, unit.timepoint - 1, self._opts)
         return decode_plane(buffer, self.layout.dtype, (self.layout.z_planes, *self.layout.plane_shape))
 

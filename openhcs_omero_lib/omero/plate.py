@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import omero
 from omero.rtypes import unwrap
 
-from ..layout import PlateLayout
-from . import queries as Q
-from .metadata import FieldRow, OMEROMetadataHandler, PlateSummary
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.layout_rules import FieldRow, LayoutRules, PlateSummary
+from openhcs_omero_lib.plates.layout import PlateLayout, Run
 
 
 class OmeroInputError(ValueError):
@@ -23,8 +23,12 @@ class OmeroPlate:
 
     layout: PlateLayout
     group_id: int
-    pixels_ids: dict[tuple[str, int], int] = field(compare=False)
+    pixels_ids: dict[tuple[str, int, int | None], int] = field(compare=False)
     fingerprint: tuple = ()
+    all_runs: tuple[Run, ...] = ()
+    """Every acquisition run of the plate; the layout holds the chosen ones"""
+    all_image_ids: tuple[int, ...] = field(default=(), compare=False)
+    """Every image of the plate, in any run: a re-run replaces its results on all"""
 
     @property
     def id(self) -> int:
@@ -93,8 +97,9 @@ def plate_ids_for(conn, data_type: str, ids: list[int]) -> list[int]:
 
 
 class PlateCache:
-    """Layouts by (server, plate); an entry is used only while the plate's
-    fingerprint (its and its fields' last modification, field count) is unchanged."""
+    """Layouts by (server, plate, handler, chosen runs); an entry is used only while
+    the plate's fingerprint (its, its fields' and its runs' last modification, field
+    count and indices) is unchanged."""
 
     def __init__(self):
         self._entries: dict[tuple, OmeroPlate] = {}
@@ -117,12 +122,14 @@ class PlateCache:
 CACHE = PlateCache()
 
 
-def load_plate(conn, plate_id: int, handler: OMEROMetadataHandler | None = None,
-               cache: PlateCache | None = CACHE) -> OmeroPlate:
-    """The layout of ``plate_id``, looked up across the user's groups.
+def load_plate(conn, plate_id: int, handler: LayoutRules | None = None,
+               cache: PlateCache | None = CACHE, runs: frozenset[int] | None = None) -> OmeroPlate:
+    """The layout of ``plate_id``, looked up across the user's groups; with ``runs``
+    (PlateAcquisition IDs), of the fields of those runs only (a plate with none of
+    them has no units).
 
     Costs one query when cached and current, three otherwise."""
-    handler = handler or OMEROMetadataHandler()
+    handler = handler or LayoutRules()
     query = conn.getQueryService()
     opts = all_groups(conn)
     rows = query.projection(Q.PLATE_FINGERPRINT, query_params(id=plate_id), opts)
@@ -131,7 +138,8 @@ def load_plate(conn, plate_id: int, handler: OMEROMetadataHandler | None = None,
     fingerprint = tuple(unwrap(v) for v in rows[0])
     group_id = fingerprint[1]
     summary = PlateSummary(plate_id, *fingerprint[5:8])
-    key = (conn.c.getProperty("omero.host"), conn.c.getProperty("omero.port"), plate_id, type(handler))
+    runs = frozenset(runs) if runs is not None else None
+    key = (conn.c.getProperty("omero.host"), conn.c.getProperty("omero.port"), plate_id, type(handler), runs)
     if cache is not None:
         cached = cache.get(key, fingerprint)
         if cached is not None:
@@ -146,8 +154,14 @@ def load_plate(conn, plate_id: int, handler: OMEROMetadataHandler | None = None,
         raise OmeroInputError(f"plate {plate_id}: the pixels of its first image ({first_pixels}) "
                               "cannot be read")
     pixels = found[0]
-    layout, pixels_ids = handler.build_layout(summary, fields, pixels, pixels.copyChannels())
-    result = OmeroPlate(layout, group_id, pixels_ids, fingerprint)
+    try:
+        layout, pixels_ids = handler.build_layout(summary, fields, pixels, pixels.copyChannels(), runs)
+    except ValueError as exc:
+        raise OmeroInputError(str(exc)) from None
+    all_runs = {f.run_id: handler.run_name(f.run_id, f.run_name) for f in fields if f.run_id is not None}
+    result = OmeroPlate(layout, group_id, pixels_ids, fingerprint,
+                        tuple(Run(rid, name) for rid, name in sorted(all_runs.items())),
+                        tuple(sorted({f.image_id for f in fields if f.image_id is not None})))
     if cache is not None:
         cache.put(key, result)
     return result

@@ -7,12 +7,15 @@ layout costs :data:`PLATE_FINGERPRINT` when cached, plus :data:`PLATE_FIELDS` an
 """
 
 # Cheap check whether a cached layout is still current: any change to the plate or
-# to its well samples (fields added, images replaced) moves one of these values.
+# to its well samples (fields added, removed, moved in their well's list, images
+# replaced, moved to another run) or to its runs (renamed) moves one of these values.
 # The plate's name and format come along, so that a layout needs no other plate query.
 PLATE_FINGERPRINT = (
     "select p.id, p.details.group.id, p.details.updateEvent.id, count(ws.id), "
-    "max(ws.details.updateEvent.id), p.name, p.rows, p.columns "
+    "max(ws.details.updateEvent.id), p.name, p.rows, p.columns, sum(index(ws)), "
+    "max(pa.details.updateEvent.id) "
     "from Plate p left outer join p.wells w left outer join w.wellSamples ws "
+    "left outer join ws.plateAcquisition pa "
     "where p.id = :id group by p.id, p.details.group.id, p.details.updateEvent.id, "
     "p.name, p.rows, p.columns"
 )
@@ -20,11 +23,15 @@ PLATE_FINGERPRINT = (
 # Every well and field of a plate as plain IDs and positions, in one round-trip. Not
 # as model objects (wells, fields, images, pixels): those cost the script tens of kB
 # per image, hundreds of MB on a 1536-well plate of 9 fields; these a few hundred bytes.
+# A field's number is its index in its well's list of well samples (Well.wellSamples is
+# an ordered list, omero-model mappings/screen.ome.xml), which may have gaps; the run
+# (PlateAcquisition) it belongs to comes with its name. OMERO.web's plate grid selects
+# fields the same way (omero-web webgateway/plategrid.py: index(ws), ws.plateAcquisition).
 PLATE_FIELDS = (
-    "select w.id, w.row, w.column, ws.id, i.id, px.id "
-    "from Well w left outer join w.wellSamples ws left outer join ws.image i "
-    "left outer join i.pixels px "
-    "where w.plate.id = :id order by w.row, w.column, ws.id"
+    "select w.id, w.row, w.column, ws.id, i.id, px.id, index(ws), pa.id, pa.name "
+    "from Well w left outer join w.wellSamples ws left outer join ws.plateAcquisition pa "
+    "left outer join ws.image i left outer join i.pixels px "
+    "where w.plate.id = :id order by w.row, w.column, index(ws)"
 )
 
 # Size, pixel type, channel names and wavelengths of one image (a plate's images share them).
@@ -73,4 +80,32 @@ PLATE_LIST = (
 PIPELINE_UPLOAD = (
     "select a from FileAnnotation a join fetch a.file "
     "where a.ns = :ns and a.description = :description and a.details.owner.id = :owner"
+)
+
+# The plate as an object, so that the server sends its details.permissions with the
+# caller's restrictions (canAnnotate), as it does with every object it returns.
+PLATE_PERMISSIONS = "select p from Plate p where p.id = :id"
+
+# This bundle's ROIs on images, IDs and owners only: a ROI has no namespace, so its
+# description holds the results' namespace (see omero/rois.py).
+ROIS = ("select r.id, r.details.owner.id from Roi r "
+        "where r.image.id in (:ids) and r.description = :ns")
+
+# ROIs whose description is a namespace under a prefix, on images.
+ROIS_NS_PREFIX = ("select r.id, r.details.owner.id from Roi r "
+                  "where r.image.id in (:ids) and r.description like :ns")
+
+# One Plate, Well or Image ({kind}) as an object: its details hold its group, its owner
+# and the caller's permissions on it (canAnnotate), as the server sends every object.
+OBJECT_DETAILS = "select o from {kind} o where o.id = :id"
+
+# The annotations of one namespace on one Plate, Well or Image ({kind}), a file
+# annotation's file (name, mimetype, size) fetched with it: what the Python API's file
+# backend lists, and where it finds a run's tables and CSVs. BlitzGateway's
+# listAnnotations fetches a.file the same way, an outer join since an annotation need
+# not be a file annotation (omero-py gateway BlitzObjectWrapper._loadAnnotationLinks).
+FILE_ANNOTATION_LINKS = (
+    "select l from {kind}AnnotationLink l "
+    "join fetch l.child a left outer join fetch a.file "
+    "where l.parent.id = :id and a.ns = :ns"
 )

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
-from ..engine import bind
-from ..executor import ProgressCallback, run_units
-from ..pipeline.loading import parse_spec, resolve_pipeline
-from ..pipeline.spec import PipelineSpec
-from ..results import PlateResults, collect
-from .annotations import read_file_annotation
-from .metadata import OMEROMetadataHandler
-from .pixels import OmeroPixelSource
-from .plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
-from .sink import OmeroResultSink, WriteReport
+from openhcs_omero_lib.engine import bind
+from openhcs_omero_lib.execution.executor import ProgressCallback, run_units
+from openhcs_omero_lib.omero import rois as R
+from openhcs_omero_lib.omero.annotations import read_file_annotation
+from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
+from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+from openhcs_omero_lib.omero.plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
+from openhcs_omero_lib.omero.preflight import check_can_annotate, check_ready, check_tables
+from openhcs_omero_lib.omero.sink import OmeroResultSink, WriteReport
+from openhcs_omero_lib.pipeline.loading import parse_spec, resolve_pipeline
+from openhcs_omero_lib.pipeline.params import tune
+from openhcs_omero_lib.pipeline.spec import PipelineSpec
+from openhcs_omero_lib.results.tables import PlateResults, collect
 
 
 @dataclass
@@ -42,33 +46,74 @@ def pipeline_from_choice(conn, preset: str | None, annotation_id: int | None) ->
 
 
 def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
-            handler: OMEROMetadataHandler | None = None) -> list[tuple[OmeroPlate, PipelineSpec]]:
-    """Every plate's layout and the spec bound to it, before anything runs: a bad ID
-    or a channel a plate lacks stops the whole request with nothing written."""
-    prepared = []
+            handler: OMEROMetadataHandler | None = None,
+            runs: list[int] | None = None,
+            outputs: tuple[str, ...] = (),
+            params: Mapping[str, Any] | None = None,
+            annotate: bool = True) -> list[tuple[OmeroPlate, PipelineSpec]]:
+    """Every plate's layout and the spec bound to it, before anything runs: a bad ID,
+    a channel a plate lacks, a plate the user may not annotate, a table among the
+    ``outputs`` without OMERO.tables, or images the server is still preparing
+    (:class:`~.preflight.PlateNotReady`) stop the whole request with nothing
+    computed and nothing written.
+
+    ``runs`` (PlateAcquisition IDs) measures only those runs: a plate with none of
+    them is left out, and a run on none of the plates is an error. Without it every
+    run of every plate is measured, each on its own.
+
+    ``params`` tunes the spec (its declared parameters, :mod:`..pipeline.params`) for
+    each plate; a channel given by name is looked up among that plate's channels.
+    ``annotate=False`` (a run that attaches nothing) skips the check that the user
+    may annotate the plates."""
+    if "table" in outputs:
+        check_tables(conn)
+    chosen = frozenset(runs) if runs else None
+    prepared, found = [], set()
     for pid in plate_ids_for(conn, data_type, ids):
-        plate = load_plate(conn, pid, handler)
+        plate = load_plate(conn, pid, handler, runs=chosen)
+        if chosen is not None:
+            found |= chosen & {r.id for r in plate.all_runs}
+            if plate.layout.n_units == 0:
+                continue
         try:
-            bound = bind(spec, plate.layout)
+            tuned = tune(spec, params or {}, [c.name for c in plate.layout.channels])
+            bound = bind(tuned, plate.layout)
         except ValueError as exc:
             raise OmeroInputError(f"plate {pid} ({plate.layout.name}): {exc}") from None
+        if annotate:
+            check_can_annotate(conn, plate)
         prepared.append((plate, bound))
+    if chosen is not None and chosen - found:
+        missing = ", ".join(str(r) for r in sorted(chosen - found))
+        raise OmeroInputError(f"no chosen plate has the run(s) {missing} (Runs takes the IDs of a plate's "
+                              "acquisition runs, its PlateAcquisitions)")
+    check_ready(conn, [plate for plate, _ in prepared])
     return prepared
 
 
 def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int = 1,
-                 attach_to: tuple[str, ...] = ("plate", "wells"), outputs: tuple[str, ...] = ("csv", "json", "table", "key_values"),
-                 replace: bool = True, progress: ProgressCallback | None = None) -> PlateRun:
-    """Compute on every field of the plate, then attach the results."""
+                 attach_to: tuple[str, ...] = ("plate", "wells"),
+                 outputs: tuple[str, ...] = ("csv", "json", "table", "key_values"),
+                 replace: bool = True, progress: ProgressCallback | None = None,
+                 heatmap: bool = True, heatmap_measurement: str | None = None,
+                 save_rois: bool = False, roi_cap: int = R.DEFAULT_CAP) -> PlateRun:
+    """Compute on every field of the plate, then attach the results (with a heat map
+    and, when asked, the measured objects as ROIs). Raises
+    :class:`~..pixels.SourceNotReady`, with nothing attached, when the server turns
+    out to be still preparing one of its images."""
     source = OmeroPixelSource(conn, plate)
     started = time.time()
     try:
-        units = run_units(bound, source, workers=workers, progress=progress)
+        units = run_units(bound, source, workers=workers, progress=progress, outlines=save_rois)
     finally:
         source.close()
     results = collect(plate.layout, bound, units, source=f"omero plate {plate.id}",
                       started=started, finished=time.time(), workers=workers)
-    sink = OmeroResultSink(conn, plate, bound.name, attach_to=attach_to, outputs=outputs, replace=replace)
+    rois = R.RoiChoice(roi_cap, R.roi_z(bound.load.z, plate.layout.z_planes)) if save_rois else None
+    if rois is not None and results.outlines:  # the run's JSON says what the cap left out
+        results.summary["rois"] = R.plan(results.outlines, plate.layout.image_ids, roi_cap).summary()
+    sink = OmeroResultSink(conn, plate, bound.name, attach_to=attach_to, outputs=outputs, replace=replace,
+                           heatmap=heatmap, heatmap_measurement=heatmap_measurement, rois=rois)
     if len(results.errors) < len(units):  # a run where every unit failed attaches nothing
         sink.write(results)
     return PlateRun(plate, results, sink.report)

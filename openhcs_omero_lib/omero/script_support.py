@@ -13,14 +13,18 @@ from typing import Any
 
 import omero
 
-from ..executor import Cancelled, available_cores
-from ..pipeline.loading import PipelineError
-from ..progress import RunProgress
-from ..virtual_backend import VirtualBackend
-from . import annotations as A
-from .plate import OmeroInputError, load_plate, plate_ids_for
-from .run import pipeline_from_choice, prepare, run_on_plate
-from .sink import NS_PREFIX, TABLE_DESCRIPTION, attaches_anything
+from openhcs_omero_lib.execution.executor import Cancelled, available_cores
+from openhcs_omero_lib.execution.progress import RunProgress
+from openhcs_omero_lib.omero import annotations as A
+from openhcs_omero_lib.omero import rois as R
+from openhcs_omero_lib.omero.plate import OmeroInputError, load_plate, plate_ids_for
+from openhcs_omero_lib.omero.run import pipeline_from_choice, prepare, run_on_plate
+from openhcs_omero_lib.omero.sink import NS_PREFIX, TABLE_DESCRIPTION, attaches_anything
+from openhcs_omero_lib.omero.tuning_params import values_from_inputs
+from openhcs_omero_lib.pipeline.loading import PipelineError
+from openhcs_omero_lib.pipeline.params import check_values
+from openhcs_omero_lib.plates.pixels import SourceNotReady
+from openhcs_omero_lib.plates.virtual_backend import VirtualBackend
 
 ATTACH_VALUES = {
     "Plate": ("plate",),
@@ -29,7 +33,8 @@ ATTACH_VALUES = {
 }
 DEFAULTS = {"Data_Type": "Plate", "Pipeline": "nuclei_count", "Workers": 2, "Attach_To": "Plate and wells",
             "CSV": True, "JSON": True, "OMERO_Table": True, "Key_Value_Pairs": True,
-            "Replace_Previous_Results": True}
+            "Replace_Previous_Results": True, "Heat_Map": True, "Save_ROIs": False,
+            "Max_ROIs_Per_Image": R.DEFAULT_CAP}
 
 
 @dataclass
@@ -78,6 +83,7 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
     started = time.time()
     try:
         spec = pipeline_from_choice(conn, p.get("Pipeline"), p.get("Pipeline_File_Annotation"))
+        tuning = check_values(spec, values_from_inputs(p))
         outputs = tuple(name for key, name in (("CSV", "csv"), ("JSON", "json"), ("OMERO_Table", "table"),
                                                 ("Key_Value_Pairs", "key_values")) if p[key])
         if not outputs:
@@ -89,19 +95,30 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
             raise OmeroInputError(f"Attach_To={p['Attach_To']} with only {', '.join(outputs)} would attach "
                                   "nothing: key-value pairs go on wells, per-field CSVs on images")
         workers = max(1, min(int(p["Workers"]), available_cores()))
-        prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec)
+        if int(p["Max_ROIs_Per_Image"]) < 1:
+            raise OmeroInputError(f"Max_ROIs_Per_Image must be at least 1, got {p['Max_ROIs_Per_Image']}")
+        prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec,
+                           runs=list(p.get("Runs") or []), outputs=outputs, params=tuning)
+        measurement = _heatmap_measurement(p, prepared)
     except Exception as exc:
         return _failure(exc, "Nothing attached")
     progress = None
     if job is not None:
-        progress = RunProgress([(len(pl.layout.wells), pl.layout.n_units) for pl, _ in prepared],
+        progress = RunProgress([(len(pl.layout.wells) * len(pl.layout.run_ids()), pl.layout.n_units)
+                                for pl, _ in prepared],
                                job.publish, job.should_stop)
-    lines, file_ann, failed_units, attached = [], None, 0, {}
+    lines, file_ann, failed_units, attached, not_ready = [], None, 0, {}, 0
     for index, (plate, bound) in enumerate(prepared):
         try:
             run = run_on_plate(conn, plate, bound, workers=workers, attach_to=attach, outputs=outputs,
                                replace=p["Replace_Previous_Results"],
-                               progress=progress.plate_callback(index) if progress else None)
+                               progress=progress.plate_callback(index) if progress else None,
+                               heatmap=bool(p["Heat_Map"]), heatmap_measurement=measurement,
+                               save_rois=bool(p["Save_ROIs"]), roi_cap=int(p["Max_ROIs_Per_Image"]))
+        except SourceNotReady as exc:  # this plate only; the others may be ready
+            lines.append(f"{exc}; nothing attached to it")
+            not_ready += 1
+            continue
         except Cancelled:
             lines.append(f"stopped during plate {plate.id}: nothing attached to it")
             return ScriptOutcome("; ".join(lines), file_ann, outcome="cancelled", attached=attached)
@@ -114,13 +131,31 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
         lines.append(_plate_line(run))
         file_ann = file_ann or run.report.wells_csv_annotation
         for kind, ids in run.report.created.items():
-            if ids:
+            if ids and kind != "Roi":  # thousands of them: the Message says how many
                 attached.setdefault(kind, []).extend(ids)
     head = (f"{spec.name} on {len(prepared)} plate{'s' if len(prepared) != 1 else ''} with "
             f"{workers} worker{'s' if workers != 1 else ''} in {time.time() - started:.1f} s")
     if failed_units:
         head += f"; {failed_units} field(s) failed (see the error column)"
-    return ScriptOutcome("; ".join([head] + lines), file_ann, attached=attached)
+    if not_ready:
+        head += f"; {not_ready} plate{'s' if not_ready != 1 else ''} not run"
+    return ScriptOutcome("; ".join([head] + lines), file_ann, outcome="failed" if not_ready else "finished",
+                         attached=attached)
+
+
+def _heatmap_measurement(p: dict[str, Any], prepared) -> str | None:
+    """The heat map's measurement, checked against the pipeline before anything runs."""
+    from openhcs_omero_lib.pictures.heatmap import check_measurement
+
+    if not p["Heat_Map"]:
+        return None
+    chosen = None
+    for plate, bound in prepared:  # "all" channels differ from plate to plate
+        try:
+            chosen = check_measurement(bound, p.get("Heat_Map_Measurement"))
+        except ValueError as exc:
+            raise OmeroInputError(f"Heat_Map_Measurement: plate {plate.id}: {exc}") from None
+    return chosen
 
 
 def _plate_line(run) -> str:
@@ -133,9 +168,18 @@ def _plate_line(run) -> str:
         return f"plate {run.plate.id}: every field failed ({first}); nothing attached"
     line = (f"plate {run.plate.id} ({run.plate.layout.name}): {s['timing']['units']} fields{total}; "
             f"attached {run.report.count()} annotations, replaced {run.report.replaced}")
+    if run.report.heatmap_note:
+        line += f"; {run.report.heatmap_note}"
+    rois = run.report.rois
+    if rois is not None:
+        line += f"; {len(rois.rois)} ROIs on {rois.images} images"
+        if rois.capped:
+            line += f" ({rois.note()})"
     if run.report.not_replaced:
         line += (f"; could not remove {run.report.not_replaced} earlier annotations "
                  f"({run.report.replace_error})")
+    if run.report.others:
+        line += f"; other users' results of this pipeline stay ({A.describe_others(run.report.others)})"
     return line
 
 
@@ -155,20 +199,32 @@ def describe_plates_script(conn, params: dict[str, Any], samples: int = 5) -> Sc
 
 
 def delete_results_script(conn, params: dict[str, Any]) -> ScriptOutcome:
-    """Delete_HCS_Results: this bundle's annotations on the plates, wells and images."""
+    """Delete_HCS_Results: the user's own annotations of this bundle on the plates,
+    wells and images; other users' stay, and the message says whose."""
     try:
-        removed = 0
+        removed, removed_rois, left = 0, 0, {}
         for pid in plate_ids_for(conn, params.get("Data_Type", "Plate"), list(params.get("IDs") or [])):
             plate = load_plate(conn, pid)
             targets = {"Plate": [pid], "Well": [w.id for w in plate.layout.wells if w.id is not None],
                        "Image": sorted(set(plate.layout.image_ids.values()))}
             found = []
             for kind, ids in targets.items():
-                found += A.find_annotations(conn, kind, ids, NS_PREFIX, ns_prefix=True)
-            found += A.find_annotations(conn, "Plate", [pid], A.BULK_ANNOTATIONS_NS,
-                                        description=lambda d: d.startswith(TABLE_DESCRIPTION + " "))
-            A.delete_objects(conn, A.group_targets(found), plate.group_id)
-            removed += len(found)
-        return ScriptOutcome(f"removed {removed} openhcs-omero annotations")
+                found += A.find_owned_annotations(conn, kind, ids, NS_PREFIX, ns_prefix=True)
+            found += A.find_owned_annotations(conn, "Plate", [pid], A.BULK_ANNOTATIONS_NS,
+                                              description=lambda d: d.startswith(TABLE_DESCRIPTION + " "))
+            found += R.find_rois(conn, targets["Image"], NS_PREFIX, ns_prefix=True)
+            mine, others = A.split_by_owner(conn, found)
+            A.delete_objects(conn, A.group_targets(mine), plate.group_id)
+            rois = sum(kind == "Roi" for kind, _ in mine)
+            removed += len(mine) - rois
+            removed_rois += rois
+            for name, n in others.items():
+                left[name] = left.get(name, 0) + n
+        message = f"removed {removed} openhcs-omero annotations"
+        if removed_rois:
+            message += f" and {removed_rois} ROIs"
+        if left:
+            message += f"; left other users' ({A.describe_others(left)})"
+        return ScriptOutcome(message)
     except Exception as exc:
         return _failure(exc, "Nothing removed")

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .spec import STEP_TYPES, PipelineSpec
+from openhcs_omero_lib.pipeline.spec import STEP_TYPES, PipelineSpec
 
 
 class PipelineError(ValueError):
@@ -91,17 +91,28 @@ def parse_spec(text: str, source: str = "<pipeline>") -> PipelineSpec:
         raise PipelineError(_first_error(exc, root, source)) from None
 
 
+def spec_from_dict(data: Any, source: str = "<pipeline dict>") -> PipelineSpec:
+    """A validated spec from a dict built in Python; :class:`PipelineError` otherwise."""
+    if not isinstance(data, dict):
+        raise PipelineError(f"{source}: a pipeline is a mapping with 'name' and 'steps', got {type(data).__name__}")
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise PipelineError(_first_error(exc, None, source)) from None
+
+
 def load_spec(path: str | Path) -> PipelineSpec:
     path = Path(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"cannot read pipeline {path}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise PipelineError(f"cannot read pipeline {path}: {reason}") from None
     return parse_spec(text, str(path))
 
 
 def preset_names() -> list[str]:
-    from ..presets import names
+    from openhcs_omero_lib.pipeline.presets import names
 
     return names()
 
@@ -109,7 +120,7 @@ def preset_names() -> list[str]:
 def preset_text(name: str) -> str:
     if name not in preset_names():
         raise PipelineError(f"unknown preset '{name}'; presets: {', '.join(preset_names())}")
-    return resources.files("openhcs_omero_lib.presets").joinpath(f"{name}.yaml").read_text()
+    return resources.files("openhcs_omero_lib.pipeline.presets").joinpath(f"{name}.yaml").read_text()
 
 
 def resolve_pipeline(name_or_path: str) -> tuple[PipelineSpec, str]:

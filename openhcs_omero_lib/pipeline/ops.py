@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters
 
-from .distances import distance_inside, nearest_labels
+from openhcs_omero_lib.pipeline.distances import distance_inside, nearest_labels
 
 # scikit-image's morphology and segmentation, scipy.fft and scipy.spatial (for the
 # peaks) are imported by the operations that use them: together they take longer to
@@ -266,7 +266,7 @@ def watershed_split(mask: np.ndarray, min_distance: int = 5, smoothing: float = 
         landscape *= np.clip(intensity, 0, None)
     if smoothing > 0:
         landscape = ndi.gaussian_filter(landscape, smoothing)
-    from .peaks import labelled_peaks
+    from openhcs_omero_lib.pipeline.peaks import labelled_peaks
 
     peaks = labelled_peaks(landscape, components, min_distance)
     markers = np.zeros(mask.shape, dtype=np.int32)

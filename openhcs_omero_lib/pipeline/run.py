@@ -6,10 +6,27 @@ from typing import Callable
 
 import numpy as np
 
-from . import ops
-from .spec import (ExpandLabels, FillHoles, FilterObjects, Gaussian, Label, MeasureImage,
-                   MeasureObjects, Median, OpenMask, PipelineSpec, ProjectZ, Ratio, RemoveSmallObjects,
-                   Ring, SubtractBackground, Threshold, WatershedSplit, _Step)
+from openhcs_omero_lib.pipeline import ops
+from openhcs_omero_lib.pipeline.spec import (
+    ExpandLabels,
+    FillHoles,
+    FilterObjects,
+    Gaussian,
+    Label,
+    MeasureImage,
+    MeasureObjects,
+    Median,
+    OpenMask,
+    PipelineSpec,
+    ProjectZ,
+    Ratio,
+    RemoveSmallObjects,
+    Ring,
+    SubtractBackground,
+    Threshold,
+    WatershedSplit,
+    _Step,
+)
 
 Reader = Callable[[int], np.ndarray]
 """channel index -> ``(z, y, x)`` stack of the unit"""
@@ -74,14 +91,17 @@ def _require_2d(step: _Step, name: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
-Unit = Callable[[Reader], dict[str, float]]
-"""A compiled pipeline: reader of a unit -> its measurements"""
+Unit = Callable[..., dict[str, float]]
+"""A compiled pipeline: ``(reader of a unit, measured_labels=None) -> its measurements``"""
 
 
-def run_unit(spec: PipelineSpec, read_channel: Reader) -> dict[str, float]:
+def run_unit(spec: PipelineSpec, read_channel: Reader,
+             measured_labels: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Measurements of one unit. ``spec`` must be bound to the plate
-    (:func:`~.spec.bind_to_plate`); ``read_channel`` returns a channel's z-stack."""
-    return compile_unit(spec)(read_channel)
+    (:func:`~.spec.bind_to_plate`); ``read_channel`` returns a channel's z-stack.
+    Given a dict, ``measured_labels`` receives each ``measure_objects`` step's labels
+    by column prefix (for outlines; the measurements do not change)."""
+    return compile_unit(spec)(read_channel, measured_labels)
 
 
 def compile_unit(spec: PipelineSpec) -> Unit:
@@ -93,7 +113,7 @@ def compile_unit(spec: PipelineSpec) -> Unit:
     steps = [_compile(step) for step in spec.steps]
     load = spec.load.z
 
-    def run(read_channel: Reader) -> dict[str, float]:
+    def run(read_channel: Reader, measured_labels: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         values: dict[str, np.ndarray] = {}
         row: dict[str, float] = {}
 
@@ -104,21 +124,21 @@ def compile_unit(spec: PipelineSpec) -> Unit:
             return value
 
         for step in steps:
-            step(get, values, row)
+            step(get, values, row, measured_labels)
         return row
 
     return run
 
 
-Step = Callable[[Callable[[str], np.ndarray], dict, dict], None]
+Step = Callable[[Callable[[str], np.ndarray], dict, dict, "dict | None"], None]
 
 
 def _compile(step: _Step) -> Step:
-    """The work of one step on a unit: ``(get, values, row) -> None``."""
+    """The work of one step on a unit: ``(get, values, row, measured_labels) -> None``."""
     if isinstance(step, ProjectZ):
         inp, out, method = step.input, step.output, step.method
 
-        def project(get, values, row):
+        def project(get, values, row, measured):
             values[out] = ops.project_z(get(inp), method)
         return project
     if isinstance(step, MeasureObjects):
@@ -126,16 +146,18 @@ def _compile(step: _Step) -> Step:
         p = step.column_prefix
         columns = [(f"{p}_{n}_intensity_mean", f"{n}_intensity") for n in names]
 
-        def measure_objects(get, values, row):
+        def measure_objects(get, values, row, measured):
             labels = _require_2d(step, step.labels, get(step.labels))
             cols = ops.object_measurements(labels, {n: _require_2d(step, n, get(n)) for n in names})
+            if measured is not None:
+                measured[p] = labels
             row[f"{p}_count"] = float(len(cols["label"]))
             row[f"{p}_area_mean"] = _mean(cols["area"])
             for column, key in columns:
                 row[column] = _mean(cols[key])
         return measure_objects
     if isinstance(step, MeasureImage):
-        def measure_image(get, values, row):
+        def measure_image(get, values, row, measured):
             mask = _require_2d(step, step.mask, get(step.mask)) if step.mask else None
             for n in step.images:
                 image = _require_2d(step, n, get(n))
@@ -147,18 +169,18 @@ def _compile(step: _Step) -> Step:
         def split(m, w):
             return ops.watershed_split(m, step.min_distance, step.smoothing, w)
 
-        def watershed(get, values, row):
+        def watershed(get, values, row, measured):
             weights = get(step.intensity) if step.intensity else None
             values[step.output] = _per_plane_pair(split, get(step.input), weights)
         return watershed
     if isinstance(step, Ratio):
-        def ratio(get, values, row):
+        def ratio(get, values, row, measured):
             den = row[step.denominator]
             row[step.output] = row[step.numerator] / den if den else float("nan")
         return ratio
     func, inp, out = _transform(step), step.input, step.output  # type: ignore[attr-defined]
 
-    def transform(get, values, row):
+    def transform(get, values, row, measured):
         values[out] = _per_plane(func, get(inp))
     return transform
 

@@ -10,12 +10,18 @@ unit's result row. A spec is data: nothing in it is ever executed as code.
 Grouping follows OpenHCS's components: a unit groups one (well, site, timepoint);
 channel and z vary inside it. With ``load.z: stack`` channels arrive as z-stacks and
 every image step applies plane by plane until a ``project_z`` step reduces them.
+
+A spec may declare ``parameters``: a few named values users can tune without editing
+it (a preset's nuclear channel, object sizes, ...), each the field of a step; their
+types and bounds are the step's own (see :mod:`.params`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, ClassVar, Literal, Union
+import types
+import typing
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -86,7 +92,7 @@ class Threshold(_Step):
     factor: float = Field(default=1.0, gt=0, le=10, description="multiplies the computed level")
 
     @model_validator(mode="after")
-    def _manual_needs_value(self) -> "Threshold":
+    def _manual_needs_value(self) -> Threshold:
         if (self.method == "manual") != (self.value is not None):
             raise ValueError("'value' is required with method: manual and only then")
         return self
@@ -197,9 +203,8 @@ class Ratio(_Step):
 
 
 Step = Annotated[
-    Union[ProjectZ, Gaussian, Median, SubtractBackground, Threshold, FillHoles, OpenMask,
-          RemoveSmallObjects, Label, WatershedSplit, FilterObjects, ExpandLabels, Ring,
-          MeasureObjects, MeasureImage, Ratio],
+    ProjectZ | Gaussian | Median | SubtractBackground | Threshold | FillHoles | OpenMask | RemoveSmallObjects
+    | Label | WatershedSplit | FilterObjects | ExpandLabels | Ring | MeasureObjects | MeasureImage | Ratio,
     Field(discriminator="op"),
 ]
 STEP_TYPES: dict[str, type[_Step]] = {
@@ -217,6 +222,37 @@ class Load(BaseModel):
         default="max", description="project z on load, take the middle plane, or keep the stack")
 
 
+class Parameter(BaseModel):
+    """A value users may tune: ``field`` of every ``op`` step of the spec. A field
+    that reads a channel (``input: ch1``) makes a channel parameter (an index or a
+    channel name); otherwise the field must hold a number or a choice, and its type
+    and bounds are the step's."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    op: str
+    field: Name
+    description: str = ""
+    choices: list[str | int] | None = Field(default=None, min_length=1,
+                                            description="a subset of the field's choices to offer")
+
+
+def tunable_type(annotation: Any) -> tuple[str, tuple[Any, ...]] | None:
+    """``("integer" | "number" | "choice", choices)`` for a step field's type that a
+    parameter may set (optionally None), or None when it cannot be tuned (booleans,
+    names, lists)."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) != 1:
+            return None
+        annotation = members[0]
+    if annotation is int:
+        return "integer", ()
+    if annotation is float:
+        return "number", ()
+    if typing.get_origin(annotation) is Literal:
+        return "choice", typing.get_args(annotation)
+    return None
+
+
 class PipelineSpec(BaseModel):
     """A whole pipeline."""
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -225,9 +261,40 @@ class PipelineSpec(BaseModel):
     version: Literal[1] = 1
     load: Load = Load()
     steps: list[Step] = Field(min_length=1)
+    parameters: dict[Name, Parameter] = Field(default_factory=dict,
+                                              description="values users may tune (see Parameter)")
 
     @model_validator(mode="after")
-    def _check_dataflow(self) -> "PipelineSpec":
+    def _check_parameters(self) -> PipelineSpec:
+        """Each parameter names a field of a step the spec has, that can be tuned."""
+        for name, param in self.parameters.items():
+            where = f"parameters.{name}"
+            steps = [s for s in self.steps if s.op == param.op]
+            if not steps:
+                raise ValueError(f"{where}: the pipeline has no '{param.op}' step")
+            model = type(steps[0])
+            if param.field not in model.model_fields or param.field in ("op", "output"):
+                fields = [f for f in model.model_fields if f not in ("op", "output")]
+                raise ValueError(f"{where}: '{param.op}' has no field '{param.field}'; its fields: "
+                                 f"{', '.join(fields)}")
+            if param.field in model.reads:
+                values = [getattr(s, param.field) for s in steps]
+                if not all(isinstance(v, str) and CHANNEL_RE.match(v) for v in values):
+                    raise ValueError(f"{where}: of what a step reads, only a channel (ch1, ch2, ...) can be "
+                                     f"tuned, and '{param.op}' reads {values[0]!r} in '{param.field}'")
+                if param.choices is not None:
+                    raise ValueError(f"{where}: a channel parameter has no choices")
+                continue
+            kind = tunable_type(model.model_fields[param.field].annotation)
+            if kind is None:
+                raise ValueError(f"{where}: '{param.op}.{param.field}' is not a number or a choice")
+            if param.choices is not None:
+                if kind[0] != "choice" or not set(param.choices) <= set(kind[1]):
+                    raise ValueError(f"{where}: choices must be some of {list(kind[1])}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_dataflow(self) -> PipelineSpec:
         """Every value is defined before it is read, and of the kind the step needs."""
         kinds: dict[str, str] = {}
         columns: set[str] = set()

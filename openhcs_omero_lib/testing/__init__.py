@@ -1,5 +1,5 @@
 """A faithful in-memory OMERO server for tests: see :class:`OmeroStandIn`."""
 
-from .server import OmeroStandIn
+from openhcs_omero_lib.testing.server import OmeroStandIn
 
 __all__ = ["OmeroStandIn"]

@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import Ice
 
+from openhcs_omero_lib.testing import acl
+
 
 class StandInServant:
     """Mixin for stand-in servants; ``server`` is the :class:`~.server.OmeroStandIn`."""
@@ -37,7 +39,10 @@ class StandInServant:
         watch = self.server.in_flight(self) if self.one_call_at_a_time else contextlib.nullcontext()
         with watch:
             self.server._before_call(f"{self.service_name}.{name}", self.session, current)
-            return func(self, *args, current=current)
+            result = func(self, *args, current=current)
+        # As the server's ProxyCleanupFilter does with every answer: objects carry the
+        # caller's restrictions (canAnnotate() and its siblings).
+        return acl.as_sent_to(self.server.store, result, self.session.user)
 
 
 def _split_current(args: tuple, current):

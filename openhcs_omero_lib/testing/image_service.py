@@ -9,11 +9,14 @@ Modelled, as a server does them, and nothing more:
 - ``RawPixelsStore.setPlane`` / ``save`` on such an image, by its owner, with a buffer
   of exactly one big-endian plane; planes never written read as zeros;
 - ``IUpdate`` saving a new Plate with new Wells and WellSamples that point at
-  existing images of the same group, and changing the name and emission wavelength
-  of a LogicalChannel or the physical pixel size of a Pixels;
-- ``Delete2`` of a Plate taking its Wells and WellSamples with it, of an Image its
-  Pixels, Channels, LogicalChannels and WellSamples, and of any of them the
-  annotation links they are the parent of (the annotations stay).
+  existing images of the same group (each sample at its position in its well's
+  list), and new PlateAcquisitions (runs) of that plate that samples point at, and
+  changing the name and emission wavelength of a LogicalChannel or the physical
+  pixel size of a Pixels;
+- ``Delete2`` of a Plate taking its Wells, WellSamples and PlateAcquisitions with
+  it, of an Image its Pixels, Channels, LogicalChannels and WellSamples (the well's
+  other samples keep their index: a gap), and of any of them the annotation links
+  they are the parent of (the annotations stay).
 
 Anything else about these objects fails loudly, as the rest of the stand-in does.
 """
@@ -29,9 +32,10 @@ import omero.api
 import omero.model
 from omero.rtypes import rint, rlong, rstring, unwrap
 
-from ._servant import StandInServant, servant
-from .store import class_name
-from .upload import PIXELS_TYPE
+from openhcs_omero_lib.testing._servant import StandInServant, servant
+from openhcs_omero_lib.testing.store import class_name
+from openhcs_omero_lib.testing.upload import PIXELS_TYPE
+from openhcs_omero_lib.testing.wire import ctx_group, param, shell
 
 # OMERO's pixel types, with the numpy type of their values.
 PIXEL_TYPES = {"bit": "u1", "int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4",
@@ -43,11 +47,6 @@ XYZCT = 1
 _UPDATABLE = {"LogicalChannel": {"_name", "_emissionWave"},
               "Pixels": {"_physicalSizeX", "_physicalSizeY"}}
 
-
-def _services():
-    from . import services  # services imports this module; import back lazily
-
-    return services
 
 
 def pixels_type(value: str) -> Any:
@@ -79,7 +78,7 @@ def answer(query_service, text: str, params, current) -> list[Any] | None:
     """The pixel type lookup, or None when ``text`` is another query."""
     if text != " ".join(PIXELS_TYPE.split()):
         return None
-    value = _services()._param(params, "value")
+    value = param(params, "value")
     return [pixels_type(value)] if value in PIXEL_TYPES else []
 
 
@@ -88,9 +87,8 @@ def answer(query_service, text: str, params, current) -> list[Any] | None:
 @servant(omero.api.IPixels, "IPixels")
 class PixelsService(StandInServant, omero.api.IPixels):
     def createImage(self, sizeX, sizeY, sizeZ, sizeT, channelList, pixelsType, name, description, current=None):
-        s = _services()
         store, user = self.server.store, self.session.user
-        group = s._ctx_group(current)
+        group = ctx_group(current)
         if group == -1:
             raise omero.SecurityViolation(message="Cannot write with omero.group=-1: choose a group")
         group = self.session.group if group is None else group
@@ -163,7 +161,7 @@ def set_plane(raw_store, buf: bytes, z: int, c: int, t: int) -> None:
 def save_pixels(raw_store) -> Any:
     px = raw_store._pixels()
     raw_store.server.store.touch(px)
-    return _services()._shell(px)
+    return shell(px)
 
 
 # ---- IUpdate ---------------------------------------------------------------------------------
@@ -242,34 +240,54 @@ def _bare(obj: Any) -> Any:
 
 def _new_plate(update_service, plate: Any, group: int) -> Any:
     store, session = update_service.server.store, update_service.session
-    _only(plate, "Plate", {"_wellsSeq"}, set())
+    _only(plate, "Plate", {"_wellsSeq", "_plateAcquisitionsSeq"}, set())
+    acquisitions = plate.copyPlateAcquisitions()
+    for acquisition in acquisitions:
+        _only(acquisition, "PlateAcquisition", set(), {"_plate"})
+        if acquisition.getId() is not None:
+            raise omero.ApiUsageException(message="the OMERO stand-in models adding only new runs to a new plate")
+        if acquisition.getPlate() is None:  # PlateAcquisition.plate is required (screen.ome.xml)
+            raise omero.ValidationException(message="a PlateAcquisition needs its plate")
     wells = plate.copyWells()
-    images = []
     for well in wells:
         _only(well, "Well", {"_wellSamplesSeq"}, {"_plate"})
         if well.getId() is not None:
             raise omero.ApiUsageException(message="the OMERO stand-in models adding only new wells to a new plate")
         for sample in well.copyWellSamples():
-            _only(sample, "WellSample", set(), {"_well", "_image"})
+            if sample is None:
+                continue
+            _only(sample, "WellSample", set(), {"_well", "_image", "_plateAcquisition"})
+            run = sample.getPlateAcquisition()
+            if run is not None and not any(run is a for a in acquisitions):
+                raise omero.ApiUsageException(
+                    message="the OMERO stand-in models well samples only of the new plate's own new runs")
             ref = sample.getImage()
             image = store.get("Image", ref.getId().getValue()) if ref is not None and ref.getId() else None
             if image is None:
                 raise omero.ValidationException(message="a WellSample needs an existing image")
             if store.group_of(image) != group or not store.visible(image, session, group):
                 raise omero.SecurityViolation(message=f"Image:{image.getId().getValue()} is not in group {group}")
-            images.append(image)
     with store.lock:
         stored = store.add(_bare(plate), session.user, group)
         pid = stored.getId().getValue()
+        runs = {}
+        for acquisition in acquisitions:
+            a = _bare(acquisition)
+            a.setPlate(omero.model.PlateI(pid, False))
+            runs[id(acquisition)] = store.add(a, session.user, group, {"plate": pid}).getId().getValue()
         for well in wells:
             w = _bare(well)
             w.setPlate(omero.model.PlateI(pid, False))
             wid = store.add(w, session.user, group, {"plate": pid}).getId().getValue()
-            for sample in well.copyWellSamples():
+            for index, sample in enumerate(well.copyWellSamples()):
+                if sample is None:  # a gap in the list stays a gap
+                    continue
                 s = _bare(sample)
                 s.setWell(omero.model.WellI(wid, False))
                 s.setImage(omero.model.ImageI(sample.getImage().getId().getValue(), False))
-                store.add(s, session.user, group, {"well": wid})
+                if sample.getPlateAcquisition() is not None:
+                    s.setPlateAcquisition(omero.model.PlateAcquisitionI(runs[id(sample.getPlateAcquisition())], False))
+                store.add(s, session.user, group, {"well": wid}, index=index)
     return stored
 
 
@@ -286,6 +304,7 @@ def delete_targets(store, targets: dict[str, list[int]]) -> dict[str, list[int]]
     for pid in targets.get("Plate", []):
         wells = store.children("Well", "plate", pid)
         add("Well", wells)
+        add("PlateAcquisition", store.children("PlateAcquisition", "plate", pid))
         add("WellSample", [ws for w in wells for ws in store.children("WellSample", "well", w.getId().getValue())])
     images = set(targets.get("Image", []))
     if images:

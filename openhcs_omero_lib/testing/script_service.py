@@ -10,20 +10,31 @@ running script can publish progress and how a job is cancelled by ID.
 ``JobHandle.cancelJob`` marks the job cancelled; whether a real server then also
 signals the script depends on its process manager, so by default the stand-in does
 not (``server.cancel_job_signals``): a script must notice by itself.
+
+The ScriptProcess stands for the job's InteractiveProcessor too (omero-blitz
+``omero/grid/InteractiveProcessorI.java``, ``ome/services/blitz/impl/ScriptProcessI.java``):
+the job's session is created in the launching session's current group and lives
+``server.scripts_timeout`` seconds at most (``omero.scripts.timeout``; keep-alive does
+not extend it); ``getResults`` refuses to wait more than 5 s and answers once;
+``close(detach)`` ends the job's session and, unless detached, shuts the script down,
+and so does the end of the launching session (``omero/cmd/SessionI.java``,
+``cleanServants``) for a job that was not detached.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
+import Ice
 import omero
 import omero.api
 import omero.grid
 import omero.model
 from omero.rtypes import rlong, robject, rstring, rtime
 
-from ._servant import StandInServant, servant
-from .processor import JobProcess, job_session, parse_text, validate
+from openhcs_omero_lib.testing._servant import StandInServant, servant
+from openhcs_omero_lib.testing.processor import JobProcess, end_session, job_session, parse_text, validate
 
 _FINAL = ("Finished", "Error", "Cancelled")
 
@@ -49,6 +60,20 @@ def set_job_status(server, job, status: str | None = None, message: str | None =
                 job.setFinished(_now())
         server.store.touch(job)
         return previous
+
+
+def new_job(server, user, group: int):
+    """A submitted ScriptJob of ``user`` in ``group``, as SharedResourcesI.acquireProcessor saves it."""
+    job = omero.model.ScriptJobI()
+    job.setUsername(rstring(user.name))
+    job.setGroupname(rstring(server.store.groups[group].name))
+    job.setType(rstring("ScriptJob"))
+    job.setMessage(rstring(""))
+    job.setSubmitted(_now())
+    job.setScheduledFor(_now())
+    job.setStatus(omero.model.JobStatusI())
+    job.getStatus().setValue(rstring("Submitted"))
+    return server.store.add(job, user, group)
 
 
 def _copy_job(job):
@@ -80,7 +105,7 @@ class ScriptService(StandInServant, omero.api.IScript):
 
     def getParams(self, scriptID, current=None):
         return parse_text(self.server, self._file(scriptID).getName().getValue(), self.server.scripts[scriptID],
-                          self.session.user)
+                          self.session.user, group=self.session.group)
 
     def _file(self, script_id):
         if script_id not in self.server.scripts:
@@ -88,35 +113,32 @@ class ScriptService(StandInServant, omero.api.IScript):
         return self.server.store.get("OriginalFile", script_id)
 
     def runScript(self, scriptID, inputs, waitSecs, current=None):
-        server, store, user = self.server, self.server.store, self.session.user
+        server, user = self.server, self.session.user
         name = self._file(scriptID).getName().getValue()
         if not server.processor_available:
             raise omero.NoProcessorAvailable(message="No processor available! [0 response(s)]", processorCount=0)
         text = server.scripts[scriptID]
-        params = parse_text(server, name, text, user)
-        job = omero.model.ScriptJobI()
-        job.setUsername(rstring(user.name))
-        job.setGroupname(rstring(store.groups[self.session.group].name))
-        job.setType(rstring("ScriptJob"))
-        job.setMessage(rstring(""))
-        job.setSubmitted(_now())
-        job.setScheduledFor(_now())
-        job.setStatus(omero.model.JobStatusI())
-        job.getStatus().setValue(rstring("Submitted"))
-        job = store.add(job, user, self.session.group)
+        group = self.session.group
+        params = parse_text(server, name, text, user, group=group)
+        job = new_job(server, user, group)
         job_id = job.getId().getValue()
-        session = job_session(server, user)
+        session = job_session(server, user, group)
         errors = validate(params, dict(inputs), session)
         if errors:
-            session.closed = True
+            end_session(server, session)
             set_job_status(server, job, "Error")
             raise omero.ValidationException(message="Invalid parameters:\n" + "\n".join(errors))
         session.inputs.update(inputs)
         set_job_status(server, job, "Running")
-        process = JobProcess(server, name, text, session, job_id, on_finish=self._finished(job))
+        process = JobProcess(server, name, text, session, job_id, on_finish=self._finished(job),
+                             timeout=server.scripts_timeout)
         server.jobs[job_id] = process
-        return server.add_servant(ScriptProcessService, self.session, omero.grid.ScriptProcessPrx,
-                                  process=process, job=job)
+        prx = server.add_servant(ScriptProcessService, self.session, omero.grid.ScriptProcessPrx,
+                                 process=process, job=job)
+        ip = server.servant_of(prx)
+        ip.identity = prx.ice_getIdentity()
+        server.closes_with(self.session, ip._session_ended)
+        return prx
 
     def _finished(self, job):
         server = self.server
@@ -146,12 +168,16 @@ class ScriptService(StandInServant, omero.api.IScript):
 class ScriptProcessService(StandInServant, omero.grid.ScriptProcess):
     process: JobProcess
     job = None
+    identity = None
+    detach = False
+    stopped = False
+    results_taken = False
 
     def getJob(self, current=None):
         return _copy_job(self.job)
 
     def poll(self, current=None):
-        code = self.process.returncode
+        code = self.process.poll()
         return None if code is None else omero.rtypes.rint(code)
 
     def wait(self, current=None):
@@ -164,20 +190,54 @@ class ScriptProcessService(StandInServant, omero.grid.ScriptProcess):
         return self.process.kill()
 
     def getResults(self, waitSecs, current=None):
+        # ScriptProcessI.getResults, then InteractiveProcessorI.getResults (finishedOrThrow)
+        if waitSecs > 5 or waitSecs < 0:
+            raise omero.ApiUsageException(message=f"Refusing to wait more than 5 seconds: {waitSecs}")
+        if self.results_taken:
+            raise omero.ApiUsageException(message="No current process.")
         if self.process.wait(waitSecs) is None:
-            raise omero.ApiUsageException(message="the script has not finished")
+            raise omero.ApiUsageException(message="Process still running.")
+        if self.process.session.closed:
+            raise omero.RemovedSessionException(message="the job's session is closed")
         results = dict(self.process.session.outputs)
         store, job_id = self.server.store, self.job.getId().getValue()
         for link in store.children("JobOriginalFileLink", "parent", job_id):
             f = store.get("OriginalFile", link.getChild().getId().getValue())
-            results[f.getName().getValue()] = robject(f)
+            results[f.getName().getValue()] = robject(omero.model.OriginalFileI(f.getId().getValue(), False))
+        self.results_taken = True
         return results
 
     def setMessage(self, message, current=None):
         set_job_status(self.server, self.job, message=message)
 
     def close(self, detach, current=None):
+        # ScriptProcessI.close: setDetach, stop, unregister
+        self.detach = detach
+        self._stop()
         self.server.remove_servant(current)
+
+    def _stop(self) -> None:
+        """InteractiveProcessorI.stop: unless detached, shut the script down (one-way)
+        and close the job's session; detached, the job goes on in its session."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.detach:
+            return
+        if not self.results_taken:
+            threading.Thread(target=self.process.shutdown, name=f"standin-shutdown-{self.process.job_id}",
+                             daemon=True).start()
+        end_session(self.server, self.process.session)
+
+    def _session_ended(self) -> None:
+        """The launching session ended: its servants are closed (SessionI.cleanServants)."""
+        if self.stopped:
+            return
+        self._stop()
+        if self.server.adapter.find(self.identity) is self:
+            current = Ice.Current()
+            current.id = self.identity
+            self.server.remove_servant(current)
 
 
 @servant(omero.api.JobHandle, "JobHandle", void={"cancelJob", "close"})

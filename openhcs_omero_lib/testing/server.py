@@ -24,7 +24,7 @@ import threading
 import time
 import uuid as uuidlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import Ice
 import omero
@@ -33,16 +33,27 @@ import omero.model
 import omero.rtypes
 from omero.rtypes import rint, rlong, rstring
 
-from ..imagexpress import ImageXpressSource
-from .services import RouterServant, ServiceFactoryService
-from .store import Group, Session, Store, User, class_name
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+from openhcs_omero_lib.testing import acl
+from openhcs_omero_lib.testing.services import RouterServant, ServiceFactoryService
+from openhcs_omero_lib.testing.store import Group, Session, Store, User, class_name
 
 
 class OmeroStandIn:
-    """See the module docstring. ``latency`` is added to every service call, in seconds."""
+    """See the module docstring. ``latency`` is added to every service call, in seconds;
+    with ``wire_metrics`` Ice counts the bytes of every call (:meth:`wire_bytes`)."""
 
-    def __init__(self, latency: float = 0.0, user: str = "alice", password: str = "alice-password"):
+    def __init__(self, latency: float = 0.0, user: str = "alice", password: str = "alice-password", *,
+                 tables_enabled: bool = True, pyramid_threshold: int = 3192 * 3192, wire_metrics: bool = False):
         self.store = Store()
+        self.tables_enabled = tables_enabled
+        """Whether OMERO.tables runs (SharedResources.areTablesEnabled)"""
+        self.pyramid_threshold = pyramid_threshold
+        """Planes of more pixels than this need a pyramid (the server's
+        omero.pixeldata.max_plane_width x max_plane_height, 3192 x 3192 by default);
+        :meth:`import_plate` leaves their pyramids to be built (:meth:`build_pyramids`)"""
+        self.pyramids_pending: set[int] = set()
+        """Pixels IDs whose pyramid is not built yet: setPixelsId raises MissingPyramidException"""
         self.latency = latency
         self.calls: collections.Counter[str] = collections.Counter()
         self._injected: list[dict[str, Any]] = []
@@ -62,11 +73,18 @@ class OmeroStandIn:
         self.processor_available = True
         self.cancel_job_signals = False
         """Whether JobHandle.cancelJob also signals the script (see script_service)"""
+        self.scripts_timeout = 3600.0
+        """``omero.scripts.timeout`` in seconds: the longest a job's session lives"""
+        self.processor_check_seconds = 60.0
+        """How often the Processor checks its processes (omero-py omero.util.Resources)"""
+        self.shutdown_wait = 6.0
+        """Seconds between the SIGTERMs of a shutdown, before SIGKILL (processor.py ProcessI.shutdown)"""
+        self._closes_with: dict[str, list[Callable[[], None]]] = collections.defaultdict(list)
 
         self.communicator = Ice.initialize([
             "--Ice.ThreadPool.Server.Size=4", "--Ice.ThreadPool.Server.SizeMax=64",
             "--Ice.MessageSizeMax=262144", "--Ice.Warn.Connections=0",
-        ])
+        ] + (_WIRE_METRICS if wire_metrics else []))
         # Objects sent by clients (links, annotations) must arrive as omero.model.*I.
         from omero import ObjectFactoryRegistrar
 
@@ -91,7 +109,7 @@ class OmeroStandIn:
             source.close()
         self.communicator.destroy()
 
-    def __enter__(self) -> "OmeroStandIn":
+    def __enter__(self) -> OmeroStandIn:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -153,9 +171,23 @@ class OmeroStandIn:
             sf.closed = True
             session = sf.session
             session.connections -= 1
-            if not sf.detached and session.connections <= 0:
-                session.closed = True
-                self.calls["sessions.closed"] += 1
+            if sf.detached or session.connections > 0:
+                return
+            session.closed = True
+            self.calls["sessions.closed"] += 1
+        self.session_ended(session)
+
+    def closes_with(self, session: Session, close: Callable[[], None]) -> None:
+        """Call ``close`` when ``session`` ends (a servant it holds, such as a job's
+        InteractiveProcessor: omero-blitz omero/cmd/SessionI.java, cleanServants)."""
+        with self._lock:
+            self._closes_with[session.uuid].append(close)
+
+    def session_ended(self, session: Session) -> None:
+        with self._lock:
+            closers = self._closes_with.pop(session.uuid, [])
+        for close in closers:
+            close()
 
     def add_servant(self, cls, session: Session, prx_type, **attrs):
         servant = cls(self, session)
@@ -220,6 +252,17 @@ class OmeroStandIn:
         with self._lock:
             self._injected.clear()
 
+    def wire_bytes(self) -> dict[str, dict[str, int]]:
+        """Per operation name (``saveAndReturnIds``), what the server received so far:
+        ``calls``, ``request_bytes`` (the requests' encoded parameters) and
+        ``reply_bytes``, as Ice's own dispatch metrics count them (IceMX)."""
+        import IceMX
+
+        admin = IceMX.MetricsAdminPrx.checkedCast(self.communicator.getAdmin(), "Metrics")
+        views, _ = admin.getMetricsView("Wire")
+        return {m.id: {"calls": m.total, "request_bytes": m.size, "reply_bytes": m.replySize}
+                for m in views.get("Dispatch", [])}
+
     def reset_counts(self) -> None:
         with self._lock:
             self.calls.clear()
@@ -239,13 +282,31 @@ class OmeroStandIn:
         owner = owner or self.user
         return owner, (group.id if group else owner.default_group)
 
-    def import_plate(self, folder: str | os.PathLike, *, name: str | None = None,
-                     owner: User | None = None, group: Group | None = None) -> int:
+    def import_plate(self, folder: str | os.PathLike | Sequence[tuple[str, str | os.PathLike]], *,
+                     name: str | None = None, owner: User | None = None, group: Group | None = None,
+                     missing: Iterable[tuple] = ()) -> int:
         """Create Plate, Wells, WellSamples, Images, Pixels and Channels for an
-        ImageXpress folder; pixels are read from its files on demand."""
-        source = ImageXpressSource(folder)
-        self._sources.append(source)
-        layout = source.layout
+        ImageXpress folder; pixels are read from its files on demand.
+
+        ``folder`` may instead be a list of ``(run name, folder)``: a plate imaged in
+        several runs, one PlateAcquisition per run, whose folders have the same wells
+        and fields. As an import of such a plate does, every well lists the fields of
+        all runs, run after run (run ``r``'s field ``s`` at index ``r * sites + s - 1``).
+        ``missing`` names fields the plate lacks, as ``(well, site)`` (or ``(run name,
+        well, site)`` with runs): they leave gaps in their wells' lists, and the other
+        fields keep their index."""
+        runs = [(None, folder)] if isinstance(folder, (str, os.PathLike)) else list(folder)
+        sources = [ImageXpressSource(f) for _, f in runs]
+        self._sources.extend(sources)
+        layout = sources[0].layout
+        for (run_name, f), source in zip(runs, sources):
+            other = source.layout
+            if (other.well_names, other.sites, other.channels, other.z_planes, other.timepoints,
+                    other.plane_shape, other.dtype) != (layout.well_names, layout.sites, layout.channels,
+                                                       layout.z_planes, layout.timepoints, layout.plane_shape,
+                                                       layout.dtype):
+                raise ValueError(f"run {run_name!r} ({f}) is not laid out as the first run")
+        gaps = {tuple(m) if runs[0][0] is not None else (None, *m) for m in missing}
         owner, gid = self._owner_group(owner, group)
         add = self.store.add
         plate = omero.model.PlateI()
@@ -254,6 +315,14 @@ class OmeroStandIn:
         plate.setColumns(rint(layout.columns))
         plate = add(plate, owner, gid)
         pid = plate.getId().getValue()
+        acquisitions = {}
+        for run_name, _ in runs:
+            if run_name is None:
+                continue
+            acquisition = omero.model.PlateAcquisitionI()
+            acquisition.setName(rstring(run_name))
+            acquisition.setPlate(omero.model.PlateI(pid, False))
+            acquisitions[run_name] = add(acquisition, owner, gid, {"plate": pid}).getId().getValue()
         ptype = omero.model.PixelsTypeI()
         ptype.setValue(rstring(layout.dtype))
         for well in layout.wells:
@@ -262,40 +331,57 @@ class OmeroStandIn:
             w.setColumn(rint(well.column - 1))
             w.setPlate(omero.model.PlateI(pid, False))
             w = add(w, owner, gid, {"plate": pid})
-            for site in range(1, layout.sites + 1):
-                image = omero.model.ImageI()
-                image.setName(rstring(f"{layout.name} {well.name} field {site}"))
-                image = add(image, owner, gid)
-                iid = image.getId().getValue()
-                px = omero.model.PixelsI()
-                px.setImage(omero.model.ImageI(iid, False))
-                px.setSizeX(rint(layout.plane_shape[1]))
-                px.setSizeY(rint(layout.plane_shape[0]))
-                px.setSizeZ(rint(layout.z_planes))
-                px.setSizeC(rint(len(layout.channels)))
-                px.setSizeT(rint(layout.timepoints))
-                px.setPixelsType(ptype)
-                if layout.pixel_size_um:
-                    px.setPhysicalSizeX(omero.model.LengthI(layout.pixel_size_um, "MICROMETER"))
-                    px.setPhysicalSizeY(omero.model.LengthI(layout.pixel_size_um, "MICROMETER"))
-                px.setDimensionOrder(omero.model.DimensionOrderI(1, False))
-                px = add(px, owner, gid, {"image": iid})
-                for channel in layout.channels:
-                    lc = omero.model.LogicalChannelI()
-                    lc.setName(rstring(channel.name))
-                    if channel.emission_wavelength:
-                        lc.setEmissionWave(omero.model.LengthI(channel.emission_wavelength, "NANOMETER"))
-                    lc = add(lc, owner, gid)
-                    ch = omero.model.ChannelI()
-                    ch.setPixels(omero.model.PixelsI(px.getId().getValue(), False))
-                    ch.setLogicalChannel(omero.model.LogicalChannelI(lc.getId().getValue(), False))
-                    add(ch, owner, gid, {"pixels": px.getId().getValue()})
-                self.store.pixels_data[px.getId().getValue()] = _plane_reader(source, well.name, site)
-                ws = omero.model.WellSampleI()
-                ws.setWell(omero.model.WellI(w.getId().getValue(), False))
-                ws.setImage(omero.model.ImageI(iid, False))
-                add(ws, owner, gid, {"well": w.getId().getValue()})
+            for run_index, ((run_name, _), source) in enumerate(zip(runs, sources)):
+                for site in range(1, layout.sites + 1):
+                    if (run_name, well.name, site) in gaps:
+                        continue
+                    image = omero.model.ImageI()
+                    label = f" {run_name}" if run_name is not None else ""
+                    image.setName(rstring(f"{layout.name}{label} {well.name} field {site}"))
+                    image = add(image, owner, gid)
+                    iid = image.getId().getValue()
+                    px = omero.model.PixelsI()
+                    px.setImage(omero.model.ImageI(iid, False))
+                    px.setSizeX(rint(layout.plane_shape[1]))
+                    px.setSizeY(rint(layout.plane_shape[0]))
+                    px.setSizeZ(rint(layout.z_planes))
+                    px.setSizeC(rint(len(layout.channels)))
+                    px.setSizeT(rint(layout.timepoints))
+                    px.setPixelsType(ptype)
+                    if layout.pixel_size_um:
+                        px.setPhysicalSizeX(omero.model.LengthI(layout.pixel_size_um, "MICROMETER"))
+                        px.setPhysicalSizeY(omero.model.LengthI(layout.pixel_size_um, "MICROMETER"))
+                    px.setDimensionOrder(omero.model.DimensionOrderI(1, False))
+                    px = add(px, owner, gid, {"image": iid})
+                    for channel in layout.channels:
+                        lc = omero.model.LogicalChannelI()
+                        lc.setName(rstring(channel.name))
+                        if channel.emission_wavelength:
+                            lc.setEmissionWave(omero.model.LengthI(channel.emission_wavelength, "NANOMETER"))
+                        lc = add(lc, owner, gid)
+                        ch = omero.model.ChannelI()
+                        ch.setPixels(omero.model.PixelsI(px.getId().getValue(), False))
+                        ch.setLogicalChannel(omero.model.LogicalChannelI(lc.getId().getValue(), False))
+                        add(ch, owner, gid, {"pixels": px.getId().getValue()})
+                    self.store.pixels_data[px.getId().getValue()] = _plane_reader(source, well.name, site)
+                    if layout.plane_shape[0] * layout.plane_shape[1] > self.pyramid_threshold:
+                        self.pyramids_pending.add(px.getId().getValue())
+                    ws = omero.model.WellSampleI()
+                    ws.setWell(omero.model.WellI(w.getId().getValue(), False))
+                    ws.setImage(omero.model.ImageI(iid, False))
+                    if run_name is not None:
+                        ws.setPlateAcquisition(omero.model.PlateAcquisitionI(acquisitions[run_name], False))
+                    add(ws, owner, gid, {"well": w.getId().getValue()},
+                        index=run_index * layout.sites + site - 1)
         return pid
+
+    def build_pyramids(self, pixels_ids: set[int] | None = None) -> None:
+        """Finish building the pyramids of ``pixels_ids`` (default: every one pending),
+        as the server's PixelData service does in the background after an import."""
+        if pixels_ids is None:
+            self.pyramids_pending.clear()
+        else:
+            self.pyramids_pending -= set(pixels_ids)
 
     def add_dataset(self, name: str, *, owner: User | None = None, group: Group | None = None) -> int:
         owner, gid = self._owner_group(owner, group)
@@ -358,8 +444,7 @@ class OmeroStandIn:
                     obj = store.get(kind, oid)
                     if obj is None:
                         continue
-                    if store.owner_of(obj) != session.user.id and \
-                            store.groups[store.group_of(obj)].permissions[2:4] != "rw":
+                    if not acl.allowed(store, obj, session.user, "w"):  # BasicACLVoter: DELETE needs WRITE
                         raise omero.SecurityViolation(message=f"may not delete {kind}:{oid}")
                     for link_kind in list(store.objects):
                         if not link_kind.endswith("AnnotationLink"):
@@ -380,6 +465,12 @@ class OmeroStandIn:
                         store.tables.pop(fid, None)
                         deleted["OriginalFile"].append(fid)
         return dict(deleted)
+
+
+# Ice's metrics of dispatched requests by operation, read through the admin facet on loopback.
+_WIRE_METRICS = ["--Ice.Admin.Enabled=1", "--Ice.Admin.Endpoints=tcp -h 127.0.0.1",
+                 "--Ice.Admin.InstanceName=omero-standin", "--IceMX.Metrics.Wire.GroupBy=operation",
+                 "--IceMX.Metrics.Wire.Map.Dispatch.GroupBy=operation"]
 
 
 def _plane_reader(source: ImageXpressSource, well: str, site: int):

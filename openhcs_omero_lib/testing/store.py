@@ -2,9 +2,10 @@
 
 Objects are kept by class name and ID. Each has ``details`` (owner, group,
 permissions) as the server would set them, and visibility follows OMERO's rules
-closely enough for the adapter's questions: a user sees objects of the groups they
-belong to, in the group of the call's context (``omero.group``; ``-1`` means all of
-them), and may annotate an object they own or one in a group that allows it.
+closely enough for the adapter's questions (:mod:`.acl`): a user sees objects of the
+groups they belong to (in a private group, only their own), in the group of the
+call's context (``omero.group``; ``-1`` means all of them), and may annotate an object
+they own or one in a group that allows it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import omero
 import omero.model
 from omero.rtypes import rlong
+
+from openhcs_omero_lib.testing import acl
 
 
 @dataclass
@@ -67,6 +70,10 @@ class Store:
         self._children: dict[tuple[str, str, int], list[Any]] = {}
         self.pixels_data: dict[int, Any] = {}
         """Pixels ID -> callable (z, c, t) -> 2-D numpy array"""
+        self.list_index: dict[int, int] = {}
+        """WellSample ID -> its index in its well's list (Well.wellSamples is an ordered
+        list, omero-model mappings/screen.ome.xml). Deleting a sample leaves a gap: the
+        others keep their index, as the server's well_index column does."""
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -85,9 +92,11 @@ class Store:
 
     # ---- objects --------------------------------------------------------------------
 
-    def add(self, obj: Any, owner: User, group_id: int, parents: dict[str, int] | None = None) -> Any:
+    def add(self, obj: Any, owner: User, group_id: int, parents: dict[str, int] | None = None,
+            index: int | None = None) -> Any:
         """Give ``obj`` an ID and details, and keep it; ``parents`` (field -> ID)
-        indexes it for :meth:`children`."""
+        indexes it for :meth:`children`. A WellSample gets ``index`` in its well's
+        list, by default the next after the well's last."""
         with self.lock:
             if obj.getId() is None:
                 obj.setId(rlong(self.next_id()))
@@ -98,6 +107,12 @@ class Store:
             details.setUpdateEvent(omero.model.EventI(self.next_id(), False))
             kind = class_name(obj)
             self.objects.setdefault(kind, {})[obj.getId().getValue()] = obj
+            if kind == "WellSample" and parents and "well" in parents:
+                if index is None:
+                    taken = [self.list_index[o.getId().getValue()]
+                             for o in self.children("WellSample", "well", parents["well"])]
+                    index = max(taken) + 1 if taken else 0
+                self.list_index[obj.getId().getValue()] = index
             for attr, parent_id in (parents or {}).items():
                 self._children.setdefault((kind, attr, parent_id), []).append(obj)
             return obj
@@ -131,17 +146,13 @@ class Store:
         return obj.getDetails().getOwner().getId().getValue()
 
     def visible(self, obj: Any, session: Session, ctx_group: int | None) -> bool:
-        gid = self.group_of(obj)
-        if gid not in session.user.groups:
+        if not acl.readable_by(self, obj, session.user):
             return False
         wanted = session.group if ctx_group is None else ctx_group
-        return wanted == -1 or gid == wanted
+        return wanted == -1 or self.group_of(obj) == wanted
 
     def may_annotate(self, obj: Any, session: Session) -> bool:
-        if self.owner_of(obj) == session.user.id:
-            return True
-        perms = self.groups[self.group_of(obj)].permissions
-        return perms[2:4] in ("ra", "rw")
+        return acl.allowed(self, obj, session.user, "a")
 
     # ---- convenience for tests ------------------------------------------------------
 

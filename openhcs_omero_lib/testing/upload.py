@@ -13,18 +13,20 @@ The same calls work on a real server and on the stand-in
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterable, Sequence
 
 import numpy as np
 import omero
 import omero.model
 from omero.rtypes import rint, rstring, unwrap
 
-from ..imagexpress import ImageXpressSource
-from ..layout import PlateLayout
-from ..omero import annotations as A
-from ..omero import queries as Q
-from ..omero.plate import all_groups, in_group, query_params
+from openhcs_omero_lib.omero import annotations as A
+from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.omero.plate import all_groups, in_group, query_params
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+from openhcs_omero_lib.plates.layout import PlateLayout
 
 # How omero-py looks up a pixel type (BlitzGateway.createImageFromNumpySeq).
 PIXELS_TYPE = "from PixelsType as p where p.value = :value"
@@ -39,39 +41,65 @@ def write_group(conn) -> int:
     return conn.getEventContext().groupId
 
 
-def upload_plate(conn, folder: str | os.PathLike, *, name: str | None = None) -> int:
+def upload_plate(conn, folder: str | os.PathLike | Sequence[tuple[str, str | os.PathLike]], *,
+                 name: str | None = None, missing: Iterable[tuple] = ()) -> int:
     """Create a plate holding the ImageXpress folder's fields; returns its ID.
 
+    ``folder`` may instead be a list of ``(run name, folder)``: a plate imaged in
+    several runs (one PlateAcquisition each; the folders have the same wells and
+    fields), every well listing the fields of all runs, run after run. ``missing``
+    names fields to leave out, as ``(well, site)`` (or ``(run name, well, site)``
+    with runs): they are created and then deleted, as a field removed from a plate
+    is, which leaves a gap in its well's list of well samples.
+
     If anything fails, the images created so far are deleted again."""
+    runs = [(None, folder)] if isinstance(folder, (str, os.PathLike)) else list(folder)
+    gaps = {tuple(m) if runs[0][0] is not None else (None, *m) for m in missing}
     group_id = write_group(conn)
     opts = in_group(conn, group_id)
-    with ImageXpressSource(folder) as source:
-        layout = source.layout
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(ImageXpressSource(f)) for _, f in runs]
+        layout = sources[0].layout
+        if any(s.layout.well_names != layout.well_names or s.layout.sites != layout.sites for s in sources):
+            raise ValueError("every run must have the wells and fields of the first")
         name = name or layout.name
         ptype = conn.getQueryService().findByQuery(PIXELS_TYPE, query_params(value=layout.dtype), opts)
         if ptype is None:
             raise ValueError(f"the server has no pixel type {layout.dtype!r}")
-        images: dict[tuple[str, int], int] = {}
+        images: dict[tuple[str | None, str, int], int] = {}
         try:
             pixels_service = conn.getPixelsService()
-            for well in layout.wells:
-                for site in range(1, layout.sites + 1):
-                    height, width = layout.plane_shape
-                    iid = pixels_service.createImage(
-                        width, height, layout.z_planes, layout.timepoints, list(range(len(layout.channels))),
-                        ptype, f"{name} {well.name} field {site}", "", opts)
-                    images[(well.name, site)] = iid.getValue()
+            for run_name, _ in runs:
+                label = f" {run_name}" if run_name is not None else ""
+                for well in layout.wells:
+                    for site in range(1, layout.sites + 1):
+                        height, width = layout.plane_shape
+                        iid = pixels_service.createImage(
+                            width, height, layout.z_planes, layout.timepoints, list(range(len(layout.channels))),
+                            ptype, f"{name}{label} {well.name} field {site}", "", opts)
+                        images[(run_name, well.name, site)] = iid.getValue()
             loaded = conn.getContainerService().getImages("Image", list(images.values()), None, opts)
             pixels = {img.getId().getValue(): img.getPrimaryPixels().getId().getValue() for img in loaded}
             _describe(conn, layout, list(pixels.values()), opts)
-            _write_planes(conn, source, layout, {key: pixels[iid] for key, iid in images.items()}, opts)
-            return _save_plate(conn, layout, name, images, opts)
+            for (run_name, _), source in zip(runs, sources):
+                _write_planes(conn, source, layout, {(well, site): pixels[iid]
+                                                     for (r, well, site), iid in images.items()
+                                                     if r == run_name and (r, well, site) not in gaps}, opts)
+            plate_id = _save_plate(conn, layout, name, [r for r, _ in runs], images, opts)
         except BaseException:
             try:
                 A.delete_objects(conn, {"Image": list(images.values())}, group_id)
             except Exception:  # the upload's own error is the one worth seeing
                 pass
             raise
+        removed = [images[key] for key in images if key in gaps]
+        if removed:
+            try:
+                A.delete_objects(conn, {"Image": removed}, group_id)
+            except BaseException:
+                delete_plate(conn, plate_id)
+                raise
+        return plate_id
 
 
 def _describe(conn, layout: PlateLayout, pixels_ids: list[int], opts) -> None:
@@ -114,7 +142,8 @@ def _write_planes(conn, source: ImageXpressSource, layout: PlateLayout,
         store.close(opts)
 
 
-def _save_plate(conn, layout: PlateLayout, name: str, images: dict[tuple[str, int], int], opts) -> int:
+def _save_plate(conn, layout: PlateLayout, name: str, runs: list[str | None],
+                images: dict[tuple[str | None, str, int], int], opts) -> int:
     plate = omero.model.PlateI()
     plate.setName(rstring(name))
     plate.setRows(rint(layout.rows))
@@ -122,14 +151,24 @@ def _save_plate(conn, layout: PlateLayout, name: str, images: dict[tuple[str, in
     # How viewers label the grid, as an import of an ImageXpress plate does.
     plate.setRowNamingConvention(rstring("letter"))
     plate.setColumnNamingConvention(rstring("number"))
+    acquisitions = {}
+    for run_name in runs:
+        if run_name is not None:
+            acquisition = omero.model.PlateAcquisitionI()
+            acquisition.setName(rstring(run_name))
+            plate.addPlateAcquisition(acquisition)
+            acquisitions[run_name] = acquisition
     for well in layout.wells:
         w = omero.model.WellI()
         w.setRow(rint(well.row - 1))  # OMERO counts from 0
         w.setColumn(rint(well.column - 1))
-        for site in range(1, layout.sites + 1):
-            sample = omero.model.WellSampleI()
-            sample.setImage(omero.model.ImageI(images[(well.name, site)], False))
-            w.addWellSample(sample)
+        for run_name in runs:  # a well's list: the fields of each run, run after run
+            for site in range(1, layout.sites + 1):
+                sample = omero.model.WellSampleI()
+                sample.setImage(omero.model.ImageI(images[(run_name, well.name, site)], False))
+                if run_name is not None:
+                    sample.setPlateAcquisition(acquisitions[run_name])
+                w.addWellSample(sample)
         plate.addWell(w)
     return conn.getUpdateService().saveAndReturnObject(plate, opts).getId().getValue()
 

@@ -5,7 +5,9 @@ Configured by the environment: ``OMERO_TEST_HOST`` (and ``OMERO_TEST_PORT``, def
 optionally ``OMERO_TEST_GROUP`` (ID or name; the test sessions switch to it) and
 ``OMERO_TEST_ROOT_PASSWORD`` (to upload the bundle's scripts as official scripts when
 the server lacks them or has other versions; they are put back as they were at the
-end). Without a host and credentials every test here is skipped. Everything here is
+end), and ``OMERO_TEST_COLLEAGUE_USER`` with ``OMERO_TEST_COLLEAGUE_PASSWORD`` (another
+member of the group, which must be read-annotate or read-write, for the scenarios of
+two users on one plate). Without a host and credentials every test here is skipped. Everything here is
 marked ``omero``. ``OMERO_TEST_ROUTER`` (a non-standard ``Ice.Default.Router``) lets the
 stand-in suite run this suite against an :class:`~openhcs_omero_lib.testing.OmeroStandIn`.
 """
@@ -16,6 +18,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 import scenarios
 
 HERE = Path(__file__).resolve().parent
@@ -163,6 +166,21 @@ def installed_scripts(real_settings):
     installer.ensure()
     yield
     installer.restore()
+
+
+@pytest.fixture()
+def colleague(real_settings, installed_scripts):
+    """A second user of the test group (``OMERO_TEST_COLLEAGUE_USER`` and
+    ``OMERO_TEST_COLLEAGUE_PASSWORD``), for the scenarios of two users on one plate."""
+    import dataclasses
+
+    env = os.environ
+    if not (env.get("OMERO_TEST_COLLEAGUE_USER") and env.get("OMERO_TEST_COLLEAGUE_PASSWORD")):
+        pytest.skip("set OMERO_TEST_COLLEAGUE_USER and OMERO_TEST_COLLEAGUE_PASSWORD (another member of the "
+                    "test group) to run the scenarios of two users")
+    settings = dataclasses.replace(real_settings, user=env["OMERO_TEST_COLLEAGUE_USER"],
+                                   password=env["OMERO_TEST_COLLEAGUE_PASSWORD"], session_key=None)
+    return RealServerTarget(settings, env.get("OMERO_TEST_GROUP") or None)
 
 
 @pytest.fixture()

@@ -2,8 +2,9 @@
 """
 Delete_HCS_Results.py: remove openhcs-omero results from plates.
 
-Deletes every annotation openhcs-omero attached (files, key-value pairs, its
-OMERO.table) to the selected plates, their wells and their images.
+Deletes every annotation openhcs-omero attached for the user running it (files,
+key-value pairs, its OMERO.table) to the selected plates, their wells and their
+images; other users' results stay, and the message says whose.
 """
 
 import omero.scripts as scripts
@@ -14,7 +15,7 @@ def run_script():
 
     client = scripts.client(
         "Delete_HCS_Results.py",
-        "Remove the results openhcs-omero attached to plates, their wells and images.",
+        "Remove the results openhcs-omero attached for you to plates, their wells and images.",
         *selection_params("Clean up"),
         **SCRIPT_INFO,
     )

@@ -1,0 +1,1 @@
+"""Results: per-field and per-well tables, and the local sink that writes them."""
