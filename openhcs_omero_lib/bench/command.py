@@ -1,4 +1,4 @@
-"""``openhcs-omero bench`` / ``python -m bench``: the benchmark's command line and driver.
+"""``python -m bench`` (``python -m openhcs_omero_lib.bench`` installed): the benchmark's command line and driver.
 
 Three parts, all by default, or those named with ``--omero``, ``--ops`` and
 ``--plain-loop``:
@@ -209,14 +209,14 @@ def _consistent(raw) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="openhcs-omero bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run with parsed arguments (``openhcs-omero bench`` calls this)."""
+    """Run with parsed arguments (another command line may call this)."""
     settings = settings_from(args)
     parts = settings["parts"]
 

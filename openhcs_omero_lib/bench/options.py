@@ -67,7 +67,7 @@ def _local_plate(text: str) -> tuple[int, int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's options, for ``openhcs-omero bench`` and ``python -m bench``."""
+    """The benchmark's options, for ``python -m bench``."""
     parts = parser.add_argument_group("parts (all three when none is named)")
     parts.add_argument("--omero", action="store_true",
                        help="openhcs-omero, the naive script, OpenHCS and the compute-bound limit on OMERO plates")
