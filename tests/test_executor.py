@@ -142,6 +142,34 @@ def test_workers_start_only_when_the_work_left_outlasts_their_start_up():
     assert run._worth_helpers(done_here=1, seconds_here=pace * 2, margin=3.0)  # four start-ups' worth
 
 
+def test_a_pool_that_breaks_before_any_future_says_so_hands_the_work_back(capfd):
+    """A worker killed between the wait for results and the next hand-out: the pool
+    refuses ``submit`` itself. The chunk goes back to the queue for this process."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from openhcs_omero_lib.execution.executor import _SharedRun
+    from openhcs_omero_lib.plates.layout import SiteUnit
+
+    class PoolThatBreaks:
+        def submit(self, fn, *args):
+            if args:  # a chunk of units, after the workers said they were ready
+                raise BrokenProcessPool("A child process terminated abruptly")
+            ready = Future()
+            ready.set_result(4242)
+            return ready
+
+    units = [SiteUnit("A01", s, 1) for s in range(1, 21)]
+    run = _SharedRun(units, 4, None, helpers=1, open_pool=PoolThatBreaks)
+    run.start_helpers()
+    run.collect(timeout=1)
+    assert list(run.todo) == list(enumerate(units)), "a unit was lost or reordered"
+    assert run.broken and run.broken.startswith("BrokenProcessPool") and not run.running
+    run.collect(timeout=0)  # nothing more is handed out once the pool is broken
+    assert not run.running and len(run.todo) == len(units)
+    assert "a worker process failed" in capfd.readouterr().err
+
+
 @pytest.fixture
 def broken_plate(small_plate, tmp_path):
     """A copy of the small plate with one TIFF (well A02, site 2, channel 2) deleted."""

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.util import Finalize
@@ -292,7 +292,15 @@ class _SharedRun:
         # Two chunks per ready worker: one computing, one waiting, so none idles.
         while self.todo and self.broken is None and len(self.running) < 2 * self.ready:
             chunk = [self.todo.popleft() for _ in range(self._next_chunk_size())]
-            self.running[self.pool.submit(_run_chunk, chunk)] = chunk  # type: ignore[union-attr]
+            try:
+                future = self.pool.submit(_run_chunk, chunk)  # type: ignore[union-attr]
+            except BrokenExecutor as exc:
+                # A worker died after the wait above: the pool refuses new work before
+                # any future of ours has said so.
+                self.todo.extendleft(reversed(chunk))
+                self._workers_failed(exc)
+                break
+            self.running[future] = chunk
         if done and self.progress:
             self.progress(len(self.results), self.total, self.errors)
 
@@ -305,14 +313,19 @@ class _SharedRun:
         except SourceNotReady:
             raise
         except Exception as exc:
-            if not PARENT_COMPUTES:
-                raise
-            if self.broken is None:
-                self.broken = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                print(f"openhcs-omero: a worker process failed ({self.broken}); "
-                      "this process computes the rest", file=sys.stderr, flush=True)
-            self.ready = 0
+            self._workers_failed(exc)
             return None
+
+    def _workers_failed(self, exc: Exception) -> None:
+        """Stop handing work to workers; this process computes the rest (or, when it
+        does not compute, the run fails with the reason)."""
+        if not PARENT_COMPUTES:
+            raise exc
+        if self.broken is None:
+            self.broken = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            print(f"openhcs-omero: a worker process failed ({self.broken}); "
+                  "this process computes the rest", file=sys.stderr, flush=True)
+        self.ready = 0
 
     def compute_here(self, spec: PipelineSpec, source: PixelSource) -> None:
         """Compute units from the front of the queue until it is empty, checking on
