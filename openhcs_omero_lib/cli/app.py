@@ -159,18 +159,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     try:
         measurement = _picture_measurement(args, bind(spec, source.layout))
+        backend = _open_backend(args)
     except UserError:
         source.close()
         raise
     out = Path(args.out) if args.out else Path("results") / f"{source.layout.name}_{spec.name}"
     print(source.layout.describe(), file=sys.stderr)
-    print(f"pipeline {spec.name}, {args.workers} worker(s), {source.layout.n_units} units", file=sys.stderr)
+    print(f"pipeline {spec.name}, {backend.describe()}, {source.layout.n_units} units", file=sys.stderr)
     try:
-        results = run_pipeline(source, spec, workers=args.workers, progress=_progress_bar(args.no_progress),
+        results = run_pipeline(source, spec, backend=backend, progress=_progress_bar(args.no_progress),
                                source_label=str(folder), outlines=args.qc)
         pictures = _local_pictures(args, results, source, bind(spec, source.layout), measurement)
     finally:
         source.close()
+        backend.close()
     written = LocalFolderSink(out, pictures).write(results)
     _print_wells(results)
     s = results.summary
@@ -178,6 +180,17 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{s['units_failed']} failed; wrote {', '.join(written)}")
     _compare_ground_truth(folder, results)
     return 1 if s["units_failed"] == s["timing"]["units"] else 0
+
+
+def _open_backend(args: argparse.Namespace):
+    """``--dask``, else the server's settings file, else ``--workers`` processes."""
+    from openhcs_omero_lib.execution.backend import ClusterError, open_backend
+    from openhcs_omero_lib.execution.settings import SettingsError
+
+    try:
+        return open_backend(args.workers, args.dask)
+    except (SettingsError, ClusterError) as exc:
+        raise UserError(str(exc)) from None
 
 
 def _picture_measurement(args: argparse.Namespace, bound) -> str:
@@ -240,17 +253,19 @@ def _run_omero(args: argparse.Namespace) -> int:
     if unknown:
         raise UserError(f"unknown --attach/--outputs choices: {', '.join(unknown)}")
     conn = _omero_connection(args)
+    backend = None
     try:
         try:
             prepared = prepare(conn, "Plate", args.omero_plate, spec, runs=args.run, outputs=outputs, params=values)
         except OmeroInputError as exc:
             raise UserError(str(exc)) from None
         measurements = [_picture_measurement(args, bound) for _, bound in prepared]
+        backend = _open_backend(args)
         worst = 0
         for (plate, bound), measurement in zip(prepared, measurements):
             print(f"omero plate {plate.id}: {plate.layout.describe()}", file=sys.stderr)
             try:
-                run = run_on_plate(conn, plate, bound, workers=args.workers, attach_to=attach, outputs=outputs,
+                run = run_on_plate(conn, plate, bound, backend=backend, attach_to=attach, outputs=outputs,
                                    replace=not args.no_replace, progress=_progress_bar(args.no_progress),
                                    heatmap=not args.no_heatmap, heatmap_measurement=measurement,
                                    save_rois=args.save_rois, roi_cap=args.max_rois)
@@ -285,6 +300,8 @@ def _run_omero(args: argparse.Namespace) -> int:
                 worst = 1
         return worst
     finally:
+        if backend is not None:
+            backend.close()
         disconnect(conn)
 
 
@@ -418,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive, default=available_cores(),
                      help="worker processes (default: the cores available, %(default)s here)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--dask", metavar="SCHEDULER",
+                     help="compute on a Dask cluster instead of --workers processes: a scheduler's address "
+                          "(tls://host:8786) or local:N (N worker processes on this machine); default: the "
+                          "settings file's dask section, if any (see the README)")
     run.add_argument("--heatmap", metavar="MEASUREMENT",
                      help="the well measurement heatmap.png shows (default: the pipeline's first count)")
     run.add_argument("--no-heatmap", action="store_true", help="no heatmap.png")
