@@ -31,10 +31,11 @@ import threading
 import time
 import uuid
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 import dask
 from distributed import Client, LocalCluster, get_worker
-from distributed.comm.addressing import get_address_host, parse_address
+from distributed.comm.addressing import parse_address
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.scheduler import KilledWorker
 from distributed.security import Security
@@ -152,8 +153,8 @@ def check_encryption(settings: DaskSettings) -> None:
     address = settings.scheduler or ""
     if local_workers(address) is not None:
         return
-    scheme, _ = parse_address(address)
-    if scheme in ("tls", "inproc") or _is_loopback(get_address_host(address)):
+    scheme, location = parse_address(address)
+    if scheme in ("tls", "inproc") or _is_loopback(urlsplit(f"//{location}").hostname or ""):
         return
     raise SettingsError(f"{where}: the scheduler {address} is on another machine and {scheme}:// is not "
                         "encrypted; use a tls:// address with the tls section (see the README), or "
@@ -200,6 +201,11 @@ class DaskBackend:
     @classmethod
     def open(cls, settings: DaskSettings) -> DaskBackend:
         check_encryption(settings)
+        # distributed logs every client, plugin and cancelled key at INFO; warnings
+        # (a worker that died and was restarted) are what a run's stderr should show.
+        chatty = logging.getLogger("distributed")
+        if chatty.getEffectiveLevel() < logging.WARNING:
+            chatty.setLevel(logging.WARNING)
         where = settings.origin or "settings"
         n_local = local_workers(settings.scheduler) if settings.scheduler else None
         cluster = None
