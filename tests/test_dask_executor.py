@@ -393,7 +393,7 @@ def test_tls_settings_reach_a_tls_scheduler(small_plate, tmp_path):
         files[name] = tmp_path / name
         files[name].write_text(text)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tls://", security=made,
-                      dashboard_address=None, worker_dashboard_address=None) as tls_cluster:
+                      dashboard_address=":0") as tls_cluster:
         assert tls_cluster.scheduler_address.startswith("tls://")
         settings = DaskSettings(scheduler=tls_cluster.scheduler_address,
                                 tls=TlsFiles(ca_file=str(files["ca.pem"]), cert=str(files["cert.pem"]),

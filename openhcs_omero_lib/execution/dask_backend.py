@@ -212,8 +212,10 @@ class DaskBackend:
         try:
             if n_local is not None:
                 with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+                    # The scheduler's HTTP server always starts; ":0" gives it a free
+                    # port (on loopback, as the scheduler) instead of claiming 8787.
                     cluster = LocalCluster(n_workers=n_local, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=logging.ERROR)
+                                           dashboard_address=":0", silence_logs=logging.ERROR)
                 client = Client(cluster, set_as_default=False)
                 client.register_plugin(_IgnoreInterrupt(), name=_SIGINT_PLUGIN)
             elif settings.slurm is not None:
