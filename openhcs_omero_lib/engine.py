@@ -6,9 +6,9 @@ import time
 
 from openhcs_omero_lib.execution.backend import ExecutorBackend, ProcessPool
 from openhcs_omero_lib.execution.executor import ProgressCallback
-from openhcs_omero_lib.execution.pixels import PixelSource
 from openhcs_omero_lib.pipeline.spec import PipelineSpec, bind_to_plate
 from openhcs_omero_lib.plates.layout import PlateLayout
+from openhcs_omero_lib.plates.pixels import PixelSource
 from openhcs_omero_lib.results.tables import PlateResults, collect
 
 

@@ -22,10 +22,10 @@ from omero_fixtures import RUN_SCRIPT, calls_since, csv_rows, file_name, gateway
 from openhcs_omero_lib import engine
 from openhcs_omero_lib.execution.backend import ProcessPool
 from openhcs_omero_lib.execution.executor import Cancelled
-from openhcs_omero_lib.execution.pixels import READ_LANES
 from openhcs_omero_lib.execution.settings import DaskSettings
 from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
 from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+from openhcs_omero_lib.plates.pixels import READ_LANES
 from test_executor import _big_plate, _cli, _workers
 
 RUN_PREFIX = "openhcs-omero-run-"

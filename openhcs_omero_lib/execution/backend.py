@@ -17,15 +17,10 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from openhcs_omero_lib.execution.executor import ProgressCallback, UnitResult, run_units
-from openhcs_omero_lib.execution.pixels import PixelSource
-from openhcs_omero_lib.execution.settings import DaskSettings, ServerSettings, dask_option, load_settings
+from openhcs_omero_lib.execution.settings import ClusterError, DaskSettings, ServerSettings, dask_option, load_settings
 from openhcs_omero_lib.pipeline.spec import PipelineSpec
 from openhcs_omero_lib.plates.layout import SiteUnit
-
-
-class ClusterError(RuntimeError):
-    """A cluster that cannot be reached, has no workers, or whose workers cannot open
-    the plate; the message says which, without secrets."""
+from openhcs_omero_lib.plates.pixels import PixelSource
 
 
 class ExecutorBackend(Protocol):

@@ -40,12 +40,11 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.scheduler import KilledWorker
 from distributed.security import Security
 
-from openhcs_omero_lib.execution.backend import ClusterError
 from openhcs_omero_lib.execution.executor import ProgressCallback, UnitResult, _run_one, _sigterm_cancels
-from openhcs_omero_lib.execution.pixels import PixelSource, SourceNotReady, SourceSpec, UnitPrefetcher, open_source
-from openhcs_omero_lib.execution.settings import DaskSettings, SettingsError, local_workers
+from openhcs_omero_lib.execution.settings import ClusterError, DaskSettings, SettingsError, local_workers
 from openhcs_omero_lib.pipeline.spec import PipelineSpec
 from openhcs_omero_lib.plates.layout import SiteUnit
+from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec, UnitPrefetcher, open_source
 
 ALLOWED_FAILURES = 1
 """Workers a chunk may lose before its units become error rows: one retry elsewhere."""
@@ -356,4 +355,4 @@ class DaskBackend:
         self.close()
 
 
-__all__ = ["ClusterError", "DaskBackend", "check_encryption", "slurm_cluster"]
+__all__ = ["DaskBackend", "check_encryption", "slurm_cluster"]

@@ -34,6 +34,11 @@ class SettingsError(ValueError):
     """A settings file (or a ``--dask`` value) that cannot be used; says which and why."""
 
 
+class ClusterError(RuntimeError):
+    """A cluster that cannot be reached, has no workers, or whose workers cannot open
+    the plate; the message says which, without secrets."""
+
+
 class TlsFiles(BaseModel):
     """Dask's TLS between this server and the cluster (``distributed.security.Security``)."""
 
@@ -144,5 +149,5 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
-__all__ = ["CONFIG_ENV", "DaskSettings", "ServerSettings", "SettingsError", "TlsFiles", "dask_option",
+__all__ = ["CONFIG_ENV", "ClusterError", "DaskSettings", "ServerSettings", "SettingsError", "TlsFiles", "dask_option",
            "load_settings", "local_workers", "parse_settings", "settings_paths"]
