@@ -207,6 +207,17 @@ class DaskBackend:
             chatty.setLevel(logging.WARNING)
         where = settings.origin or "settings"
         n_local = local_workers(settings.scheduler) if settings.scheduler else None
+        try:
+            with _sigterm_cancels():  # SIGTERM while a cluster starts must not orphan its workers
+                return cls._connect(settings, n_local)
+        except (SettingsError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise ClusterError(f"cannot reach the Dask cluster ({where}): {type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())}") from None
+
+    @classmethod
+    def _connect(cls, settings: DaskSettings, n_local: int | None) -> DaskBackend:
         cluster = None
         try:
             if n_local is not None:
@@ -224,13 +235,10 @@ class DaskBackend:
             else:
                 client = Client(settings.scheduler, security=_security(settings), set_as_default=False,
                                 timeout=min(settings.start_timeout, 30))
-        except SettingsError:
-            raise
-        except Exception as exc:
+        except BaseException:
             if cluster is not None:
-                cluster.close()
-            raise ClusterError(f"cannot reach the Dask cluster ({where}): {type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())}") from None
+                cluster.close()  # its workers, or its batch jobs
+            raise
         return cls(client, settings, cluster)
 
     @property
