@@ -32,8 +32,10 @@ class ExecutorBackend(Protocol):
         """How many compute (for the summary and messages)."""
 
     def run_units(self, spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit] | None = None,
-                  progress: ProgressCallback | None = None, outlines: bool = False) -> list[UnitResult]:
-        """Every unit's result (default: every unit of the plate), in plate order."""
+                  progress: ProgressCallback | None = None, outlines: bool = False,
+                  notes: list[str] | None = None) -> list[UnitResult]:
+        """Every unit's result (default: every unit of the plate), in plate order;
+        ``notes`` receives a line for what the caller should hear of (workers lost)."""
 
     def describe(self) -> str:
         """Who computes, for messages: ``2 workers``, ``a Dask cluster of 8 workers``."""
@@ -54,8 +56,10 @@ class ProcessPool:
     kind: str = "processes"
 
     def run_units(self, spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit] | None = None,
-                  progress: ProgressCallback | None = None, outlines: bool = False) -> list[UnitResult]:
-        return run_units(spec, source, units, workers=self.workers, progress=progress, outlines=outlines)
+                  progress: ProgressCallback | None = None, outlines: bool = False,
+                  notes: list[str] | None = None) -> list[UnitResult]:
+        return run_units(spec, source, units, workers=self.workers, progress=progress, outlines=outlines,
+                         notes=notes)
 
     def describe(self) -> str:
         return f"{self.workers} worker{'s' if self.workers != 1 else ''}"

@@ -40,8 +40,10 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.scheduler import KilledWorker
 from distributed.security import Security
 
+from openhcs_omero_lib.execution.allocator import keep_freed_memory
 from openhcs_omero_lib.execution.executor import ProgressCallback, UnitResult, _run_one, _sigterm_cancels
 from openhcs_omero_lib.execution.settings import ClusterError, DaskSettings, SettingsError, local_workers
+from openhcs_omero_lib.pipeline.run import Unit, compile_unit
 from openhcs_omero_lib.pipeline.spec import PipelineSpec
 from openhcs_omero_lib.plates.layout import SiteUnit
 from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec, UnitPrefetcher, open_source
@@ -62,6 +64,13 @@ KILLED = "KilledWorker: the Dask workers computing this field died twice (out of
 
 _SIGINT_PLUGIN = "openhcs-omero-ignore-sigint"
 
+LOCAL_CONFIG = {
+    "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+    # The statistical profiler samples every worker thread's stack every 10 ms, which
+    # costs the computing thread the GIL: a few percent of a field.
+    "distributed.worker.profile.enabled": False,
+}
+
 
 # ---- worker side ------------------------------------------------------------------
 
@@ -75,7 +84,7 @@ class _RunPlugin(WorkerPlugin):
     def __init__(self, source: SourceSpec, pipeline: dict, outlines: bool):
         self.source, self.pipeline, self.outlines = source, pipeline, outlines
         self._lock = threading.Lock()
-        self._opened: tuple[PixelSource, PipelineSpec, UnitPrefetcher] | None = None
+        self._opened: tuple[PixelSource, Unit, UnitPrefetcher] | None = None
         self._closed = False
 
     def __getstate__(self) -> dict:
@@ -92,12 +101,16 @@ class _RunPlugin(WorkerPlugin):
             if self._closed:
                 raise RuntimeError("the run is over on this worker")
             if self._opened is None:
+                # Dask's nanny makes glibc hand freed memory back at once
+                # (MALLOC_TRIM_THRESHOLD_): every field's arrays would come back as
+                # fresh pages, as in any process that computes field after field.
+                keep_freed_memory()
                 source = open_source(self.source)
                 spec = PipelineSpec.model_validate(self.pipeline)
-                self._opened = (source, spec, UnitPrefetcher(source, spec.channels_read()))
-        _, spec, prefetch = self._opened
+                self._opened = (source, compile_unit(spec), UnitPrefetcher(source, spec.channels_read()))
+        _, compute, prefetch = self._opened
         readers = prefetch.readers([unit for _, unit in chunk])
-        return [_run_one(spec, read, index, unit, self.outlines) for (index, unit), read in zip(chunk, readers)]
+        return [_run_one(compute, read, index, unit, self.outlines) for (index, unit), read in zip(chunk, readers)]
 
     def teardown(self, worker: Any) -> None:
         with self._lock:
@@ -221,7 +234,7 @@ class DaskBackend:
         cluster = None
         try:
             if n_local is not None:
-                with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+                with dask.config.set(LOCAL_CONFIG):
                     # The scheduler's HTTP server always starts; ":0" gives it a free
                     # port (on loopback, as the scheduler) instead of claiming 8787.
                     cluster = LocalCluster(n_workers=n_local, threads_per_worker=1, processes=True,
@@ -277,7 +290,8 @@ class DaskBackend:
         return max(1, min(largest, left // (4 * threads), left))
 
     def run_units(self, spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit] | None = None,
-                  progress: ProgressCallback | None = None, outlines: bool = False) -> list[UnitResult]:
+                  progress: ProgressCallback | None = None, outlines: bool = False,
+                  notes: list[str] | None = None) -> list[UnitResult]:
         units = list(source.layout.units()) if units is None else list(units)
         if progress:
             progress(0, len(units), 0)
@@ -289,7 +303,7 @@ class DaskBackend:
             self.client.register_plugin(_RunPlugin(source.spec(), spec.model_dump(mode="json"), outlines),
                                         name=name)
             try:
-                return self._run(name, units, progress)
+                results = self._run(name, units, progress)
             finally:
                 # Closes every worker's source (its stores on the server) before the
                 # caller goes on; the key leaves the scheduler with the plugin.
@@ -297,6 +311,10 @@ class DaskBackend:
                     self.client.unregister_worker_plugin(name)
                 except Exception:  # a cluster that is gone has nothing left open
                     pass
+        lost = sum(r.error == KILLED for r in results)
+        if lost and notes is not None:
+            notes.append(f"{lost} field(s) lost two Dask workers each (out of memory?) and were not measured")
+        return results
 
     def _run(self, name: str, units: list[SiteUnit], progress: ProgressCallback | None) -> list[UnitResult]:
         todo = collections.deque(enumerate(units))
