@@ -25,6 +25,10 @@ def run_pipeline(source: PixelSource, spec: PipelineSpec, *, workers: int = 1,
     bound = bind(spec, source.layout)
     backend = backend or ProcessPool(workers)
     started = time.time()
-    results = backend.run_units(bound, source, progress=progress, outlines=outlines)
-    return collect(source.layout, bound, results, source=source_label or source.layout.name,
-                   started=started, finished=time.time(), workers=backend.workers, executor=backend.kind)
+    notes: list[str] = []
+    results = backend.run_units(bound, source, progress=progress, outlines=outlines, notes=notes)
+    collected = collect(source.layout, bound, results, source=source_label or source.layout.name,
+                        started=started, finished=time.time(), workers=backend.workers, executor=backend.kind)
+    if notes:
+        collected.summary["notes"] = notes
+    return collected
