@@ -22,6 +22,7 @@ import collections
 import csv
 import io
 import os
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -231,3 +232,13 @@ def conn(server):
     """A BlitzGateway logged in to the requesting module's ``server`` fixture."""
     with gateway(server) as conn:
         yield conn
+
+
+def as_from_a_shell() -> None:
+    """In the child, before it runs: Ctrl-C's signal at its default and not blocked, as a
+    shell starts a command. A child inherits an ignored or blocked SIGINT from this test
+    process, whose state other tests' libraries may have changed, and would then never
+    see the Ctrl-C the test sends."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -15,6 +15,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from omero_fixtures import as_from_a_shell
 from openhcs_omero_lib import engine
 from openhcs_omero_lib.execution.executor import run_units
 from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
@@ -275,7 +276,8 @@ def test_ctrl_c_stops_workers_and_writes_nothing(tmp_path, sig):
     out = tmp_path / "results" / "out"
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     proc = subprocess.Popen(_cli() + ["run", str(plate), "--workers", "2", "--out", str(out), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                            preexec_fn=as_from_a_shell)
     try:
         parent = psutil.Process(proc.pid)
         deadline = time.monotonic() + 60

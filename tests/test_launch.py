@@ -18,7 +18,7 @@ import time
 import psutil
 import pytest
 
-from omero_fixtures import RUN_SCRIPT, standin, write_fake_imagexpress
+from omero_fixtures import RUN_SCRIPT, as_from_a_shell, standin, write_fake_imagexpress
 from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.omero.jobs import PIPELINE_NS, JobWatch
 from openhcs_omero_lib.omero.sink import NS_PREFIX
@@ -168,7 +168,8 @@ def test_ctrl_c_while_waiting_cancels_the_job_on_the_server(server, long_plate):
     env = {**os.environ, "OMERO_USER": server.user.name, "OMERO_PASSWORD": server.password}
     proc = subprocess.Popen([sys.executable, "-m", "openhcs_omero_lib.cli", "launch", "--plate",
                              str(server.plate_id), "--workers", "2", "--no-progress", *server.args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_shell)
     try:
         deadline = time.monotonic() + 60
         while not server.jobs and time.monotonic() < deadline:
