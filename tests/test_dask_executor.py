@@ -18,7 +18,15 @@ import pandas as pd
 import psutil
 import pytest
 
-from omero_fixtures import RUN_SCRIPT, calls_since, csv_rows, file_name, gateway, write_fake_imagexpress
+from omero_fixtures import (
+    RUN_SCRIPT,
+    as_from_a_shell,
+    calls_since,
+    csv_rows,
+    file_name,
+    gateway,
+    write_fake_imagexpress,
+)
 from openhcs_omero_lib import engine
 from openhcs_omero_lib.execution.backend import ProcessPool
 from openhcs_omero_lib.execution.executor import Cancelled
@@ -355,7 +363,7 @@ def test_cli_cancel_stops_the_local_cluster_and_writes_nothing(tmp_path, how):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     proc = subprocess.Popen(_cli() + ["run", str(plate), "--dask", "local:2", "--out", str(out), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=as_from_a_shell)
     try:
         parent = psutil.Process(proc.pid)
         deadline = time.monotonic() + 120
