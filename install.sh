@@ -7,9 +7,10 @@
 #   PYTHON=python3.10 ./install.sh   choose the interpreter (3.10 to 3.12)
 #
 # On an OMERO server (run as the user that owns the server, not root):
-#   ./install.sh --omero-server OMERODIR [--python SERVER_PYTHON]
+#   ./install.sh --omero-server OMERODIR [--python SERVER_PYTHON] [--with-dask]
 #       installs the library into the server's Python and the scripts under
-#       OMERODIR/lib/scripts/omero/openhcs/
+#       OMERODIR/lib/scripts/omero/openhcs/; --with-dask adds Dask and dask-jobqueue
+#       (for runs on a Dask cluster: README, On a Dask cluster)
 #   ./install.sh --omero-server OMERODIR --uninstall [--python SERVER_PYTHON]
 #   ./install.sh --print-upload  the 'omero script upload' commands instead
 set -euo pipefail
@@ -112,12 +113,13 @@ server_python() {
 }
 
 server_mode() {
-    local omerodir="" py="" uninstall=0
+    local omerodir="" py="" uninstall=0 package="$here"
     while [ $# -gt 0 ]; do
         case "$1" in
             --omero-server) omerodir=${2:-}; shift 2 ;;
             --python) py=${2:-}; shift 2 ;;
             --uninstall) uninstall=1; shift ;;
+            --with-dask) package="$here[dask]"; shift ;;
             *) die "unknown argument: $1 (see the top of install.sh)" ;;
         esac
     done
@@ -133,7 +135,7 @@ server_mode() {
         return
     fi
     say "installing openhcs-omero into the server's Python ($py)"
-    "$py" -m pip install -q "$here"
+    "$py" -m pip install -q "$package"
     say "copying the scripts to $dest"
     mkdir -p "$dest"
     cp "$(scripts_src)"/*.py "$dest"/
@@ -164,7 +166,7 @@ main() {
     say "updating pip, setuptools, wheel"
     "$venv/bin/pip" install -q --upgrade pip setuptools wheel
     ensure_ice
-    say "installing openhcs-omero (editable) with omero-py and the test tools"
+    say "installing openhcs-omero (editable) with omero-py and the test tools (Dask among them)"
     "$venv/bin/pip" install -q -e "$here[test]"
     "$venv/bin/python" -c 'import importlib.metadata, omero, Ice, openhcs_omero_lib; print("omero-py", importlib.metadata.version("omero-py"), "Ice", Ice.stringVersion(), "openhcs-omero", openhcs_omero_lib.__version__)'
     say "done: try  .venv/bin/openhcs-omero run --demo"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from openhcs_omero_lib.execution.executor import ProgressCallback, run_units
+from openhcs_omero_lib.execution.backend import ExecutorBackend, ProcessPool
+from openhcs_omero_lib.execution.executor import ProgressCallback
 from openhcs_omero_lib.pipeline.spec import PipelineSpec, bind_to_plate
 from openhcs_omero_lib.plates.layout import PlateLayout
 from openhcs_omero_lib.plates.pixels import PixelSource
@@ -18,11 +19,16 @@ def bind(spec: PipelineSpec, layout: PlateLayout) -> PipelineSpec:
 
 def run_pipeline(source: PixelSource, spec: PipelineSpec, *, workers: int = 1,
                  progress: ProgressCallback | None = None, source_label: str = "",
-                 outlines: bool = False) -> PlateResults:
+                 outlines: bool = False, backend: ExecutorBackend | None = None) -> PlateResults:
     """Run ``spec`` on every unit of the plate behind ``source`` (keeping the measured
-    objects' outlines when asked)."""
+    objects' outlines when asked), on ``backend`` (default: ``workers`` processes)."""
     bound = bind(spec, source.layout)
+    backend = backend or ProcessPool(workers)
     started = time.time()
-    results = run_units(bound, source, workers=workers, progress=progress, outlines=outlines)
-    return collect(source.layout, bound, results, source=source_label or source.layout.name,
-                   started=started, finished=time.time(), workers=workers)
+    notes: list[str] = []
+    results = backend.run_units(bound, source, progress=progress, outlines=outlines, notes=notes)
+    collected = collect(source.layout, bound, results, source=source_label or source.layout.name,
+                        started=started, finished=time.time(), workers=backend.workers, executor=backend.kind)
+    if notes:
+        collected.summary["notes"] = notes
+    return collected

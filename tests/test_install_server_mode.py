@@ -41,6 +41,13 @@ def test_installs_library_and_scripts_into_the_server(fake_server):
     assert "omero script launch" in done.stdout
 
 
+def test_with_dask_installs_the_dask_extra(fake_server):
+    omerodir, python, log = fake_server
+    done = _install("--omero-server", str(omerodir), "--python", str(python), "--with-dask")
+    assert done.returncode == 0, done.stderr
+    assert f"-m pip install -q {REPO}[dask]" in log.read_text()
+
+
 def test_uninstall_removes_scripts_and_package(fake_server):
     omerodir, python, log = fake_server
     assert _install("--omero-server", str(omerodir), "--python", str(python)).returncode == 0

@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=workers, default=min(available_cores(), MAX_WORKERS),
                      help="worker processes (default: the cores available, %(default)s here)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--dask", metavar="SCHEDULER",
+                     help="compute on a Dask cluster instead of --workers processes: a scheduler's address "
+                          "(tls://host:8786) or local:N (N worker processes on this machine); default: the "
+                          "settings file's dask section, if any (see the README)")
     run.add_argument("--heatmap", metavar="MEASUREMENT",
                      help="the well measurement heatmap.png shows (default: the pipeline's first count)")
     run.add_argument("--no-heatmap", action="store_true", help="no heatmap.png")

@@ -159,6 +159,18 @@ def connection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--router", help=argparse.SUPPRESS)  # non-standard Ice.Default.Router
 
 
+def open_backend(args: argparse.Namespace):
+    """Who computes: ``--dask``, else the server's settings file, else ``--workers``
+    processes (see the README's On a Dask cluster)."""
+    from openhcs_omero_lib.execution.backend import open_backend as open_configured
+    from openhcs_omero_lib.execution.settings import ClusterError, SettingsError
+
+    try:
+        return open_configured(args.workers, args.dask)
+    except (SettingsError, ClusterError) as exc:
+        raise UserError(str(exc)) from None
+
+
 def picture_measurement(args: argparse.Namespace, bound) -> str:
     """The measurement the heat map and the QC montage show, checked before the run."""
     from openhcs_omero_lib.pictures.heatmap import check_measurement

@@ -12,6 +12,7 @@ from openhcs_omero_lib.cli.common import (
     UserError,
     check_output,
     load_pipeline,
+    open_backend,
     open_local_plate,
     picture_measurement,
     print_wells,
@@ -82,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     try:
         measurement = picture_measurement(args, bind(spec, source.layout))
+        backend = open_backend(args)
     except UserError:
         source.close()
         raise
@@ -93,13 +95,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             source.close()
             raise
     print(source.layout.describe(), file=sys.stderr)
-    print(f"pipeline {spec.name}, {args.workers} worker(s), {source.layout.n_units} units", file=sys.stderr)
+    print(f"pipeline {spec.name}, {backend.describe()}, {source.layout.n_units} units", file=sys.stderr)
     try:
-        results = run_pipeline(source, spec, workers=args.workers, progress=progress_bar(args.no_progress),
+        results = run_pipeline(source, spec, backend=backend, progress=progress_bar(args.no_progress),
                                source_label=str(folder), outlines=args.qc)
         pictures = local_pictures(args, results, source, bind(spec, source.layout), measurement)
     finally:
         source.close()
+        backend.close()
     try:
         written = LocalFolderSink(out, pictures).write(results)
     except OSError as exc:

@@ -12,6 +12,7 @@ from openhcs_omero_lib.cli.common import (
     check_output,
     load_pipeline,
     omero_connection,
+    open_backend,
     picture_measurement,
     print_wells,
     progress_bar,
@@ -50,6 +51,7 @@ def run_omero(args: argparse.Namespace) -> int:
     if args.out:
         check_output(Path(args.out))
     conn = omero_connection(args)
+    backend = None
     try:
         try:
             prepared = prepare(conn, "Plate", args.omero_plate, spec, runs=args.run, outputs=outputs, params=values)
@@ -58,11 +60,12 @@ def run_omero(args: argparse.Namespace) -> int:
         except Exception as exc:
             raise RunFailed(server_failure(exc, "nothing attached")) from None
         measurements = [picture_measurement(args, bound) for _, bound in prepared]
+        backend = open_backend(args)
         worst = 0
         for (plate, bound), measurement in zip(prepared, measurements):
             print(f"omero plate {plate.id}: {plate.layout.describe()}", file=sys.stderr)
             try:
-                run = run_on_plate(conn, plate, bound, workers=args.workers, attach_to=attach, outputs=outputs,
+                run = run_on_plate(conn, plate, bound, backend=backend, attach_to=attach, outputs=outputs,
                                    replace=not args.no_replace, progress=progress_bar(args.no_progress),
                                    heatmap=not args.no_heatmap, heatmap_measurement=measurement,
                                    save_rois=args.save_rois, roi_cap=args.max_rois)
@@ -104,6 +107,8 @@ def run_omero(args: argparse.Namespace) -> int:
                 worst = 1
         return worst
     finally:
+        if backend is not None:
+            backend.close()
         disconnect(conn)
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from openhcs_omero_lib.engine import bind
-from openhcs_omero_lib.execution.executor import ProgressCallback, run_units
+from openhcs_omero_lib.execution.backend import ExecutorBackend, ProcessPool
+from openhcs_omero_lib.execution.executor import ProgressCallback
 from openhcs_omero_lib.omero import rois as R
 from openhcs_omero_lib.omero.annotations import read_file_annotation
 from openhcs_omero_lib.omero.connection import session_key
@@ -100,20 +101,23 @@ def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int =
                  outputs: tuple[str, ...] = ("csv", "json", "table", "key_values"),
                  replace: bool = True, progress: ProgressCallback | None = None,
                  heatmap: bool = True, heatmap_measurement: str | None = None,
-                 save_rois: bool = False, roi_cap: int = R.DEFAULT_CAP) -> PlateRun:
+                 save_rois: bool = False, roi_cap: int = R.DEFAULT_CAP,
+                 backend: ExecutorBackend | None = None) -> PlateRun:
     """Compute on every field of the plate, then attach the results (with a heat map
     and, when asked, the measured objects as ROIs). Raises
     :class:`~..pixels.SourceNotReady`, with nothing attached, when the server turns
-    out to be still preparing one of its images."""
+    out to be still preparing one of its images. ``backend`` computes (default:
+    ``workers`` processes)."""
+    backend = backend or ProcessPool(workers)
     source = OmeroPixelSource(conn, plate)
     started = time.time()
     notes: list[str] = []
     try:
-        units = run_units(bound, source, workers=workers, progress=progress, outlines=save_rois, notes=notes)
+        units = backend.run_units(bound, source, progress=progress, outlines=save_rois, notes=notes)
     finally:
         source.close()
     results = collect(plate.layout, bound, units, source=f"omero plate {plate.id}",
-                      started=started, finished=time.time(), workers=workers)
+                      started=started, finished=time.time(), workers=backend.workers, executor=backend.kind)
     if notes:
         results.summary["notes"] = notes
     rois = R.RoiChoice(roi_cap, R.roi_z(bound.load.z, plate.layout.z_planes)) if save_rois else None

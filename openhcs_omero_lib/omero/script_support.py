@@ -14,8 +14,10 @@ from typing import Any
 import Ice
 import omero
 
+from openhcs_omero_lib.execution.backend import ClusterError, open_backend
 from openhcs_omero_lib.execution.executor import Cancelled, available_cores
 from openhcs_omero_lib.execution.progress import RunProgress
+from openhcs_omero_lib.execution.settings import SettingsError
 from openhcs_omero_lib.omero import annotations as A
 from openhcs_omero_lib.omero import rois as R
 from openhcs_omero_lib.omero.plate import OmeroInputError, load_plate, plate_ids_for
@@ -115,6 +117,18 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
         measurement = _heatmap_measurement(p, prepared)
     except Exception as exc:
         return _failure(exc, "Nothing attached")
+    try:
+        backend = open_backend(workers)  # the server's settings may send the units to a Dask cluster
+    except (SettingsError, ClusterError) as exc:
+        return ScriptOutcome(f"Nothing attached: {exc}", None, outcome="failed")
+    try:
+        return _run_plates(conn, p, spec, prepared, backend, job, attach, outputs, measurement, started)
+    finally:
+        backend.close()
+
+
+def _run_plates(conn, p: dict[str, Any], spec, prepared, backend, job, attach, outputs, measurement,
+                started: float) -> ScriptOutcome:
     progress = None
     if job is not None:
         progress = RunProgress([(len(pl.layout.wells) * len(pl.layout.run_ids()), pl.layout.n_units)
@@ -123,7 +137,7 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
     lines, file_ann, failed_units, attached, not_ready = [], None, 0, {}, 0
     for index, (plate, bound) in enumerate(prepared):
         try:
-            run = run_on_plate(conn, plate, bound, workers=workers, attach_to=attach, outputs=outputs,
+            run = run_on_plate(conn, plate, bound, backend=backend, attach_to=attach, outputs=outputs,
                                replace=p["Replace_Previous_Results"],
                                progress=progress.plate_callback(index) if progress else None,
                                heatmap=bool(p["Heat_Map"]), heatmap_measurement=measurement,
@@ -147,7 +161,7 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
             if ids and kind != "Roi":  # thousands of them: the Message says how many
                 attached.setdefault(kind, []).extend(ids)
     head = (f"{spec.name} on {len(prepared)} plate{'s' if len(prepared) != 1 else ''} with "
-            f"{workers} worker{'s' if workers != 1 else ''} in {time.time() - started:.1f} s")
+            f"{backend.describe()} in {time.time() - started:.1f} s")
     if failed_units:
         head += f"; {failed_units} field(s) failed (see the error column)"
     if not_ready:

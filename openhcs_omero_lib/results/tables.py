@@ -124,8 +124,9 @@ def wells_table(layout: PlateLayout, images: pd.DataFrame) -> pd.DataFrame:
 
 
 def collect(layout: PlateLayout, spec: PipelineSpec, results: Sequence[UnitResult], *,
-            source: str, started: float, finished: float, workers: int) -> PlateResults:
-    """Tables and summary of a finished run."""
+            source: str, started: float, finished: float, workers: int,
+            executor: str = "processes") -> PlateResults:
+    """Tables and summary of a finished run (``executor``: processes or dask)."""
     images = images_table(layout, results)
     wells = wells_table(layout, images)
     errors = [{"well": r.unit.well, "site": r.unit.site, "timepoint": r.unit.timepoint,
@@ -146,6 +147,7 @@ def collect(layout: PlateLayout, spec: PipelineSpec, results: Sequence[UnitResul
                    "units": len(results),
                    "units_per_second": round(len(results) / max(finished - started, 1e-9), 2)},
         "workers": workers,
+        "executor": executor,
         "units_failed": len(errors),
         "errors": errors,
     }
