@@ -13,7 +13,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from openhcs_omero_lib.bench.command import add_arguments as add
+    from openhcs_omero_lib.bench.options import add_arguments as add
 
     add(parser)
 

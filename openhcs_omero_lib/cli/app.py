@@ -126,6 +126,36 @@ def _one_line(exc: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; ``argv`` defaults to the command line. Run from the command line
+    (no ``argv``), the process then ends at once (see :func:`_end_now`)."""
+    code = _main(argv)
+    if argv is None:
+        _end_now(code)
+    return code
+
+
+def _end_now(code: int) -> None:
+    """End the process without Python's teardown of every module (numpy, scipy,
+    pandas, pydantic, omero: a tenth of a second or more that nobody waits for). The
+    atexit handlers (omero-py's temporary files, logging) still run and the output is
+    flushed; while another thread still runs, which a normal exit would wait for, the
+    exit is a normal one."""
+    import atexit
+    import os
+    import threading
+
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _main(argv: list[str] | None) -> int:
     from openhcs_omero_lib.redact import add_secret, configure_logging
 
     # omero-py logs every failed server call with its traceback and the session key;

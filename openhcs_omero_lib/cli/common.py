@@ -100,14 +100,19 @@ def tuned(spec, values: dict, layout):
 
 
 def progress_bar(disable: bool):
+    if disable or not sys.stderr.isatty():
+        # What tqdm would do (it hides itself off a terminal), without importing it.
+        return None
     from tqdm import tqdm
 
+    # Without its monitor thread: worker processes of a local plate may then be forked.
+    tqdm.monitor_interval = 0
     bar = None
 
     def update(done: int, total: int, errors: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, unit="site", disable=disable or None, file=sys.stderr)
+            bar = tqdm(total=total, unit="site", file=sys.stderr)
         bar.set_postfix(errors=errors, refresh=False)
         bar.update(done - bar.n)
         if done == total:

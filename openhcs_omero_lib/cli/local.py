@@ -82,7 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         source.close()
         raise UserError(str(exc)) from None
     try:
-        measurement = picture_measurement(args, bind(spec, source.layout))
+        # Without pictures to draw, matplotlib (half a second) is not imported at all.
+        wanted = args.heatmap or not args.no_heatmap or args.qc
+        measurement = picture_measurement(args, bind(spec, source.layout)) if wanted else ""
         backend = open_backend(args)
     except UserError:
         source.close()
@@ -117,10 +119,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def local_pictures(args: argparse.Namespace, results, source, bound, measurement: str) -> dict[str, bytes]:
     """``heatmap.png`` (unless --no-heatmap) and, with --qc, ``qc_montage.png``."""
+    pictures: dict[str, bytes] = {}
+    if args.no_heatmap and not args.qc:
+        return pictures
     from openhcs_omero_lib.pictures.heatmap import drawable, plate_heatmap
     from openhcs_omero_lib.pictures.montage import qc_montage
 
-    pictures = {}
     layout = source.layout
     if not args.no_heatmap and not drawable(layout.rows, layout.columns):
         print(f"no heatmap.png: a plate of {layout.rows}x{layout.columns} wells is larger than 1536-well plates",

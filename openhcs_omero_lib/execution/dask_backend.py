@@ -40,8 +40,10 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.scheduler import KilledWorker
 from distributed.security import Security
 
+from openhcs_omero_lib.execution.allocator import keep_freed_memory
 from openhcs_omero_lib.execution.executor import ProgressCallback, UnitResult, _run_one, _sigterm_cancels
 from openhcs_omero_lib.execution.settings import ClusterError, DaskSettings, SettingsError, local_workers
+from openhcs_omero_lib.pipeline.run import Unit, compile_unit
 from openhcs_omero_lib.pipeline.spec import PipelineSpec
 from openhcs_omero_lib.plates.layout import SiteUnit
 from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec, UnitPrefetcher, open_source
@@ -86,7 +88,7 @@ class _RunPlugin(WorkerPlugin):
     def __init__(self, source: SourceSpec, pipeline: dict, outlines: bool):
         self.source, self.pipeline, self.outlines = source, pipeline, outlines
         self._lock = threading.Lock()
-        self._opened: tuple[PixelSource, PipelineSpec, UnitPrefetcher] | None = None
+        self._opened: tuple[PixelSource, Unit, UnitPrefetcher] | None = None
         self._closed = False
 
     def __getstate__(self) -> dict:
@@ -103,12 +105,15 @@ class _RunPlugin(WorkerPlugin):
             if self._closed:
                 raise RuntimeError("the run is over on this worker")
             if self._opened is None:
+                # A worker started some other way than by our cluster (a scheduler
+                # the user runs) may still have the nanny's trimming: undone here too.
+                keep_freed_memory()
                 source = open_source(self.source)
                 spec = PipelineSpec.model_validate(self.pipeline)
-                self._opened = (source, spec, UnitPrefetcher(source, spec.channels_read()))
-        _, spec, prefetch = self._opened
+                self._opened = (source, compile_unit(spec), UnitPrefetcher(source, spec.channels_read()))
+        _, compute, prefetch = self._opened
         readers = prefetch.readers([unit for _, unit in chunk])
-        return [_run_one(spec, read, index, unit, self.outlines) for (index, unit), read in zip(chunk, readers)]
+        return [_run_one(compute, read, index, unit, self.outlines) for (index, unit), read in zip(chunk, readers)]
 
     def teardown(self, worker: Any) -> None:
         with self._lock:

@@ -165,6 +165,8 @@ def parse_spec(text: str, source: str = "<pipeline>") -> PipelineSpec:
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
+        # The node tree, for the line an error is on, only when there is an error.
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
         raise PipelineError(_first_error(exc, root, source)) from None
 
 

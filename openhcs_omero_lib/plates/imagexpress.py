@@ -108,13 +108,18 @@ def _scan(folder: Path, notes: ScanNotes | None = None) -> dict[_FileKey, Path]:
                 notes.duplicates.append((files[key], Path(entry.path)))
             files[key] = Path(entry.path)
 
-    timepoint_dirs = [(int(m.group(1)), p) for p in folder.iterdir()
-                      if p.is_dir() and (m := _TIMEPOINT_RE.match(p.name))]
+    def subfolders(directory: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
+        # Names first: a timepoint folder holds thousands of images, and scandir's
+        # entries know whether they are folders without a stat each.
+        with os.scandir(directory) as entries:
+            return [(int(m.group(1)), Path(e.path)) for e in entries
+                    if (m := pattern.match(e.name)) and e.is_dir()]
+
+    timepoint_dirs = subfolders(folder, _TIMEPOINT_RE)
     if not timepoint_dirs:
         timepoint_dirs = [(1, folder)]
     for t, tdir in sorted(timepoint_dirs):
-        zdirs = [(int(m.group(1)), p) for p in tdir.iterdir()
-                 if p.is_dir() and (m := _ZSTEP_RE.match(p.name))]
+        zdirs = subfolders(tdir, _ZSTEP_RE)
         if zdirs:
             for z, zdir in sorted(zdirs):
                 add_dir(zdir, t, z)
@@ -186,7 +191,7 @@ def read_layout(folder: str | os.PathLike) -> tuple[PlateLayout, dict[_FileKey, 
     channels = []
     pixel_size = None
     for c in range(1, n_channels + 1):
-        key = next((k for k in sorted(files) if k.channel == c), None)
+        key = min((k for k in files if k.channel == c), default=None)  # its first file, without sorting all
         props = _readable_tiff_info(folder, files[key])[2] if key else {}
         name = (htd.get(f"WaveName{c}") or [""])[0] or props.get("image-name") or f"w{c}"
         channels.append(Channel(c, name, emission_wavelength=_float(props.get("wavelength"))))
@@ -218,6 +223,9 @@ def is_plate_folder(folder: str | os.PathLike) -> bool:
 
 class ImageXpressSource(PixelSource):
     """Planes of a local ImageXpress folder, read one at a time with tifffile."""
+
+    read_ahead = False
+    fork_safe = True
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder).resolve()
