@@ -253,7 +253,7 @@ def _run_omero(args: argparse.Namespace) -> int:
                 run = run_on_plate(conn, plate, bound, workers=args.workers, attach_to=attach, outputs=outputs,
                                    replace=not args.no_replace, progress=_progress_bar(args.no_progress),
                                    heatmap=not args.no_heatmap, heatmap_measurement=measurement,
-                                   save_rois=args.save_rois, roi_cap=args.max_rois)
+                                   save_rois=args.save_rois, roi_cap=args.max_rois, pixel_access=args.pixel_access)
             except SourceNotReady as exc:
                 print(f"{exc}; nothing attached to it", file=sys.stderr)
                 worst = 1
@@ -274,6 +274,8 @@ def _run_omero(args: argparse.Namespace) -> int:
                   f"{s['units_failed']} failed; attached {run.report.count()} annotations"
                   + (f" and {len(rois.rois)} ROIs" if rois is not None else "")
                   + f", replaced {run.report.replaced}")
+            if run.access.note():
+                print(f"plate {plate.id}: {run.access.note()}", file=sys.stderr)
             if rois is not None and rois.capped:
                 print(f"plate {plate.id}: {rois.note()}", file=sys.stderr)
             if run.report.others:
@@ -437,6 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --omero-plate: save the measured objects as ROIs on each field's image")
     run.add_argument("--max-rois", type=_positive, default=2000, metavar="N",
                      help="with --save-rois: at most N ROIs per image (default: %(default)s)")
+    run.add_argument("--pixel-access", choices=("auto", "server"), default="auto",
+                     help="with --omero-plate: auto reads the plate's files from the server's managed repository "
+                          "when it is on this machine (see the README) and they pass the checks; server always "
+                          "reads through RawPixelsStore (default: %(default)s)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="tune a parameter the pipeline declares, e.g. nuclear_channel=2 or nuclear_channel=DAPI, "
                           "max_nucleus_size=400 (repeatable; 'openhcs-omero pipelines' lists them)")

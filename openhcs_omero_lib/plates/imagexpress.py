@@ -19,6 +19,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import tifffile
@@ -81,30 +82,58 @@ def find_htd(folder: Path) -> Path | None:
 
 def _scan(folder: Path) -> dict[_FileKey, Path]:
     """Index every image file under ``folder`` by its coordinates."""
-    files: dict[_FileKey, Path] = {}
+    listed: list[str] = []
 
-    def add_dir(directory: Path, t: int, z: int) -> None:
-        for entry in os.scandir(directory):
-            if not entry.is_file():
-                continue
-            parsed = parse_image_filename(entry.name)
-            if parsed is None:
-                continue
-            well, site, wave = parsed
-            files[_FileKey(well, site or 1, wave or 1, z, t)] = Path(entry.path)
+    def add_dir(directory: Path, prefix: str) -> None:
+        listed.extend(prefix + entry.name for entry in os.scandir(directory) if entry.is_file())
 
-    timepoint_dirs = [(int(m.group(1)), p) for p in folder.iterdir()
-                      if p.is_dir() and (m := _TIMEPOINT_RE.match(p.name))]
-    if not timepoint_dirs:
-        timepoint_dirs = [(1, folder)]
-    for t, tdir in sorted(timepoint_dirs):
-        zdirs = [(int(m.group(1)), p) for p in tdir.iterdir()
-                 if p.is_dir() and (m := _ZSTEP_RE.match(p.name))]
-        if zdirs:
-            for z, zdir in sorted(zdirs):
-                add_dir(zdir, t, z)
-        else:
-            add_dir(tdir, t, 1)
+    add_dir(folder, "")
+    for top in folder.iterdir():
+        if top.is_dir() and (_TIMEPOINT_RE.match(top.name) or _ZSTEP_RE.match(top.name)):
+            add_dir(top, top.name + "/")
+            for sub in top.iterdir():
+                if sub.is_dir() and _ZSTEP_RE.match(sub.name):
+                    add_dir(sub, f"{top.name}/{sub.name}/")
+    return {key: folder / relative for key, relative in index_files(listed).items()}
+
+
+def index_files(paths: Iterable[str], strict: bool = False) -> dict[_FileKey, str]:
+    """Image files of a plate folder, given as ``/``-separated paths relative to the
+    folder (as a folder is listed, or as an OMERO fileset lists its files), indexed by
+    their coordinates. The folders count as an instrument writes them:
+    ``TimePoint_<n>/`` (without any, the folder itself is timepoint 1) and
+    ``ZStep_<m>/`` inside it (without any, its own files are z 1); other files and
+    folders are not images of the plate. With ``strict`` two files of the same
+    coordinates raise ValueError; otherwise the last one listed is kept."""
+    parsed = []
+    for path in paths:
+        *dirs, name = path.split("/")
+        coords = parse_image_filename(name)
+        if coords is not None and len(dirs) <= 2:
+            parsed.append((dirs, coords, path))
+    with_timepoints = any(dirs and _TIMEPOINT_RE.match(dirs[0]) for dirs, _, _ in parsed)
+    # a folder that has ZStep folders holds its images there, not beside them
+    z_parents = {"/".join(dirs[:-1]) for dirs, _, _ in parsed if dirs and _ZSTEP_RE.match(dirs[-1])}
+    files: dict[_FileKey, str] = {}
+    for dirs, (well, site, wave), path in parsed:
+        t = z = 1
+        t_dirs = dirs
+        if dirs and _ZSTEP_RE.match(dirs[-1]):
+            z = int(_ZSTEP_RE.match(dirs[-1]).group(1))  # type: ignore[union-attr]
+            t_dirs = dirs[:-1]
+        elif "/".join(dirs) in z_parents:
+            continue
+        if with_timepoints:
+            if len(t_dirs) != 1 or not _TIMEPOINT_RE.match(t_dirs[0]):
+                continue
+            t = int(_TIMEPOINT_RE.match(t_dirs[0]).group(1))  # type: ignore[union-attr]
+        elif t_dirs:
+            continue
+        key = _FileKey(well, site or 1, wave or 1, z, t)
+        if strict and key in files:
+            raise ValueError(f"two files for well {well} site {key.site} w{key.channel} z{z} t{t}: "
+                             f"{files[key]} and {path}")
+        files[key] = path
     return files
 
 
