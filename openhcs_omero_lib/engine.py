@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from openhcs_omero_lib.execution.executor import ProgressCallback, run_units
-from openhcs_omero_lib.execution.pixels import PixelSource
 from openhcs_omero_lib.pipeline.spec import PipelineSpec, bind_to_plate
 from openhcs_omero_lib.plates.layout import PlateLayout
+from openhcs_omero_lib.plates.pixels import PixelSource
 from openhcs_omero_lib.results.tables import PlateResults, collect
 
 

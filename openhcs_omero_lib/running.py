@@ -13,49 +13,18 @@ by :mod:`.omero.python_api`, imported then.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
-
-import pandas as pd
 
 from openhcs_omero_lib.pipeline.loading import PipelineError, resolve_pipeline, spec_from_dict
 from openhcs_omero_lib.pipeline.params import check_values, tune
 from openhcs_omero_lib.pipeline.spec import PipelineSpec
+from openhcs_omero_lib.results.run_result import RunResult
 
 ProgressCallback = Callable[[int, int, int], None]
 DEFAULT_ATTACH = ("plate", "wells")
 DEFAULT_OUTPUTS = ("csv", "json", "table", "key_values")
 
-
-@dataclass
-class RunResult:
-    """A run's measurements (or results read back from OMERO) and where they are."""
-
-    images: pd.DataFrame
-    """one row per well, field, timepoint (and run): keys, measurements, ``error``"""
-    wells: pd.DataFrame
-    """per well and timepoint (and run): ``sites``, ``sites_failed``, counts summed, the rest averaged"""
-    summary: dict[str, Any] = field(default_factory=dict)
-    """plate, pipeline with its full spec, version, timing, errors (``results.json``)"""
-    plate_id: int | None = None
-    """the OMERO plate; None for a local folder"""
-    attached: dict[str, list[int]] = field(default_factory=dict)
-    """IDs of what the run attached (or what was read back), by kind: FileAnnotation, MapAnnotation"""
-    replaced: int = 0
-    """your earlier results of the pipeline that the run removed"""
-    others: dict[str, int] = field(default_factory=dict)
-    """other users' results of the pipeline on the plate, left in place: user name -> count"""
-    files: list[str] = field(default_factory=list)
-    """local files written (``out=``)"""
-    source: str = "computed"
-    """``computed``, or where :func:`read_results` found them: ``table`` or ``csv``"""
-    owner: str = ""
-    """whose results :func:`read_results` read"""
-
-    @property
-    def errors(self) -> list[dict[str, Any]]:
-        return list(self.summary.get("errors", []))
 
 
 def load_pipeline(pipeline: Any, **params: Any) -> PipelineSpec:
@@ -124,7 +93,8 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
                                  "returned, and written with out=")
         result = _run_folder(plate, spec, params, workers, progress)
     if out is not None:
-        from openhcs_omero_lib.results.tables import LocalFolderSink, PlateResults
+        from openhcs_omero_lib.results.sinks import LocalFolderSink
+        from openhcs_omero_lib.results.tables import PlateResults
 
         result.files = LocalFolderSink(out).write(PlateResults(result.images, result.wells, result.summary))
     return result

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from openhcs_omero_lib.execution.pixels import READ_LANES
+from openhcs_omero_lib.plates.pixels import READ_LANES
 
 ROOT = Path(__file__).resolve().parents[1]
 

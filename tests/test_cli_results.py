@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from openhcs_omero_lib.cli import app as cli
+from openhcs_omero_lib.cli import local as cli
 from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.pipeline.loading import preset_text
+from openhcs_omero_lib.plates.synthetic import cache_dir
 
 KEYS = ["well", "row", "column", "site", "timepoint"]
 
@@ -238,7 +239,7 @@ def test_run_demo_generates_the_plate_once(tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     monkeypatch.chdir(tmp_path)
-    assert cli.cache_dir() == cache / "openhcs-omero"
+    assert cache_dir() == cache / "openhcs-omero"
 
     out1 = tmp_path / "demo1"
     assert main(["run", "--demo", "--workers", "1", "--out", str(out1), "--no-progress"]) == 0

@@ -20,7 +20,7 @@ from openhcs_omero_lib.execution.executor import run_units
 from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
 from openhcs_omero_lib.plates import imagexpress, synthetic
 from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
-from openhcs_omero_lib.results.tables import LocalFolderSink
+from openhcs_omero_lib.results.sinks import LocalFolderSink
 
 
 def _spec(name: str = "nuclei_count"):
@@ -71,7 +71,7 @@ class _NoWorkerSource(ImageXpressSource):
     """A source that worker processes cannot open (its spec names no known kind)."""
 
     def spec(self):
-        from openhcs_omero_lib.execution.pixels import SourceSpec
+        from openhcs_omero_lib.plates.pixels import SourceSpec
 
         return SourceSpec("no-such-source")
 
@@ -247,7 +247,7 @@ def _big_plate(folder: Path) -> Path:
 
 def _cli() -> list[str]:
     script = Path(sys.executable).with_name("openhcs-omero")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "openhcs_omero_lib.cli.app"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "openhcs_omero_lib.cli"]
 
 
 def _workers(proc: psutil.Process) -> list[psutil.Process]:

@@ -78,7 +78,7 @@ def test_render_site_is_deterministic(multi_plate):
 
 
 def test_synthetic_plate_spec_reopens_the_same_source(multi_plate):
-    from openhcs_omero_lib.execution.pixels import open_source
+    from openhcs_omero_lib.plates.pixels import open_source
 
     source = ImageXpressSource(multi_plate.folder)
     reopened = open_source(source.spec())

@@ -166,7 +166,7 @@ def test_cancel_by_id_stops_workers_and_attaches_nothing(server, capsys, server_
 def test_ctrl_c_while_waiting_cancels_the_job_on_the_server(server, long_plate):
     _use_long_plate(server, long_plate)
     env = {**os.environ, "OMERO_USER": server.user.name, "OMERO_PASSWORD": server.password}
-    proc = subprocess.Popen([sys.executable, "-m", "openhcs_omero_lib.cli.app", "launch", "--plate",
+    proc = subprocess.Popen([sys.executable, "-m", "openhcs_omero_lib.cli", "launch", "--plate",
                              str(server.plate_id), "--workers", "2", "--no-progress", *server.args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

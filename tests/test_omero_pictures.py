@@ -192,7 +192,8 @@ def test_the_cap_per_image_is_kept_and_said(tiny_plate):
         rois = client_rois(server, list(counts))
         assert {iid: len(r) for iid, r in rois.items()} == {iid: min(n, cap) for iid, n in counts.items()}
         for iid, found in rois.items():  # the first objects, in label order
-            assert sorted(int(r.getName().getValue().split()[1]) for r in found) == list(range(1, min(counts[iid], cap) + 1))
+            numbers = sorted(int(r.getName().getValue().split()[1]) for r in found)
+            assert numbers == list(range(1, min(counts[iid], cap) + 1))
         assert f"ROI cap of {cap} per image reached on {len(over)} image(s)" in outcome.message
         assert f"only the first {cap} objects of each were saved" in outcome.message
         capped = {(c["well"], c["field"]): (c["objects"], c["saved"]) for c in summary["rois"]["capped"]}

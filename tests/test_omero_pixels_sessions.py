@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from omero_fixtures import calls_since, gateway
-from openhcs_omero_lib.execution.pixels import READ_LANES
+from openhcs_omero_lib.plates.pixels import READ_LANES
 
 
 @pytest.fixture(scope="module")

@@ -170,7 +170,7 @@ def _field_labels(tiny_plate):
         spec = engine.bind(resolve_pipeline("nuclei_count")[0], source.layout)
         for unit in source.layout.units():
             found = {}
-            run_unit(spec, lambda c: source.read_stack(unit, c), found)
+            run_unit(spec, lambda c, unit=unit: source.read_stack(unit, c), found)
             labels[unit] = found["nuclei"]
     return labels
 

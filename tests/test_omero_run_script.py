@@ -167,7 +167,8 @@ def test_bulk_table_reads_through_the_tables_api(server, full):
     ann = server.store.annotations_on("Plate", full.pid, BULK_NS)[0]
     stored = server.store.tables[ann.getFile().getId().getValue()]
     with gateway(server) as conn:
-        table = conn.c.sf.sharedResources().openTable(omero.model.OriginalFileI(ann.getFile().getId().getValue(), False))
+        file_id = ann.getFile().getId().getValue()
+        table = conn.c.sf.sharedResources().openTable(omero.model.OriginalFileI(file_id, False))
         try:
             headers = table.getHeaders()
             rows = table.getNumberOfRows()

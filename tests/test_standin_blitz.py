@@ -120,7 +120,8 @@ def test_container_service_matches_the_real_proxy():
     from openhcs_omero_lib.testing.blitz import ContainerService
 
     for name in ("getImages",):
-        ours = [p for p in inspect.signature(getattr(ContainerService, name)).parameters if p not in ("self", "current")]
+        ours = [p for p in inspect.signature(getattr(ContainerService, name)).parameters
+                if p not in ("self", "current")]
         theirs = [p for p in inspect.signature(getattr(omero.api.IContainerPrx, name)).parameters
                   if p not in ("self", "_ctx")]
         assert ours == theirs

@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from omero_fixtures import calls_since, gateway
-from openhcs_omero_lib.execution.pixels import READ_LANES, PixelSource, SourceSpec, UnitPrefetcher
 from openhcs_omero_lib.plates.layout import Channel, PlateLayout, SiteUnit, Well
+from openhcs_omero_lib.plates.pixels import READ_LANES, PixelSource, SourceSpec, UnitPrefetcher
 
 
 class RecordingSource(PixelSource):
@@ -123,7 +123,7 @@ class TwinSource(RecordingSource):
 
 
 def test_fields_take_turns_on_reading_lanes_each_with_its_own_thread_and_source():
-    from openhcs_omero_lib.execution.pixels import READ_LANES
+    from openhcs_omero_lib.plates.pixels import READ_LANES
 
     source = TwinSource(5, timepoints=2)
     units = list(source.layout.units())

@@ -79,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "checks that everything runs, says nothing about speed")
     parser.add_argument("--sizes", type=_int_list, default=None, metavar="N,N,...",
                         help=f"plate sizes in wells (default {DEFAULT_SIZES})")
-    parser.add_argument("--sites", type=_positive, default=None, help=f"sites per well (default {DEFAULT_PLATE['sites']})")
+    parser.add_argument("--sites", type=_positive, default=None,
+                        help=f"sites per well (default {DEFAULT_PLATE['sites']})")
     parser.add_argument("--channels", type=int, choices=range(1, 5), default=None, metavar="1-4",
                         help=f"channels (default {DEFAULT_PLATE['channels']})")
     parser.add_argument("--plane", type=_plane, default=None,

@@ -28,7 +28,7 @@ PYTHON_ENV = "OPENHCS_PYTHON"
 
 
 def default_venv() -> Path:
-    from openhcs_omero_lib.cli.app import cache_dir
+    from openhcs_omero_lib.plates.synthetic import cache_dir
 
     return cache_dir() / "openhcs-venv"
 

@@ -46,7 +46,7 @@ class PlateSpec:
 
 
 def default_cache() -> Path:
-    from openhcs_omero_lib.cli.app import cache_dir
+    from openhcs_omero_lib.plates.synthetic import cache_dir
 
     return cache_dir() / "bench-plates"
 

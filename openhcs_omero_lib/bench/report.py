@@ -234,7 +234,8 @@ def markdown(report: dict[str, Any]) -> str:
               f"speed-up over OpenHCS | fraction of limit |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
-        lines.append(f"| {r['wells']} | {r['latency_ms']:g} | {_fmt(r.get('ours_1w_s'))} | {_fmt(r[f'ours_{top}w_s'])} | "
+        lines.append(f"| {r['wells']} | {r['latency_ms']:g} | {_fmt(r.get('ours_1w_s'))} | "
+                     f"{_fmt(r[f'ours_{top}w_s'])} | "
                      f"{_fmt(r['naive_s'])} | {_fmt(r[f'openhcs_{top}w_s'])} | {_fmt(r[f'limit_{top}w_s'])} | "
                      f"{_fmt(r[f'parallel_compute_{top}w_s'])} | "
                      f"{_fmt(r['speedup_vs_naive'], 'x')} | {_fmt(r['speedup_vs_openhcs'], 'x')} | "

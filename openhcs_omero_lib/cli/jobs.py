@@ -52,20 +52,20 @@ def add_job_commands(sub, connection_arguments, positive) -> None:
 
 
 def _user_error(exc: Exception):
-    from openhcs_omero_lib.cli.app import UserError
+    from openhcs_omero_lib.cli.common import UserError
 
     return UserError(str(exc))
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from openhcs_omero_lib.cli.app import _omero_connection
+    from openhcs_omero_lib.cli.common import omero_connection
     from openhcs_omero_lib.omero.connection import disconnect
     from openhcs_omero_lib.omero.jobs import JobError, detach, find_script, pipeline_inputs, run_inputs, start_job
 
     attach = tuple(a for a in args.attach.split(",") if a)
     outputs = tuple(o for o in args.outputs.split(",") if o) if args.outputs else None
     tuning = _tuning_inputs(args)
-    conn = _omero_connection(args)
+    conn = omero_connection(args)
     try:
         try:
             inputs = run_inputs(args.plate, workers=args.workers, attach=attach, outputs=outputs,
@@ -210,11 +210,11 @@ def _describe(state) -> str:
 
 def _on_job(args: argparse.Namespace, act):
     """``act(watch)`` for the job ``args.job``, over a connection opened for it."""
-    from openhcs_omero_lib.cli.app import _omero_connection
+    from openhcs_omero_lib.cli.common import omero_connection
     from openhcs_omero_lib.omero.connection import disconnect
     from openhcs_omero_lib.omero.jobs import JobError, JobWatch
 
-    conn = _omero_connection(args)
+    conn = omero_connection(args)
     try:
         with JobWatch(conn, args.job) as watch:
             return act(watch)

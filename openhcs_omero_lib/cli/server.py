@@ -69,7 +69,7 @@ def _manager(args: argparse.Namespace):
 
 
 def _user_error(message: object) -> Exception:
-    from openhcs_omero_lib.cli.app import UserError  # here, not at the top: cli imports this module
+    from openhcs_omero_lib.cli.common import UserError
 
     return UserError(str(message))
 

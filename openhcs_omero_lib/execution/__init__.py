@@ -1,1 +1,1 @@
-"""Running units of work: pixel sources, executors (the process pool), progress."""
+"""Running units of work: the executor (this process and worker processes) and progress."""

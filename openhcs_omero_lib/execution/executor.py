@@ -31,11 +31,11 @@ from multiprocessing import get_context
 from multiprocessing.util import Finalize
 from typing import Callable, Sequence
 
-from openhcs_omero_lib.execution.pixels import PixelSource, SourceNotReady, SourceSpec, UnitPrefetcher, open_source
 from openhcs_omero_lib.pipeline.outlines import unit_outlines
 from openhcs_omero_lib.pipeline.run import Reader, run_unit
 from openhcs_omero_lib.pipeline.spec import PipelineSpec
 from openhcs_omero_lib.plates.layout import SiteUnit
+from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec, UnitPrefetcher, open_source
 
 ProgressCallback = Callable[[int, int, int], None]
 """``(units done, units in all, errors so far)``"""

@@ -2,8 +2,9 @@
 
 Settings come from arguments first, then the environment (``OMERO_HOST``,
 ``OMERO_PORT``, ``OMERO_USER``, ``OMERO_PASSWORD``, ``OMERO_SESSION_KEY``,
-``OMERO_GROUP``, and ``OMERO_ROUTER`` for a non-standard ``Ice.Default.Router``), then the ``omero login`` session store. Passwords and session keys
-are held in fields kept out of ``repr`` and are never logged.
+``OMERO_GROUP``, and ``OMERO_ROUTER`` for a non-standard ``Ice.Default.Router``), then the
+``omero login`` session store. Passwords and session keys are held in fields kept out of
+``repr`` and are never logged.
 """
 
 from __future__ import annotations

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import tifffile
 
-from openhcs_omero_lib.execution.pixels import PixelSource, SourceNotReady, SourceSpec
 from openhcs_omero_lib.omero.connection import ServerAddress, address_of, join_session, session_key
 from openhcs_omero_lib.omero.pixels import OmeroPixelSource
 from openhcs_omero_lib.omero.plate import OmeroPlate
 from openhcs_omero_lib.omero.repository import DirectReadRefused, PlaneKey, find_plate_files, open_inside
 from openhcs_omero_lib.omero.repository_settings import RepositorySettings, SettingsError, load_settings
+from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec
 
 DIRECT_KIND = "omero-direct"
-"""The :class:`~..execution.pixels.SourceSpec` kind of :class:`DirectPixelSource`"""
+"""The :class:`~..plates.pixels.SourceSpec` kind of :class:`DirectPixelSource`"""
 
 ACCESS_CHOICES = ("auto", "server")
 """``auto``: from the managed repository when the checks pass; ``server``: always RawPixelsStore"""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import omero
 
-from openhcs_omero_lib.execution.pixels import PixelSource, SourceNotReady, SourceSpec
 from openhcs_omero_lib.omero.connection import ServerAddress, address_of, join_session, session_key
 from openhcs_omero_lib.omero.plate import OmeroPlate
 from openhcs_omero_lib.omero.preflight import not_ready_message
 from openhcs_omero_lib.plates.layout import SiteUnit
+from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec
 
 # Largest reply asked for in one call: well under the default Ice.MessageSizeMax
 # (OMERO sets 250 MB on the server, clients often less).

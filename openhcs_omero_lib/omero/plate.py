@@ -9,7 +9,7 @@ import omero
 from omero.rtypes import unwrap
 
 from openhcs_omero_lib.omero import queries as Q
-from openhcs_omero_lib.omero.metadata import FieldRow, OMEROMetadataHandler, PlateSummary
+from openhcs_omero_lib.omero.layout_rules import FieldRow, LayoutRules, PlateSummary
 from openhcs_omero_lib.plates.layout import PlateLayout, Run
 
 
@@ -122,14 +122,14 @@ class PlateCache:
 CACHE = PlateCache()
 
 
-def load_plate(conn, plate_id: int, handler: OMEROMetadataHandler | None = None,
+def load_plate(conn, plate_id: int, handler: LayoutRules | None = None,
                cache: PlateCache | None = CACHE, runs: frozenset[int] | None = None) -> OmeroPlate:
     """The layout of ``plate_id``, looked up across the user's groups; with ``runs``
     (PlateAcquisition IDs), of the fields of those runs only (a plate with none of
     them has no units).
 
     Costs one query when cached and current, three otherwise."""
-    handler = handler or OMEROMetadataHandler()
+    handler = handler or LayoutRules()
     query = conn.getQueryService()
     opts = all_groups(conn)
     rows = query.projection(Q.PLATE_FINGERPRINT, query_params(id=plate_id), opts)

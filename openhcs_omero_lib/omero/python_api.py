@@ -28,8 +28,8 @@ from openhcs_omero_lib.omero.targets import plate_id_of
 from openhcs_omero_lib.pipeline.loading import PipelineError, load_spec
 from openhcs_omero_lib.pipeline.spec import PipelineSpec
 from openhcs_omero_lib.plates.layout import parse_well, row_letters
+from openhcs_omero_lib.results.run_result import RunResult
 from openhcs_omero_lib.results.tables import IMAGES_CSV, RESULTS_JSON, RUN_COLUMNS, wells_table
-from openhcs_omero_lib.running import RunResult
 
 TABLE_BATCH = 1000
 _FIELD_KEYS = ("Image", "well_id", "well_name", "field", "timepoint", *RUN_COLUMNS, "error")

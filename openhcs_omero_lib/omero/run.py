@@ -94,7 +94,8 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
 
 
 def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int = 1,
-                 attach_to: tuple[str, ...] = ("plate", "wells"), outputs: tuple[str, ...] = ("csv", "json", "table", "key_values"),
+                 attach_to: tuple[str, ...] = ("plate", "wells"),
+                 outputs: tuple[str, ...] = ("csv", "json", "table", "key_values"),
                  replace: bool = True, progress: ProgressCallback | None = None,
                  heatmap: bool = True, heatmap_measurement: str | None = None,
                  save_rois: bool = False, roi_cap: int = R.DEFAULT_CAP,

@@ -26,6 +26,27 @@ def selection_params(what: str) -> list:
     ]
 
 
+def preset_names() -> list[str]:
+    """The built-in pipelines, for a script's ``Pipeline`` choice."""
+    from openhcs_omero_lib.pipeline.presets import names
+
+    return names()
+
+
+def tuning_params(grouping: str) -> list:
+    """The presets' tunable parameters as dialog parameters under ``grouping``."""
+    from openhcs_omero_lib.omero.tuning_params import dialog_params
+
+    return dialog_params(grouping)
+
+
+def roi_cap_default() -> int:
+    """Objects saved as ROIs per image unless the user says otherwise."""
+    from openhcs_omero_lib.omero.rois import DEFAULT_CAP
+
+    return DEFAULT_CAP
+
+
 def serve(client, function: str, progress: bool = False) -> None:
     """Call ``script_support.<function>(conn, inputs)``, publish its outcome as the
     ``Message`` (and ``File_Annotation`` with its file, ``Attached_IDs``) outputs and as the job's

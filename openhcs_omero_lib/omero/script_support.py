@@ -14,7 +14,6 @@ from typing import Any
 import omero
 
 from openhcs_omero_lib.execution.executor import Cancelled, available_cores
-from openhcs_omero_lib.execution.pixels import SourceNotReady
 from openhcs_omero_lib.execution.progress import RunProgress
 from openhcs_omero_lib.omero import annotations as A
 from openhcs_omero_lib.omero import rois as R
@@ -25,6 +24,7 @@ from openhcs_omero_lib.omero.sink import NS_PREFIX, TABLE_DESCRIPTION, attaches_
 from openhcs_omero_lib.omero.tuning_params import values_from_inputs
 from openhcs_omero_lib.pipeline.loading import PipelineError
 from openhcs_omero_lib.pipeline.params import check_values
+from openhcs_omero_lib.plates.pixels import SourceNotReady
 from openhcs_omero_lib.plates.virtual_backend import VirtualBackend
 
 ATTACH_VALUES = {

@@ -13,13 +13,13 @@ from openhcs_omero_lib.omero import annotations as A
 from openhcs_omero_lib.omero import rois as R
 from openhcs_omero_lib.omero.plate import OmeroPlate
 from openhcs_omero_lib.plates.layout import PlateLayout
+from openhcs_omero_lib.results.sinks import ResultSink
 from openhcs_omero_lib.results.tables import (
     IMAGES_CSV,
     RESULTS_JSON,
     RUN_COLUMNS,
     WELLS_CSV,
     PlateResults,
-    ResultSink,
     measurement_columns,
 )
 

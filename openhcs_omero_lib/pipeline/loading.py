@@ -105,7 +105,8 @@ def load_spec(path: str | Path) -> PipelineSpec:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"cannot read pipeline {path}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise PipelineError(f"cannot read pipeline {path}: {reason}") from None
     return parse_spec(text, str(path))
 
 

@@ -130,7 +130,7 @@ def run_unit(spec: PipelineSpec, read_channel: Reader,
         elif isinstance(step, WatershedSplit):
             weights = get(step.intensity) if step.intensity else None
             values[step.output] = _per_plane_pair(
-                lambda m, w: ops.watershed_split(m, step.min_distance, step.smoothing, w),
+                lambda m, w, step=step: ops.watershed_split(m, step.min_distance, step.smoothing, w),
                 get(step.input), weights)
         elif isinstance(step, Ratio):
             den = row[step.denominator]

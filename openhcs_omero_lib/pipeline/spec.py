@@ -203,7 +203,8 @@ class Ratio(_Step):
 
 
 Step = Annotated[
-    ProjectZ | Gaussian | Median | SubtractBackground | Threshold | FillHoles | OpenMask | RemoveSmallObjects | Label | WatershedSplit | FilterObjects | ExpandLabels | Ring | MeasureObjects | MeasureImage | Ratio,
+    ProjectZ | Gaussian | Median | SubtractBackground | Threshold | FillHoles | OpenMask | RemoveSmallObjects
+    | Label | WatershedSplit | FilterObjects | ExpandLabels | Ring | MeasureObjects | MeasureImage | Ratio,
     Field(discriminator="op"),
 ]
 STEP_TYPES: dict[str, type[_Step]] = {

@@ -24,8 +24,8 @@ from typing import Iterable
 import numpy as np
 import tifffile
 
-from openhcs_omero_lib.execution.pixels import PixelSource, SourceSpec
 from openhcs_omero_lib.plates.layout import Channel, PlateLayout, Well, parse_well, plate_format, well_name
+from openhcs_omero_lib.plates.pixels import PixelSource, SourceSpec
 
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 _FILE_RE = re.compile(

@@ -13,6 +13,7 @@ regenerated alone and a plate is identical whatever order it is written in.
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -201,6 +202,12 @@ def make_plate(folder: str | Path, config: SyntheticPlateConfig | None = None,
         writer.writerow(["well", "site", "timepoint", "nuclei_count"])
         writer.writerows(truth)
     return root
+
+
+def cache_dir() -> Path:
+    """Where generated plates (the demo plate, the benchmark's plates) are kept."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "openhcs-omero"
 
 
 def write_once(target: Path, marker: str, write: Callable[[Path], None]) -> Path:

@@ -1,4 +1,4 @@
-"""Result tables of a run and the sinks that store them.
+"""Result tables of a run.
 
 A run produces :class:`PlateResults`: ``images`` (one row per well, site and
 timepoint, and acquisition run where the plate has runs), ``wells`` (per well,
@@ -6,21 +6,15 @@ timepoint and run: ``*_count`` columns summed over sites, every other measuremen
 averaged) and ``summary`` (plate, pipeline, version, timing, errors). A plate with
 acquisition runs (an OMERO plate's PlateAcquisitions) adds ``run_id`` and ``run``
 (its name) after the keys; a plate without runs (a local folder) has no such
-columns. Sinks store them somewhere (a local folder here; OMERO in
-:mod:`openhcs_omero_lib.omero`) and must write all or nothing.
+columns. Sinks (:mod:`.sinks`; OMERO's in :mod:`openhcs_omero_lib.omero.sink`) store them.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import shutil
-import tempfile
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
@@ -157,44 +151,3 @@ def collect(layout: PlateLayout, spec: PipelineSpec, results: Sequence[UnitResul
     }
     kept = {r.unit: r.outlines for r in results if r.outlines is not None}
     return PlateResults(images, wells, summary, outlines=kept or None)
-
-
-class ResultSink(ABC):
-    """Somewhere results go. ``write`` stores everything or nothing and returns
-    descriptions of what it stored."""
-
-    @abstractmethod
-    def write(self, results: PlateResults) -> list[str]:
-        ...
-
-
-class LocalFolderSink(ResultSink):
-    """``images.csv``, ``wells.csv`` and ``results.json`` in a folder.
-
-    Files are written to a temporary folder beside the target and moved in only
-    when all are complete, so a failed run leaves no half-written output.
-    ``pictures`` (file name -> PNG bytes) are written with them."""
-
-    def __init__(self, folder: str | os.PathLike, pictures: dict[str, bytes] | None = None):
-        self.folder = Path(folder)
-        self.pictures = dict(pictures or {})
-
-    def write(self, results: PlateResults) -> list[str]:
-        parent = self.folder.resolve().parent
-        parent.mkdir(parents=True, exist_ok=True)
-        files = {**results.files(), **self.pictures}
-        staging = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=parent))
-        try:
-            for name, data in files.items():
-                (staging / name).write_bytes(data)
-            created = not self.folder.exists()
-            if created:
-                staging.rename(self.folder)
-                staging = None  # type: ignore[assignment]
-            else:
-                for name in files:
-                    os.replace(staging / name, self.folder / name)
-        finally:
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-        return [str(self.folder / name) for name in files]

@@ -18,6 +18,7 @@ from typing import Any
 import omero.model
 
 from openhcs_omero_lib.testing.blitz import _with_details
+from openhcs_omero_lib.testing.wire import ref, shell
 
 # omero.gateway.BlitzObjectWrapper._loadAnnotationLinks; whitespace is normalised before matching.
 ANNOTATION_LINKS = re.compile(
@@ -31,8 +32,6 @@ def answer(query_service, text: str, params, current) -> list[Any] | None:
     match = ANNOTATION_LINKS.fullmatch(text)
     if match is None:
         return None
-    from openhcs_omero_lib.testing import services  # services imports this module; import back lazily
-
     kind, parent_id = match[1], int(match[2])
     store = query_service.server.store
     found = []
@@ -42,9 +41,9 @@ def answer(query_service, text: str, params, current) -> list[Any] | None:
         ann = store.resolve(link.getChild())
         if ann is None:
             continue
-        out = _with_details(store, link, services._shell(link))
-        out.setParent(services._ref(link.getParent()))
-        child = _with_details(store, ann, services._shell(ann))
+        out = _with_details(store, link, shell(link))
+        out.setParent(ref(link.getParent()))
+        child = _with_details(store, ann, shell(ann))
         if isinstance(ann, omero.model.FileAnnotationI) and ann.getFile() is not None:
             child.setFile(copy.copy(store.get("OriginalFile", ann.getFile().getId().getValue())))
         out.setChild(child)

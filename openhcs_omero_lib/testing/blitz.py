@@ -27,6 +27,7 @@ import omero.model
 from omero.rtypes import rstring
 
 from openhcs_omero_lib.testing._servant import StandInServant, servant
+from openhcs_omero_lib.testing.wire import ctx_group, fill, param, ref, shell
 
 # omero.gateway.BlitzGateway.getObject("Plate", id), i.e. PlateWrapper's query with
 # the ID clause buildQuery adds. Whitespace is normalised before comparing.
@@ -56,35 +57,28 @@ WELLS_OF_PLATE = (
 PLATE_ACQUISITIONS = "select pa from PlateAcquisition as pa join fetch pa.plate as p where p.id=:pid"
 
 
-def _services():
-    from openhcs_omero_lib.testing import services  # services imports this module; import back lazily
-
-    return services
-
 
 def answer(query_service, text: str, params, current) -> list[Any] | None:
     """Objects for one of the texts above, or None when ``text`` is not one of them."""
-    s = _services()
     if text == PLATE_BY_IDS:
-        return [p for pid in s._param(params, "ids") if (p := _plate(query_service, pid, current)) is not None]
+        return [p for pid in param(params, "ids") if (p := _plate(query_service, pid, current)) is not None]
     if text == WELLS_OF_PLATE:
-        return _wells(query_service, s._param(params, "oid"), current)
+        return _wells(query_service, param(params, "oid"), current)
     if text == PLATE_ACQUISITIONS:
-        return _acquisitions(query_service, s._param(params, "pid"), current)
+        return _acquisitions(query_service, param(params, "pid"), current)
     return None
 
 
 def _acquisitions(query_service, pid: int, current) -> list[Any]:
-    s = _services()
     store = query_service.server.store
     plate = store.get("Plate", pid)
     if not query_service._visible(plate, current):
         return []
     runs = []
     for run in sorted(store.children("PlateAcquisition", "plate", pid), key=lambda r: r.getId().getValue()):
-        shell = s._shell(run)
-        shell.setPlate(s._shell(plate))
-        runs.append(shell)
+        found = shell(run)
+        found.setPlate(shell(plate))
+        runs.append(found)
     return runs
 
 
@@ -111,12 +105,11 @@ def _with_details(store, original, shell, *, group: bool = False) -> Any:
 
 
 def _plate(query_service, pid: int, current) -> Any | None:
-    s = _services()
     store = query_service.server.store
     plate = store.get("Plate", pid)
     if not query_service._visible(plate, current):
         return None
-    out = _with_details(store, plate, s._shell(plate))
+    out = _with_details(store, plate, shell(plate))
     links = []
     for link in store.all("ScreenPlateLink"):
         if link.getChild().getId().getValue() != pid:
@@ -124,11 +117,11 @@ def _plate(query_service, pid: int, current) -> Any | None:
         screen = store.get("Screen", link.getParent().getId().getValue())
         if screen is None or not query_service._visible(screen, current):
             continue
-        shell = s._shell(link)
-        shell.setParent(s._shell(screen))
-        shell.setChild(s._ref(plate))
-        links.append(shell)
-    s._fill(out, "_screenLinksSeq", links)
+        found = shell(link)
+        found.setParent(shell(screen))
+        found.setChild(ref(plate))
+        links.append(found)
+    fill(out, "_screenLinksSeq", links)
     return out
 
 
@@ -138,26 +131,25 @@ def _wells(query_service, pid: int, current) -> list[Any]:
     well samples at their list index: Hibernate fills the gaps of an indexed list
     (a sparse well's missing field) with nulls, so a client walking
     ``well.listChildren()`` meets them."""
-    s = _services()
     store = query_service.server.store
     plate = store.get("Plate", pid)
     if not query_service._visible(plate, current):
         return []
-    plate_shell = s._shell(plate)
+    plate_shell = shell(plate)
     wells = []
     for well in sorted(store.children("Well", "plate", pid), key=lambda w: w.getId().getValue()):
-        w = _with_details(store, well, s._shell(well), group=True)
+        w = _with_details(store, well, shell(well), group=True)
         w.setPlate(plate_shell)
         present = store.children("WellSample", "well", well.getId().getValue())
         samples = [None] * (max((store.list_index[ws.getId().getValue()] for ws in present), default=-1) + 1)
         for ws in present:
-            sample = s._shell(ws)
-            sample.setWell(s._ref(well))
-            sample.setImage(s._shell(store.get("Image", ws.getImage().getId().getValue())))
+            sample = shell(ws)
+            sample.setWell(ref(well))
+            sample.setImage(shell(store.get("Image", ws.getImage().getId().getValue())))
             if ws.getPlateAcquisition() is not None:
-                sample.setPlateAcquisition(s._ref(ws.getPlateAcquisition()))
+                sample.setPlateAcquisition(ref(ws.getPlateAcquisition()))
             samples[store.list_index[ws.getId().getValue()]] = sample
-        s._fill(w, "_wellSamplesSeq", samples)
+        fill(w, "_wellSamplesSeq", samples)
         wells.append(w)
     return wells
 
@@ -170,22 +162,21 @@ class ContainerService(StandInServant, omero.api.IContainer):
     def getImages(self, rootType, rootIds, options, current=None):
         if rootType != "Image":
             raise omero.ApiUsageException(message=f"the OMERO stand-in does not model getImages({rootType!r})")
-        s = _services()
         store = self.server.store
-        group = s._ctx_group(current)
+        group = ctx_group(current)
         images = []
         for iid in dict.fromkeys(rootIds):
             image = store.get("Image", iid)
             if image is None or not store.visible(image, self.session, group):
                 continue
-            out = s._shell(image)
+            out = shell(image)
             pixels = []
             for px in store.children("Pixels", "image", iid):
-                p = s._shell(px)
-                p.setImage(s._ref(image))
+                p = shell(px)
+                p.setImage(ref(image))
                 p.setPixelsType(copy.copy(px.getPixelsType()))
                 pixels.append(p)
-            s._fill(out, "_pixelsSeq", pixels)
+            fill(out, "_pixelsSeq", pixels)
             images.append(out)
         return images
 

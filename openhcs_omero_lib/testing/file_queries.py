@@ -17,27 +17,24 @@ from typing import Any
 import omero.model
 
 from openhcs_omero_lib.omero import queries as Q
+from openhcs_omero_lib.testing.wire import param, ref, shell
 
 KINDS = ("Plate", "Well", "Image")
 
 
 def answer(query_service, text: str, params, current) -> list[Any] | None:
     """Objects for one of the texts above, or None when ``text`` is another query."""
-    from openhcs_omero_lib.testing import services  # services imports this module; import back lazily
-
     for kind in KINDS:
         if text == Q.OBJECT_DETAILS.format(kind=kind):
-            obj = query_service.server.store.get(kind, services._param(params, "id"))
-            return [services._shell(obj)] if query_service._visible(obj, current) else []
+            obj = query_service.server.store.get(kind, param(params, "id"))
+            return [shell(obj)] if query_service._visible(obj, current) else []
         if text == Q.FILE_ANNOTATION_LINKS.format(kind=kind):
-            return _file_links(query_service, kind, services._param(params, "id"),
-                               services._param(params, "ns"), current)
+            return _file_links(query_service, kind, param(params, "id"),
+                               param(params, "ns"), current)
     return None
 
 
 def _file_links(query_service, kind: str, parent_id: int, ns: str, current) -> list[Any]:
-    from openhcs_omero_lib.testing import services
-
     store = query_service.server.store
     found = []
     for link in store.all(f"{kind}AnnotationLink"):
@@ -48,12 +45,12 @@ def _file_links(query_service, kind: str, parent_id: int, ns: str, current) -> l
             continue
         if ann.getNs() is None or ann.getNs().getValue() != ns:
             continue
-        out = services._shell(link)
-        out.setParent(services._ref(link.getParent()))
-        child = services._shell(ann)
+        out = shell(link)
+        out.setParent(ref(link.getParent()))
+        child = shell(ann)
         if isinstance(ann, omero.model.FileAnnotationI) and ann.getFile() is not None:
             ofile = store.get("OriginalFile", ann.getFile().getId().getValue())
-            child.setFile(services._shell(ofile) if ofile is not None and query_service._visible(ofile, current)
+            child.setFile(shell(ofile) if ofile is not None and query_service._visible(ofile, current)
                           else None)
         out.setChild(child)
         found.append(out)

@@ -35,6 +35,7 @@ from omero.rtypes import rint, rlong, rstring, unwrap
 from openhcs_omero_lib.testing._servant import StandInServant, servant
 from openhcs_omero_lib.testing.store import class_name
 from openhcs_omero_lib.testing.upload import PIXELS_TYPE
+from openhcs_omero_lib.testing.wire import ctx_group, param, shell
 
 # OMERO's pixel types, with the numpy type of their values.
 PIXEL_TYPES = {"bit": "u1", "int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4",
@@ -46,11 +47,6 @@ XYZCT = 1
 _UPDATABLE = {"LogicalChannel": {"_name", "_emissionWave"},
               "Pixels": {"_physicalSizeX", "_physicalSizeY"}}
 
-
-def _services():
-    from openhcs_omero_lib.testing import services  # services imports this module; import back lazily
-
-    return services
 
 
 def pixels_type(value: str) -> Any:
@@ -82,7 +78,7 @@ def answer(query_service, text: str, params, current) -> list[Any] | None:
     """The pixel type lookup, or None when ``text`` is another query."""
     if text != " ".join(PIXELS_TYPE.split()):
         return None
-    value = _services()._param(params, "value")
+    value = param(params, "value")
     return [pixels_type(value)] if value in PIXEL_TYPES else []
 
 
@@ -91,9 +87,8 @@ def answer(query_service, text: str, params, current) -> list[Any] | None:
 @servant(omero.api.IPixels, "IPixels")
 class PixelsService(StandInServant, omero.api.IPixels):
     def createImage(self, sizeX, sizeY, sizeZ, sizeT, channelList, pixelsType, name, description, current=None):
-        s = _services()
         store, user = self.server.store, self.session.user
-        group = s._ctx_group(current)
+        group = ctx_group(current)
         if group == -1:
             raise omero.SecurityViolation(message="Cannot write with omero.group=-1: choose a group")
         group = self.session.group if group is None else group
@@ -166,7 +161,7 @@ def set_plane(raw_store, buf: bytes, z: int, c: int, t: int) -> None:
 def save_pixels(raw_store) -> Any:
     px = raw_store._pixels()
     raw_store.server.store.touch(px)
-    return _services()._shell(px)
+    return shell(px)
 
 
 # ---- IUpdate ---------------------------------------------------------------------------------

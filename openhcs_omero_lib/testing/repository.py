@@ -47,6 +47,7 @@ from omero.rtypes import rint, rlong, rstring
 from openhcs_omero_lib.omero import queries as Q
 from openhcs_omero_lib.plates.imagexpress import find_htd, read_layout
 from openhcs_omero_lib.testing._servant import StandInServant, servant
+from openhcs_omero_lib.testing.wire import param
 
 TRANSFERS = ("upload", "ln")
 
@@ -191,11 +192,9 @@ def project(query_service, text: str, params, current) -> list[list[Any]] | None
     images counted."""
     if text != Q.PLATE_FILESET_FILES:
         return None
-    from openhcs_omero_lib.testing import services  # services imports this module; import back lazily
-
     store = query_service.server.store
     visible = lambda obj: query_service._visible(obj, current)  # noqa: E731
-    pid = services._param(params, "id")
+    pid = param(params, "id")
     plate = store.get("Plate", pid)
     if not visible(plate):
         return []

@@ -41,15 +41,11 @@ from omero.rtypes import unwrap
 from openhcs_omero_lib.omero import queries as Q
 from openhcs_omero_lib.testing._servant import StandInServant, servant
 from openhcs_omero_lib.testing.store import class_name
+from openhcs_omero_lib.testing.wire import ctx_group, fill, param, shell
 
 SHAPES = ("Polygon", "Mask")
 _PAIR = re.compile(r"^(-?\d+(?:\.\d+)?(?:e-?\d+)?),(-?\d+(?:\.\d+)?(?:e-?\d+)?)$")
 
-
-def _services():
-    from openhcs_omero_lib.testing import services  # services imports this module; import back lazily
-
-    return services
 
 
 def _unmodelled(what: str) -> omero.ApiUsageException:
@@ -156,8 +152,7 @@ def project(query_service, text: str, params, current) -> list[list[Any]] | None
     """Rows of :data:`Q.ROIS` / :data:`Q.ROIS_NS_PREFIX`, or None for other texts."""
     if text not in (" ".join(Q.ROIS.split()), " ".join(Q.ROIS_NS_PREFIX.split())):
         return None
-    s = _services()
-    ids, ns = s._param(params, "ids"), s._param(params, "ns")
+    ids, ns = param(params, "ids"), param(params, "ns")
     like = text == " ".join(Q.ROIS_NS_PREFIX.split())
     store = query_service.server.store
     rows = []
@@ -179,28 +174,27 @@ class RoiService(StandInServant, omero.api.IRoi):
         if opts is not None and any(v not in (None, []) for v in
                                     (opts.shapes, opts.limit, opts.offset, opts.userId, opts.groupId)):
             raise _unmodelled("IRoi.findByImage with options")
-        s = _services()
         store = self.server.store
         image = store.get("Image", imageId)
         rois = []
         by_z: dict[int, list] = {}
         by_t: dict[int, list] = {}
-        if image is not None and store.visible(image, self.session, s._ctx_group(current)):
+        if image is not None and store.visible(image, self.session, ctx_group(current)):
             for roi in sorted(store.children("Roi", "image", imageId), key=lambda r: r.getId().getValue()):
-                if not store.visible(roi, self.session, s._ctx_group(current)):
+                if not store.visible(roi, self.session, ctx_group(current)):
                     continue
-                out = s._shell(roi)
+                out = shell(roi)
                 out.setImage(omero.model.ImageI(imageId, False))
                 shapes = []
                 for shape in roi._shapesSeq:
                     if store.get(class_name(shape), shape.getId().getValue()) is None:
                         continue
-                    sc = s._shell(shape)
+                    sc = shell(shape)
                     sc.setRoi(omero.model.RoiI(roi.getId().getValue(), False))
                     shapes.append(sc)
                     by_z.setdefault(unwrap(shape.getTheZ()) if shape.getTheZ() is not None else -1, []).append(sc)
                     by_t.setdefault(unwrap(shape.getTheT()) if shape.getTheT() is not None else -1, []).append(sc)
-                s._fill(out, "_shapesSeq", shapes)
+                fill(out, "_shapesSeq", shapes)
                 rois.append(out)
         return omero.api.RoiResult(opts=opts, rois=rois, byZ=by_z, byT=by_t)
 

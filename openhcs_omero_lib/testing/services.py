@@ -22,54 +22,15 @@ import omero.cmd
 import omero.grid
 import omero.model
 import omero.sys
-from omero.rtypes import rlong, rstring, unwrap
+from omero.rtypes import rlong, rstring
 
 from openhcs_omero_lib.omero import queries as Q
 from openhcs_omero_lib.testing import annotation_reads, blitz, file_queries, image_service, repository, rois
 from openhcs_omero_lib.testing._servant import StandInServant, servant
 from openhcs_omero_lib.testing.store import Session, class_name
+from openhcs_omero_lib.testing.wire import column, ctx_group, fill, param, ref, shell
 
 _KINDS = ("Plate", "Well", "Image", "Screen", "Dataset", "Project", "FileAnnotation")
-
-
-def _ctx_group(current) -> int | None:
-    value = (current.ctx or {}).get("omero.group") if current else None
-    return int(value) if value not in (None, "") else None
-
-
-def _param(params, key):
-    if params is None or key not in params.map:
-        raise omero.ApiUsageException(message=f"query parameter :{key} not set")
-    return unwrap(params.map[key])
-
-
-def _shell(obj: Any) -> Any:
-    """A copy of ``obj`` with every collection unloaded, as a query returns an
-    object whose collections it did not fetch."""
-    new = copy.copy(obj)
-    for attr in list(vars(new)):
-        if attr.endswith("Seq"):
-            setattr(new, attr, [])
-            setattr(new, attr[:-3] + "Loaded", False)
-    new._details = copy.copy(obj._details)
-    return new
-
-
-def _fill(parent: Any, seq_attr: str, children: list[Any]) -> None:
-    setattr(parent, seq_attr, list(children))
-    setattr(parent, seq_attr[:-3] + "Loaded", True)
-
-
-def _column(column: Any, values: list) -> Any:
-    """A column like ``column`` (name, description, string width) holding ``values``."""
-    out = copy.copy(column)
-    out.values = values
-    return out
-
-
-def _ref(obj: Any) -> Any:
-    """An unloaded reference to ``obj``."""
-    return type(obj)(obj.getId().getValue(), False)
 
 
 # ---- query -------------------------------------------------------------------------------
@@ -77,7 +38,7 @@ def _ref(obj: Any) -> Any:
 @servant(omero.api.IQuery, "IQuery")
 class QueryService(StandInServant, omero.api.IQuery):
     def _visible(self, obj, current) -> bool:
-        return obj is not None and self.server.store.visible(obj, self.session, _ctx_group(current))
+        return obj is not None and self.server.store.visible(obj, self.session, ctx_group(current))
 
     def _plate_fields(self, pid: int, current) -> list[list[Any]]:
         store = self.server.store
@@ -109,15 +70,15 @@ class QueryService(StandInServant, omero.api.IQuery):
         px = store.get("Pixels", pixels_id)
         if not self._visible(px, current):
             return []
-        p = _shell(px)
+        p = shell(px)
         p.setPixelsType(copy.copy(px.getPixelsType()))
         channels = []
         for ch in store.children("Channel", "pixels", pixels_id):  # kept in index order
-            c = _shell(ch)
-            c.setPixels(_ref(px))
+            c = shell(ch)
+            c.setPixels(ref(px))
             c.setLogicalChannel(copy.copy(store.get("LogicalChannel", ch.getLogicalChannel().getId().getValue())))
             channels.append(c)
-        _fill(p, "_channelsSeq", channels)
+        fill(p, "_channelsSeq", channels)
         return [p]
 
     def _annotation_links(self, kind: str, ids: list[int], ns: str, like: bool, current) -> list[Any]:
@@ -131,11 +92,11 @@ class QueryService(StandInServant, omero.api.IQuery):
             ann_ns = ann.getNs().getValue() if ann is not None and ann.getNs() else ""
             if ann is None or not (ann_ns.startswith(ns.rstrip("%")) if like else ann_ns == ns):
                 continue
-            out = _shell(link)
-            out.setParent(_ref(link.getParent()))
-            child = _shell(ann)
+            out = shell(link)
+            out.setParent(ref(link.getParent()))
+            child = shell(ann)
             if isinstance(ann, omero.model.FileAnnotationI) and ann.getFile() is not None:
-                child.setFile(_ref(ann.getFile()))
+                child.setFile(ref(ann.getFile()))
             out.setChild(child)
             found.append(out)
         return found
@@ -145,7 +106,7 @@ class QueryService(StandInServant, omero.api.IQuery):
         ann = store.get("FileAnnotation", aid)
         if not self._visible(ann, current):
             return []
-        out = _shell(ann)
+        out = shell(ann)
         out.setFile(copy.copy(store.get("OriginalFile", ann.getFile().getId().getValue())))
         return [out]
 
@@ -161,20 +122,20 @@ class QueryService(StandInServant, omero.api.IQuery):
     def _answer(self, query: str, params, current) -> list[Any]:
         text = " ".join(query.split())
         if text == Q.PIXELS_CHANNELS:
-            return self._pixels_channels(_param(params, "id"), current)
+            return self._pixels_channels(param(params, "id"), current)
         if text == Q.FILE_ANNOTATION:
-            return self._file_annotation(_param(params, "id"), current)
+            return self._file_annotation(param(params, "id"), current)
         if text == Q.PLATE_PERMISSIONS:
-            plate = self.server.store.get("Plate", _param(params, "id"))
-            return [_shell(plate)] if self._visible(plate, current) else []
+            plate = self.server.store.get("Plate", param(params, "id"))
+            return [shell(plate)] if self._visible(plate, current) else []
         if text == Q.PIPELINE_UPLOAD:
-            return self._pipeline_upload(_param(params, "ns"), _param(params, "description"),
-                                         _param(params, "owner"), current)
+            return self._pipeline_upload(param(params, "ns"), param(params, "description"),
+                                         param(params, "owner"), current)
         for kind in ("Plate", "Well", "Image"):
             if text == Q.ANNOTATION_LINKS.format(kind=kind):
-                return self._annotation_links(kind, _param(params, "ids"), _param(params, "ns"), False, current)
+                return self._annotation_links(kind, param(params, "ids"), param(params, "ns"), False, current)
             if text == Q.ANNOTATION_LINKS_NS_PREFIX.format(kind=kind):
-                return self._annotation_links(kind, _param(params, "ids"), _param(params, "ns"), True, current)
+                return self._annotation_links(kind, param(params, "ids"), param(params, "ns"), True, current)
         found = blitz.answer(self, text, params, current)  # a script's BlitzGateway plate walk
         if found is not None:
             return found
@@ -189,7 +150,7 @@ class QueryService(StandInServant, omero.api.IQuery):
         text = " ".join(query.split())
         store = self.server.store
         if text == Q.PLATE_FINGERPRINT:
-            pid = _param(params, "id")
+            pid = param(params, "id")
             plate = store.get("Plate", pid)
             if not self._visible(plate, current):
                 return []
@@ -205,7 +166,7 @@ class QueryService(StandInServant, omero.api.IQuery):
                      rlong(sum(store.list_index[ws.getId().getValue()] for ws in samples)) if samples else None,
                      rlong(max(run_events)) if run_events else None]]
         if text == Q.PLATE_FIELDS:
-            return self._plate_fields(_param(params, "id"), current)
+            return self._plate_fields(param(params, "id"), current)
         if text == Q.PLATE_LIST:
             rows = []
             for plate in sorted(store.all("Plate"), key=lambda p: p.getId().getValue()):
@@ -222,15 +183,16 @@ class QueryService(StandInServant, omero.api.IQuery):
                              rstring(store.groups[store.group_of(plate)].name)])
             return rows
         if text == Q.SCREEN_PLATES:
-            sid = _param(params, "id")
+            sid = param(params, "id")
             screen = store.get("Screen", sid)
             if not self._visible(screen, current):
                 return []
-            return [[rlong(l.getChild().getId().getValue())] for l in
-                    sorted(store.children("ScreenPlateLink", "parent", sid), key=lambda l: l.getChild().getId().getValue())]
+            links = sorted(store.children("ScreenPlateLink", "parent", sid),
+                           key=lambda link: link.getChild().getId().getValue())
+            return [[rlong(link.getChild().getId().getValue())] for link in links]
         for kind in _KINDS:
             if text == Q.OBJECT_EXISTS.format(kind=kind):
-                obj = store.get(kind, _param(params, "id"))
+                obj = store.get(kind, param(params, "id"))
                 return [[rlong(obj.getId().getValue())]] if self._visible(obj, current) else []
         found = rois.project(self, text, params, current)  # the bundle's ROIs on images
         if found is not None:
@@ -262,7 +224,7 @@ _ANNOTATION_KINDS = {"FileAnnotation", "MapAnnotation", "CommentAnnotation", "Ta
 @servant(omero.api.IUpdate, "IUpdate", void={"saveObject", "saveArray", "deleteObject"})
 class UpdateService(StandInServant, omero.api.IUpdate):
     def _write_group(self, current) -> int:
-        group = _ctx_group(current)
+        group = ctx_group(current)
         if group == -1:
             raise omero.SecurityViolation(message="Cannot write with omero.group=-1: choose a group")
         return self.session.group if group is None else group
@@ -298,8 +260,8 @@ class UpdateService(StandInServant, omero.api.IUpdate):
                 raise omero.SecurityViolation(message="cannot link objects of different groups")
             new = copy.copy(obj)
             new._details = omero.model.DetailsI()
-            new.setParent(_ref(parent))
-            new.setChild(_ref(child))
+            new.setParent(ref(parent))
+            new.setChild(ref(child))
             return store.add(new, self.session.user, group)
         if kind in _ANNOTATION_KINDS or kind == "OriginalFile":
             new = copy.copy(obj)
@@ -308,7 +270,7 @@ class UpdateService(StandInServant, omero.api.IUpdate):
                 file = self._save(obj.getFile(), group)
                 if store.group_of(file) != group:  # omero-server OmeroInterceptor.evaluateLinkages
                     raise omero.SecurityViolation(message="cannot link objects of different groups")
-                new.setFile(_ref(file))
+                new.setFile(ref(file))
             stored = store.add(new, self.session.user, group)
             if kind == "OriginalFile":
                 store.files[stored.getId().getValue()] = bytearray()
@@ -323,14 +285,14 @@ class UpdateService(StandInServant, omero.api.IUpdate):
     # never counted on here). New objects nested in the graph come back unloaded here
     # too, stricter than the server, which returns them loaded.
     def saveAndReturnObject(self, obj, current=None):
-        return _shell(self._save(obj, self._write_group(current)))
+        return shell(self._save(obj, self._write_group(current)))
 
     def saveObject(self, obj, current=None):
         self._save(obj, self._write_group(current))
 
     def saveAndReturnArray(self, graph, current=None):
         group = self._write_group(current)
-        return [_shell(self._save(o, group)) for o in graph]
+        return [shell(self._save(o, group)) for o in graph]
 
     def saveArray(self, graph, current=None):
         group = self._write_group(current)
@@ -358,7 +320,7 @@ class RawFileStoreService(StandInServant, omero.api.RawFileStore):
 
     def setFileId(self, fileId, current=None):
         ofile = self.server.store.get("OriginalFile", fileId)
-        if ofile is None or not self.server.store.visible(ofile, self.session, _ctx_group(current)):
+        if ofile is None or not self.server.store.visible(ofile, self.session, ctx_group(current)):
             raise omero.SecurityViolation(message=f"OriginalFile:{fileId} is not readable")
         self.file_id = fileId
 
@@ -393,7 +355,7 @@ class RawFileStoreService(StandInServant, omero.api.RawFileStore):
         ofile = store.get("OriginalFile", self.file_id)
         ofile.setSize(rlong(size))
         store.touch(ofile)
-        return _shell(ofile)
+        return shell(ofile)
 
     def close(self, current=None):
         self.server.remove_servant(current)
@@ -419,7 +381,7 @@ class RawPixelsStoreService(StandInServant, omero.api.RawPixelsStore):
 
     def setPixelsId(self, pixelsId, bypassOriginalFile, current=None):
         px = self.server.store.get("Pixels", pixelsId)
-        if px is None or not self.server.store.visible(px, self.session, _ctx_group(current)):
+        if px is None or not self.server.store.visible(px, self.session, ctx_group(current)):
             raise omero.SecurityViolation(message=f"Pixels:{pixelsId} is not readable")
         if pixelsId in self.server.pyramids_pending:
             # omero-romio PixelsService.handleMissingPyramid via SimpleBackOff; the
@@ -476,7 +438,7 @@ class TableService(StandInServant, omero.grid.Table):
         return self.server.store.tables[self.file_id]
 
     def getOriginalFile(self, current=None):
-        return _shell(self.server.store.get("OriginalFile", self.file_id))
+        return shell(self.server.store.get("OriginalFile", self.file_id))
 
     def initialize(self, cols, current=None):
         table = self._table()
@@ -484,7 +446,7 @@ class TableService(StandInServant, omero.grid.Table):
             raise omero.ApiUsageException(message="table already initialized")
         if len(cols) > 512:
             raise omero.ApiUsageException(message="at most 512 columns")
-        table["headers"] = [_column(c, []) for c in cols]
+        table["headers"] = [column(c, []) for c in cols]
         table["columns"] = [[] for _ in cols]
 
     def addData(self, cols, current=None):
@@ -511,7 +473,7 @@ class TableService(StandInServant, omero.grid.Table):
         table = self._table()
         out = []
         for n in colNumbers:
-            out.append(_column(table["headers"][n], table["columns"][n][start:stop]))
+            out.append(column(table["headers"][n], table["columns"][n][start:stop]))
         return omero.grid.Data(columns=out, rowNumbers=list(range(start, min(stop, self.getNumberOfRows(current)))),
                                lastModification=0)
 
@@ -542,7 +504,7 @@ class TableService(StandInServant, omero.grid.Table):
         wanted = list(rowNumbers) or list(range(rows))
         if any(not 0 <= c < width for c in cols) or any(not 0 <= r < rows for r in wanted):
             raise omero.ApiUsageException(message=f"slice out of range: columns {cols}, rows {wanted}")
-        out = [_column(table["headers"][n], [table["columns"][n][r] for r in wanted]) for n in cols]
+        out = [column(table["headers"][n], [table["columns"][n][r] for r in wanted]) for n in cols]
         return omero.grid.Data(columns=out, rowNumbers=wanted, lastModification=0)
 
     def close(self, current=None):
@@ -559,7 +521,7 @@ class SharedResourcesService(StandInServant, omero.grid.SharedResources):
 
     def newTable(self, repoId, path, current=None):
         store = self.server.store
-        group = _ctx_group(current)
+        group = ctx_group(current)
         if group == -1:
             raise omero.SecurityViolation(message="Cannot write with omero.group=-1: choose a group")
         ofile = omero.model.OriginalFileI()
@@ -574,14 +536,15 @@ class SharedResourcesService(StandInServant, omero.grid.SharedResources):
             # the file stays behind.
             raise omero.InternalException(message="null table as argument")
         store.tables[ofile.getId().getValue()] = {"headers": None, "columns": None}
-        return self.server.add_servant(TableService, self.session, omero.grid.TablePrx, file_id=ofile.getId().getValue())
+        return self.server.add_servant(TableService, self.session, omero.grid.TablePrx,
+                                       file_id=ofile.getId().getValue())
 
     def openTable(self, file, current=None):
         fid = file.getId().getValue()
         # omero-py tables.py TablesI.getTable: the repository looks the file up as the
         # caller ("will throw an exception if not allowed")
         ofile = self.server.store.get("OriginalFile", fid)
-        if ofile is None or not self.server.store.visible(ofile, self.session, _ctx_group(current)):
+        if ofile is None or not self.server.store.visible(ofile, self.session, ctx_group(current)):
             raise omero.SecurityViolation(message=f"OriginalFile:{fid} is not readable")
         if fid not in self.server.store.tables:
             raise omero.ApiUsageException(message=f"OriginalFile:{fid} is not a table")
@@ -704,7 +667,8 @@ class HandleService(StandInServant, omero.cmd.Handle):
 
 # ---- the session's entry point ---------------------------------------------------------------
 
-@servant(omero.api.ServiceFactory, "ServiceFactory", void={"setCallback", "closeOnDestroy", "detachOnDestroy", "destroy"})
+@servant(omero.api.ServiceFactory, "ServiceFactory",
+         void={"setCallback", "closeOnDestroy", "detachOnDestroy", "destroy"})
 class ServiceFactoryService(StandInServant, omero.api.ServiceFactory):
     detached = False
     closed = False

@@ -19,12 +19,16 @@ from omero.rtypes import rlong, rstring
 def run_script():
     # Imported here: the server runs this file once to read its parameters, and that
     # must stay cheap.
-    from openhcs_omero_lib.omero.rois import DEFAULT_CAP
-    from openhcs_omero_lib.omero.script_params import SCRIPT_INFO, selection_params, serve
-    from openhcs_omero_lib.omero.tuning_params import dialog_params
-    from openhcs_omero_lib.pipeline.presets import names
+    from openhcs_omero_lib.omero.script_params import (
+        SCRIPT_INFO,
+        preset_names,
+        roi_cap_default,
+        selection_params,
+        serve,
+        tuning_params,
+    )
 
-    presets = [rstring(n) for n in names()]
+    presets = [rstring(n) for n in preset_names()]
     client = scripts.client(
         "Run_HCS_Pipeline.py",
         """Run an HCS image pipeline on plates where their pixels are, and attach
@@ -44,7 +48,7 @@ map of the plate and, if asked, the measured objects as ROIs.""",
                         "used instead of the preset when given."),
         # The pipeline's tunable parameters (nuclear channel, sizes, ...), each optional:
         # left empty, the pipeline keeps its own value.
-        *dialog_params("3"),
+        *tuning_params("3"),
         scripts.Int(
             "Workers", optional=True, grouping="4", min=1, max=64, default=2,
             description="Parallel workers, capped at the server's cores: this script's own "
@@ -73,7 +77,8 @@ map of the plate and, if asked, the measured objects as ROIs.""",
         scripts.Bool("Key_Value_Pairs", optional=True, grouping="5.4", default=True,
                      description="Per-well measurements as key-value pairs on each well."),
         scripts.Bool("Replace_Previous_Results", optional=True, grouping="6", default=True,
-                     description="Remove your earlier results of this pipeline once the new ones are saved (other users' results stay)."),
+                     description="Remove your earlier results of this pipeline once the new ones are saved "
+                                 "(other users' results stay)."),
         # Bool parents whose children mean nothing without them: the default OMERO.insight
         # sends for a greyed-out child does no harm.
         scripts.Bool("Heat_Map", optional=True, grouping="7", default=True,
@@ -84,7 +89,7 @@ map of the plate and, if asked, the measured objects as ROIs.""",
         scripts.Bool("Save_ROIs", optional=True, grouping="8", default=False,
                      description="Outline the objects each field's count was made of, as ROIs on its image "
                                  "(shown in OMERO.iviewer); replaced with the other results."),
-        scripts.Int("Max_ROIs_Per_Image", optional=True, grouping="8.1", default=DEFAULT_CAP, min=1, max=100000,
+        scripts.Int("Max_ROIs_Per_Image", optional=True, grouping="8.1", default=roi_cap_default(), min=1, max=100000,
                     description="At most this many ROIs per image; the Message says where it was reached."),
         **SCRIPT_INFO,
     )

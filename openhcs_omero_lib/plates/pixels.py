@@ -86,7 +86,7 @@ class PixelSource(ABC):
         source open."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: a source without resources keeps this)
         """Release server or file resources; safe to call twice."""
 
     def __enter__(self) -> PixelSource:

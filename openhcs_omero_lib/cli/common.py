@@ -1,0 +1,131 @@
+"""What the command groups share: the user-error type, argument types, the OMERO connection
+from arguments, loading and tuning a pipeline, progress and printing. Imports no command module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class UserError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def open_local_plate(folder: str):
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource, NotAPlateError
+
+    try:
+        return ImageXpressSource(folder)
+    except NotAPlateError as exc:
+        raise UserError(str(exc)) from None
+
+
+def load_pipeline(name_or_path: str):
+    from openhcs_omero_lib.pipeline.loading import PipelineError, resolve_pipeline
+
+    try:
+        return resolve_pipeline(name_or_path)[0]
+    except PipelineError as exc:
+        raise UserError(str(exc)) from None
+
+
+def tuning(spec, assignments: list[str] | None) -> dict:
+    """``--set key=value`` checked against the pipeline's parameters (a channel name is
+    looked up on the plate later)."""
+    from openhcs_omero_lib.pipeline.loading import PipelineError
+    from openhcs_omero_lib.pipeline.params import check_values, parse_assignments
+
+    try:
+        return check_values(spec, parse_assignments(assignments or []))
+    except PipelineError as exc:
+        raise UserError(str(exc)) from None
+
+
+def tuned(spec, values: dict, layout):
+    from openhcs_omero_lib.pipeline.loading import PipelineError
+    from openhcs_omero_lib.pipeline.params import tune
+
+    try:
+        return tune(spec, values, [c.name for c in layout.channels] if layout is not None else None)
+    except PipelineError as exc:
+        raise UserError(str(exc)) from None
+
+
+def progress_bar(disable: bool):
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int, errors: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="site", disable=disable or None, file=sys.stderr)
+        bar.set_postfix(errors=errors, refresh=False)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def print_wells(results, limit: int = 30) -> None:
+    import pandas as pd
+
+    wells = results.wells
+    cols = ["well", "timepoint", "sites", "sites_failed"] + \
+        [c for c in wells.columns if c.endswith("_count")] + \
+        [c for c in wells.columns if c.endswith("_ratio_ch2") or c.endswith("area_mean")][:2]
+    if wells["timepoint"].nunique() == 1:
+        cols.remove("timepoint")
+    with pd.option_context("display.width", 120, "display.max_columns", 12, "display.precision", 2):
+        shown = wells[cols]
+        print(shown.head(limit).to_string(index=False))
+        if len(shown) > limit:
+            print(f"... {len(shown) - limit} more wells in wells.csv")
+
+
+def omero_connection(args: argparse.Namespace):
+    import getpass
+
+    from openhcs_omero_lib.omero.connection import ConnectionSettings, OmeroConnectionError, connect
+
+    settings = ConnectionSettings.resolve(host=args.host, port=args.port, user=args.user,
+                                          session_key=None, group=args.group, router=args.router)
+    if settings.user and not settings.password and not settings.session_key and sys.stdin.isatty():
+        settings = ConnectionSettings(**{**settings.__dict__, "password": getpass.getpass(
+            f"password for {settings.user}@{settings.host}: ")})
+    try:
+        return connect(settings)
+    except OmeroConnectionError as exc:
+        raise UserError(str(exc)) from None
+
+
+def connection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "OMERO connection", "also from OMERO_HOST, OMERO_PORT, OMERO_USER, OMERO_PASSWORD, OMERO_SESSION_KEY, "
+                            "OMERO_GROUP, or the current 'omero login' session")
+    group.add_argument("--host", help="OMERO server")
+    group.add_argument("--port", type=int, help="(default 4064)")
+    group.add_argument("--user", help="user name (the password is asked for, or read from OMERO_PASSWORD)")
+    group.add_argument("--group", help="group to work in")
+    group.add_argument("--router", help=argparse.SUPPRESS)  # non-standard Ice.Default.Router
+
+
+def picture_measurement(args: argparse.Namespace, bound) -> str:
+    """The measurement the heat map and the QC montage show, checked before the run."""
+    from openhcs_omero_lib.pictures.heatmap import check_measurement
+
+    try:
+        return check_measurement(bound, args.heatmap)
+    except ValueError as exc:
+        raise UserError(f"--heatmap: {exc}") from None
