@@ -68,24 +68,42 @@ def _logged_in(request: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
         control.close()
 
 
+def _bytes_received(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
+    """What the script received over Ice between two snapshots of the server's wire
+    metrics: the replies of the pixel reads, and of every call."""
+    def sent(ops) -> int:
+        return sum(after.get(op, {}).get("reply_bytes", 0) - before.get(op, {}).get("reply_bytes", 0) for op in ops)
+
+    return {"pixels": sent(PIXEL_READS), "all": sent(set(after) | set(before))}
+
+
+PIXEL_READS = ("getPlane", "getStack", "getTile")
+
+
 def run_ours(request: dict[str, Any]) -> dict[str, Any]:
     """What Run_HCS_Pipeline does: every plate's layout and spec checked, then computed
-    with ``workers`` workers, then one CSV attached to the plate."""
+    with ``workers`` workers, then one CSV attached to the plate. ``pixel_access``
+    (default ``server``: RawPixelsStore) is the script's Pixel_Access."""
     from openhcs_omero_lib.omero.run import prepare, run_on_plate
 
+    access = request.get("pixel_access", "server")
     with _logged_in(request) as (control, conn, spec):
         with PeakMemory() as memory:
             before = control.snapshot()
+            wire_before = control.request("wire")["wire"] if request.get("wire") else {}
             start = time.perf_counter()
             [(plate, bound)] = prepare(conn, "Plate", [request["plate_id"]], spec)
             laid_out = control.snapshot()
             after_layout = peak_rss_mb()
             run = run_on_plate(conn, plate, bound, workers=request["workers"], attach_to=("plate",),
-                               outputs=("csv",), replace=False, heatmap=False)  # the CSV only, as naive
+                               outputs=("csv",), replace=False, heatmap=False,  # the CSV only, as naive
+                               pixel_access=access)
             seconds = time.perf_counter() - start
             after = control.snapshot()
+            wire = _bytes_received(control.request("wire")["wire"], wire_before) if request.get("wire") else None
         rows = run.results.images.to_dict("records")
         return {"seconds": seconds, "units": len(rows), "errors": len(run.results.errors),
+                "pixel_access": run.access.summary(), "bytes_received": wire,
                 "count_total": _count_total(rows), "layout_calls": _delta(laid_out, before),
                 "run_calls": _delta(after, laid_out), "server_cpu_seconds": _server_cpu(after, before),
                 "parent_peak_after_layout_mb": after_layout, **memory.report()}

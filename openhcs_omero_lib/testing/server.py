@@ -513,7 +513,11 @@ class OmeroStandIn:
 # Ice's metrics of dispatched requests by operation, read through the admin facet on loopback.
 _WIRE_METRICS = ["--Ice.Admin.Enabled=1", "--Ice.Admin.Endpoints=tcp -h 127.0.0.1",
                  "--Ice.Admin.InstanceName=omero-standin", "--IceMX.Metrics.Wire.GroupBy=operation",
-                 "--IceMX.Metrics.Wire.Map.Dispatch.GroupBy=operation"]
+                 "--IceMX.Metrics.Wire.Map.Dispatch.GroupBy=operation",
+                 # An operation's figures once none of its calls is in flight: Ice keeps only 10
+                 # such by default, so totals of a run of many operations would lose some.
+                 "--IceMX.Metrics.Wire.RetainDetached=100000",
+                 "--IceMX.Metrics.Wire.Map.Dispatch.RetainDetached=100000"]
 
 
 def _plane_reader(source: ImageXpressSource, well: str, site: int):

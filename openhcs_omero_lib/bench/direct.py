@@ -1,0 +1,200 @@
+"""``python -m bench --direct``: reading pixels through RawPixelsStore against reading the
+plate's files in the managed repository (``Pixel_Access`` server and auto).
+
+On each plate (the default plates, and one of realistic planes: ``--realistic``), and
+at each latency, both runners do what Run_HCS_Pipeline does with the same workers; the
+compute-bound limit is measured as by the main benchmark. Besides times, each run
+reports its pixel round-trips and the bytes it received over Ice (the stand-in counts
+them with Ice's own metrics), and which way it read (a direct run that fell back to
+RawPixelsStore stops the benchmark: its figures would be the other runner's).
+"""
+
+from __future__ import annotations
+
+import datetime
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from openhcs_omero_lib.bench import report as R
+from openhcs_omero_lib.bench.plates import PlateSpec, plate_folder
+
+DIRECT = "direct"
+DEFAULT_REALISTIC = "24,2,3,1024"
+"""wells, sites, channels, plane size of the plate of realistic planes"""
+
+
+def realistic_spec(text: str) -> PlateSpec | None:
+    """``WELLS,SITES,CHANNELS,PLANE`` (or ``none``) -> the plate of realistic planes."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        wells, sites, channels, plane = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected WELLS,SITES,CHANNELS,PLANE or none, got {text!r}") from None
+    if min(wells, sites, channels) < 1 or not 1 <= channels <= 4 or plane < 64:
+        raise ValueError(f"expected at least 1 well and site, 1-4 channels and planes of 64 px or more, got {text!r}")
+    return PlateSpec(wells, sites, channels, plane)
+
+
+def _jobs(plates: list[str], latencies: list[float], top: int) -> list[tuple[str, str, int, float | None]]:
+    jobs: list[tuple[str, str, int, float | None]] = []
+    for plate in plates:
+        jobs.append((plate, R.COMPUTE, 1, None))
+        if top > 1:
+            jobs.append((plate, R.COMPUTE, top, None))
+        for latency in latencies:
+            jobs += [(plate, R.OURS, top, latency), (plate, DIRECT, top, latency)]
+    return jobs
+
+
+def run_direct_benchmark(settings: dict[str, Any], *, cache: Path | None, log=print) -> dict[str, Any]:
+    from openhcs_omero_lib.bench import command as C
+    from openhcs_omero_lib.bench.standin import StandInProcess
+
+    top = max(settings["workers"])
+    specs = {f"{w} wells": PlateSpec(w, settings["sites"], settings["channels"], settings["plane"])
+             for w in settings["sizes"]}
+    if settings.get("realistic") is not None:
+        specs["realistic"] = settings["realistic"]
+    folders = {}
+    for label, spec in specs.items():
+        started = time.perf_counter()
+        folders[label] = plate_folder(spec, cache)
+        log(f"plate {spec.describe()}: {folders[label]} ({time.perf_counter() - started:.1f} s)")
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {label: {} for label in specs}
+    load_before = C._load()
+    with tempfile.TemporaryDirectory(prefix="openhcs-omero-bench-") as tmp:
+        env = C._environment(Path(tmp))
+        with StandInProcess(env) as server:
+            ids = {label: server.import_plate(str(folders[label])) for label in specs}
+            jobs = _jobs(list(specs), settings["latencies_ms"], top)
+
+            def repeats(label: str) -> int:
+                big = label == "realistic" or specs[label].wells > C.LARGE_PLATE
+                return settings["large_repeats"] if big else settings["repeats"]
+
+            total = sum(repeats(label) for label, *_ in jobs)
+            done = 0
+            for repeat in range(max(settings["repeats"], settings["large_repeats"])):
+                for label, runner, workers, latency in jobs:
+                    if repeat >= repeats(label):
+                        continue
+                    done += 1
+                    result = _run_job(runner, workers, latency, folder=folders[label], plate_id=ids[label],
+                                      server=server, pipeline=settings["pipeline"], env=env)
+                    key = R.run_key(runner, workers, latency)
+                    raw[label].setdefault(key, []).append(result)
+                    log(f"[{done}/{total}] {label}, {key}: {result['seconds']:.2f} s")
+    report = build(raw, specs, settings["latencies_ms"], top)
+    report["meta"] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
+                      "machine": {**C._machine(), "load_before": load_before, "load_after": C._load()},
+                      "pipeline": settings["pipeline"], "workers": top, "latencies_ms": settings["latencies_ms"],
+                      "repeats": {"plates": settings["repeats"],
+                                  f"plates over {C.LARGE_PLATE} wells and the realistic plate":
+                                  settings["large_repeats"]},
+                      "plates": {label: spec.describe() for label, spec in specs.items()}}
+    report["consistent_results"] = C._consistent(raw)
+    report["raw"] = raw
+    return report
+
+
+def _run_job(runner: str, workers: int, latency: float | None, *, folder: Path, plate_id: int, server,
+             pipeline: str, env: dict[str, str]) -> dict[str, Any]:
+    from openhcs_omero_lib.bench import command as C
+
+    if runner == R.COMPUTE and workers == 1:
+        return C._run_process({"runner": "compute", "folder": str(folder), "pipeline": pipeline}, env)
+    if runner == R.COMPUTE:
+        return C._compute_parallel(folder, pipeline, workers, env)
+    server.set_latency((latency or 0) / 1000)
+    access = "auto" if runner == DIRECT else "server"
+    result = C._run_process({"runner": "ours", "server": server.connection, "plate_id": plate_id,
+                             "workers": workers, "pipeline": pipeline, "pixel_access": access, "wire": True}, env)
+    read = result["pixel_access"]
+    if runner == DIRECT and read["path"] != "direct":
+        raise RuntimeError(f"the direct runner read through RawPixelsStore: {read['reason']}")
+    return result
+
+
+def build(raw: dict[str, dict[str, list[dict[str, Any]]]], specs: dict[str, PlateSpec], latencies: list[float],
+          top: int) -> dict[str, Any]:
+    """``raw[plate][run_key]`` -> one row per plate and latency."""
+    rows = []
+    for label, spec in specs.items():
+        runs = raw[label]
+        compute = R.summarise_runs(runs[R.run_key(R.COMPUTE, 1, None)])
+        parallel = runs.get(R.run_key(R.COMPUTE, top, None))
+        limit = round(compute["seconds"] / top, 3)
+        for latency in latencies:
+            row: dict[str, Any] = {"plate": label, "wells": spec.wells, "plane": spec.size,
+                                   "channels": spec.channels, "units": compute["units"], "latency_ms": latency,
+                                   f"limit_{top}w_s": limit,
+                                   f"parallel_compute_{top}w_s": R.summarise_runs(parallel)["seconds"]
+                                   if parallel and top > 1 else None}
+            for name, runner in (("server", R.OURS), ("direct", DIRECT)):
+                results = runs[R.run_key(runner, top, latency)]
+                summary = R.summarise_runs(results)
+                row[f"{name}_s"] = summary["seconds"]
+                row[f"{name}_fraction_of_limit"] = R._ratio(limit, summary["seconds"])
+                row[f"{name}_pixel_round_trips"] = summary["pixel_round_trips"]
+                row[f"{name}_pixel_bytes"] = results[0]["bytes_received"]["pixels"]
+                row[f"{name}_bytes"] = results[0]["bytes_received"]["all"]
+            row["direct_speedup"] = R._ratio(row["server_s"], row["direct_s"])
+            rows.append(row)
+    return {"rows": rows, "targets": _targets(rows, top)}
+
+
+def _targets(rows: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
+    realistic = [r for r in rows if r["plate"] == "realistic"]
+    fractions = {r["latency_ms"]: r["direct_fraction_of_limit"] for r in realistic}
+    slower = [r for r in rows if r["direct_s"] > r["server_s"]]
+    return [
+        {"target": f"direct reads, fraction of the compute-bound limit on the realistic plate, {top} workers",
+         "wanted": ">= 0.90", "by_latency": fractions,
+         "met": all(v >= R.TARGETS["fraction_of_limit"] for v in fractions.values()) if fractions else None},
+        {"target": "direct reads never slower than RawPixelsStore reads", "wanted": "on every plate and latency",
+         "slower": [(r["plate"], r["latency_ms"], r["direct_s"], r["server_s"]) for r in slower],
+         "met": not slower},
+    ]
+
+
+def _mb(value: int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e6:.0f}" if value >= 10e6 else f"{value / 1e6:.2f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    meta = report["meta"]
+    top = meta["workers"]
+    plates = "; ".join(f"{label}: {text}" for label, text in meta["plates"].items())
+    lines = [f"Direct reads against RawPixelsStore, {meta['date']} on {meta['machine']['cpu']} "
+             f"({meta['machine']['cores']} cores), load average before/after {meta['machine']['load_before']}/"
+             f"{meta['machine']['load_after']}; pipeline `{meta['pipeline']}`, {top} workers; plates: {plates}; "
+             f"times are medians of {R._repeats(meta['repeats'])}.", ""]
+    lines += [f"| plate | ms/call | RawPixelsStore (s) | direct (s) | compute-bound limit {top} workers (s) | "
+              "fraction of limit, RawPixelsStore | fraction of limit, direct | direct speed-up | "
+              "pixel round-trips RawPixelsStore / direct | pixel MB received RawPixelsStore / direct |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        plate = f"{r['wells']} wells, {r['plane']} px, {r['channels']} ch"
+        lines.append(f"| {plate} | {r['latency_ms']:g} | {R._fmt(r['server_s'])} | {R._fmt(r['direct_s'])} | "
+                     f"{R._fmt(r[f'limit_{top}w_s'])} | {R._fmt(r['server_fraction_of_limit'])} | "
+                     f"{R._fmt(r['direct_fraction_of_limit'])} | {R._fmt(r['direct_speedup'], 'x')} | "
+                     f"{r['server_pixel_round_trips']} / {r['direct_pixel_round_trips']} | "
+                     f"{_mb(r['server_pixel_bytes'])} / {_mb(r['direct_pixel_bytes'])} |")
+    lines += ["", "| target | wanted | measured | met |", "|---|---|---|---|"]
+    for t in report["targets"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        if "by_latency" in t:
+            measured = ", ".join(f"{ms:g} ms: {R._fmt(v)}" for ms, v in t["by_latency"].items()) or "-"
+        else:
+            measured = "; ".join(f"{p} at {ms:g} ms: {d:.2f} s against {s:.2f} s" for p, ms, d, s in t["slower"]) \
+                or "never slower"
+        lines.append(f"| {t['target']} | {t['wanted']} | {measured} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["DEFAULT_REALISTIC", "DIRECT", "build", "markdown", "realistic_spec", "run_direct_benchmark"]
