@@ -34,6 +34,7 @@ DEFAULT_LATENCIES = "0,1,5"
 DEFAULT_PLATE = {"sites": 2, "channels": 2, "plane": 160}
 DEFAULT_OPENHCS_MAX_WELLS = 96
 DEFAULT_OUT = "results/bench-results.json"
+DIRECT_OUT = "results/bench-direct.json"
 LARGE_PLATE = 96
 """Plates with more wells than this run ``--large-repeats`` times (their runs are long,
 so less noisy, and repeating them would triple the benchmark's time)."""
@@ -111,14 +112,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first install OpenHCS (CPU only, about 1.5 GB) into its own cached environment")
     parser.add_argument("--direct", action="store_true",
                         help="instead: RawPixelsStore against direct reads from the managed repository "
-                             "(Pixel_Access server and auto), on the plates and on --realistic")
+                             "(Pixel_Access server and auto), on the plates and on --realistic "
+                             f"(JSON: {DIRECT_OUT} unless --out)")
     parser.add_argument("--realistic", type=_realistic, default=None, metavar="WELLS,SITES,CHANNELS,PLANE",
                         help="with --direct: the plate of realistic planes, or none (default 24,2,3,1024; "
                              "--quick: none)")
 
 
 def _realistic(text: str):
-    from openhcs_omero_lib.bench.direct import realistic_spec
+    from openhcs_omero_lib.bench.plates import realistic_spec
 
     try:
         return realistic_spec(text) or "none"
@@ -322,14 +324,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run with parsed arguments (``openhcs-omero bench`` calls this)."""
+    """Run with parsed arguments (``openhcs-omero bench`` calls this, through the package's
+    ``run``, which sends ``--direct`` to :mod:`.direct`)."""
+    if getattr(args, "direct", False):
+        raise ValueError("--direct is run by openhcs_omero_lib.bench.run")
     settings = _settings(args)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
-
-    if args.direct:
-        return _run_direct(args, settings, log)
 
     openhcs_python, note = None, "skipped: --skip-openhcs"
     if not args.skip_openhcs:
@@ -358,28 +360,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
     return 0
 
-
-def _run_direct(args: argparse.Namespace, settings: dict[str, Any], log) -> int:
-    from openhcs_omero_lib.bench import direct
-
-    realistic = args.realistic or ("none" if args.quick else direct.realistic_spec(direct.DEFAULT_REALISTIC))
-    settings["realistic"] = None if realistic == "none" else realistic
-    report = direct.run_direct_benchmark(settings, cache=Path(args.cache) if args.cache else None, log=log)
-    table = direct.markdown(report)
-    print(table)
-    out = Path(args.out if args.out != DEFAULT_OUT else DEFAULT_DIRECT_OUT)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(table)
-    log(f"wrote {out}")
-    bad = [plate for plate, c in report["consistent_results"].items() if not c["agree"]]
-    if bad:
-        log(f"the runners' results differ on {', '.join(bad)}: see consistent_results in {out}")
-        return 1
-    return 0
-
-
-DEFAULT_DIRECT_OUT = "results/bench-direct.json"
 
 __all__ = ["add_arguments", "main", "run"]

@@ -11,31 +11,19 @@ RawPixelsStore stops the benchmark: its figures would be the other runner's).
 
 from __future__ import annotations
 
+import argparse
 import datetime
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from openhcs_omero_lib.bench import report as R
-from openhcs_omero_lib.bench.plates import PlateSpec, plate_folder
+from openhcs_omero_lib.bench.plates import DEFAULT_REALISTIC, PlateSpec, plate_folder, realistic_spec
 
 DIRECT = "direct"
-DEFAULT_REALISTIC = "24,2,3,1024"
-"""wells, sites, channels, plane size of the plate of realistic planes"""
-
-
-def realistic_spec(text: str) -> PlateSpec | None:
-    """``WELLS,SITES,CHANNELS,PLANE`` (or ``none``) -> the plate of realistic planes."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        wells, sites, channels, plane = (int(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"expected WELLS,SITES,CHANNELS,PLANE or none, got {text!r}") from None
-    if min(wells, sites, channels) < 1 or not 1 <= channels <= 4 or plane < 64:
-        raise ValueError(f"expected at least 1 well and site, 1-4 channels and planes of 64 px or more, got {text!r}")
-    return PlateSpec(wells, sites, channels, plane)
 
 
 def _jobs(plates: list[str], latencies: list[float], top: int) -> list[tuple[str, str, int, float | None]]:
@@ -197,4 +185,31 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DEFAULT_REALISTIC", "DIRECT", "build", "markdown", "realistic_spec", "run_direct_benchmark"]
+def run(args: argparse.Namespace) -> int:
+    """``--direct`` with parsed arguments: the table on stdout, the JSON (with every run's
+    raw figures) into ``--out``; status 1 when the runners measured different things."""
+    from openhcs_omero_lib.bench import command as C
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    settings = C._settings(args)
+    realistic = args.realistic or ("none" if args.quick else realistic_spec(DEFAULT_REALISTIC))
+    settings["realistic"] = None if realistic == "none" else realistic
+    report = run_direct_benchmark(settings, cache=Path(args.cache) if args.cache else None, log=log)
+    table = markdown(report)
+    print(table)
+    out = Path(args.out if args.out != C.DEFAULT_OUT else C.DIRECT_OUT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    log(f"wrote {out}")
+    bad = [plate for plate, c in report["consistent_results"].items() if not c["agree"]]
+    if bad:
+        log(f"the runners' results differ on {', '.join(bad)}: see consistent_results in {out}")
+        return 1
+    return 0
+
+
+__all__ = ["DIRECT", "build", "markdown", "run", "run_direct_benchmark"]
