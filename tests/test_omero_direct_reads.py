@@ -460,6 +460,32 @@ def test_a_link_leading_outside_the_repository_is_refused(server, tiny_plate, tm
     _refused(server, pid, "leads outside the repository")
 
 
+def test_a_folder_turned_into_a_link_during_the_run_is_caught(server, tmp_path, settings_dir):
+    """Folders are resolved once per run; one swapped for a link to a copy outside the
+    repository afterwards is caught when a file in it is opened (its own path is
+    checked), and that plane comes through RawPixelsStore."""
+    from openhcs_omero_lib.omero.direct_pixels import DirectPixelSource
+    from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+
+    copy = _mirror(server, tmp_path, settings_dir)
+    files = {key: _in_mirror(server, copy, path) for key, path in _files_of(server, server.small_id).items()}
+    first, second = sorted(files)[:2]
+    folder = files[first].parent
+    assert files[second].parent == folder
+    with gateway(server) as conn:
+        source, access = _open(conn, server.small_id)
+        assert isinstance(source, DirectPixelSource)
+        with source, OmeroPixelSource(conn, _plate(conn, server.small_id)) as remote:
+            source.read_plane(*first)
+            outside = tmp_path / "outside" / folder.name
+            shutil.copytree(folder, outside)
+            shutil.rmtree(folder)
+            folder.symlink_to(outside, target_is_directory=True)
+            plane = source.read_plane(*second)
+            assert plane.tobytes() == remote.read_plane(*second).tobytes()
+    assert source.fell_back == f"{files[second].relative_to(copy)} changed while it was opened"
+
+
 def test_a_path_from_the_server_that_climbs_out_is_refused(server, tiny_plate):
     from omero.rtypes import rstring
 

@@ -90,6 +90,7 @@ class DirectPixelSource(PixelSource):
         self._address = address or (address_of(conn) if conn is not None else None)
         self._key = key or (session_key(conn) if conn is not None else None)
         self._server: OmeroPixelSource | None = None
+        self._folders: dict[str, str] = {}  # real paths of the folders resolved so far
         self.fell_back: str | None = None
 
     @classmethod
@@ -111,7 +112,7 @@ class DirectPixelSource(PixelSource):
         if relative is None:
             raise FileNotFoundError(f"plate {self.layout.plate_id} has no file for well {well} field {site} "
                                     f"channel {channel} z {z} t {t}")
-        raw = io.FileIO(open_inside(self.root, relative), "r")
+        raw = io.FileIO(open_inside(self.root, relative, self._folders), "r")
         raw.name = relative  # tifffile wants a name, not the descriptor's number
         with io.BufferedReader(raw) as handle:
             try:

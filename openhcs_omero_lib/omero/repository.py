@@ -108,20 +108,34 @@ def relative_path(path: str | None, name: str | None) -> str:
     return path + name if (not path or path.endswith("/")) else f"{path}/{name}"
 
 
-def resolve_inside(root: str, relative: str) -> str:
+_CHECKS_OPENED = sys.platform.startswith("linux")
+"""Whether an opened file's own path can be read back (``/proc/self/fd``)"""
+
+
+def resolve_inside(root: str, relative: str, folders: dict[str, str] | None = None) -> str:
     """The real path of ``relative`` under ``root`` (a real path), symbolic links
-    followed; refused when it ends outside ``root``."""
-    real = os.path.realpath(os.path.join(root, relative))
+    followed; refused when it ends outside ``root``. ``folders`` keeps the real paths
+    of folders already resolved, where :func:`open_inside` checks what it opened (a
+    folder turned into a link since is caught there)."""
+    folder, _, name = relative.rpartition("/")
+    real_folder = folders.get(folder) if folders is not None and _CHECKS_OPENED else None
+    if real_folder is None:
+        real_folder = os.path.realpath(os.path.join(root, folder))
+        if folders is not None:
+            folders[folder] = real_folder
+    real = os.path.join(real_folder, name)
+    if os.path.islink(real):
+        real = os.path.realpath(real)
     if real == root or os.path.commonpath([root, real]) != root:
         raise DirectReadRefused(f"{relative} leads outside the repository ({real})")
     return real
 
 
-def open_inside(root: str, relative: str) -> int:
+def open_inside(root: str, relative: str, folders: dict[str, str] | None = None) -> int:
     """A file descriptor of the regular file ``relative`` under ``root``, opened only
     after its real path was checked (:func:`resolve_inside`) and checked again once
     open, so that a link swapped in between is caught. The caller closes it."""
-    real = resolve_inside(root, relative)
+    real = resolve_inside(root, relative, folders)
     try:
         # not following a last link (there is none in a real path), not blocking on a FIFO
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -130,7 +144,7 @@ def open_inside(root: str, relative: str) -> int:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise DirectReadRefused(f"{relative} is not a regular file")
-        if sys.platform.startswith("linux") and os.readlink(f"/proc/self/fd/{fd}") != real:
+        if _CHECKS_OPENED and os.readlink(f"/proc/self/fd/{fd}") != real:
             raise DirectReadRefused(f"{relative} changed while it was opened")
     except BaseException:
         os.close(fd)
@@ -202,9 +216,10 @@ def _map_planes(plate: OmeroPlate, rows: list[RepoFile]) -> dict[PlaneKey, RepoF
 def _check(root: str, planes: dict[PlaneKey, RepoFile]) -> dict[PlaneKey, str]:
     """Each file inside the root, a readable regular file of the size recorded."""
     checked: dict[PlaneKey, str] = {}
+    folders: dict[str, str] = {}
     for key, row in planes.items():
         relative = relative_path(row.path, row.name)
-        fd = open_inside(root, relative)
+        fd = open_inside(root, relative, folders)
         try:
             size = os.fstat(fd).st_size
         finally:
