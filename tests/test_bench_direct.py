@@ -16,7 +16,8 @@ from openhcs_omero_lib.plates.pixels import READ_LANES
 ROOT = Path(__file__).resolve().parents[1]
 HEADERS = ["RawPixelsStore (s)", "direct (s)", "compute-bound limit 2 workers (s)", "fraction of limit, RawPixelsStore",
            "fraction of limit, direct", "direct speed-up", "pixel round-trips RawPixelsStore / direct",
-           "pixel MB received RawPixelsStore / direct"]
+           "pixel MB received RawPixelsStore / direct", "reading every plane alone, RawPixelsStore / direct (s)",
+    "CPU s script and workers + server, RawPixelsStore / direct"]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,13 @@ def test_the_direct_runner_reads_files_and_only_the_checked_planes_over_ice(dire
     for runs in report["raw"].values():
         assert all(r["pixel_access"]["path"] == "direct" for r in runs["direct/2w@1ms"])
         assert all(r["pixel_access"]["path"] == "server" for r in runs["openhcs-omero/2w@1ms"])
+    for row in report["rows"]:  # each way, every plane read alone
+        assert row["planes"] == row["units"] * row["channels"]
+        assert row["read_server_s"] > 0 and row["read_direct_s"] > 0
+        assert row["server_cpu_s"] > 0 and row["direct_cpu_s"] > 0 and row["server_server_cpu_s"] >= 0
+    for runs in report["raw_reads"].values():
+        assert [r["pixel_access"]["path"] for r in runs["read/direct/1w@1ms"]] == ["direct"]
+        assert [r["pixel_access"]["path"] for r in runs["read/server/1w@1ms"]] == ["server"]
 
 
 def test_the_table_has_every_column_and_the_targets(direct):

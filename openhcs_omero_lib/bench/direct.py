@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -24,6 +25,8 @@ from openhcs_omero_lib.bench import report as R
 from openhcs_omero_lib.bench.plates import DEFAULT_REALISTIC, PlateSpec, plate_folder, realistic_spec
 
 DIRECT = "direct"
+READ = "read"
+"""Every plane read alone, nothing computed: ``read/server`` and ``read/direct``"""
 
 
 def _jobs(plates: list[str], latencies: list[float], top: int) -> list[tuple[str, str, int, float | None]]:
@@ -33,7 +36,8 @@ def _jobs(plates: list[str], latencies: list[float], top: int) -> list[tuple[str
         if top > 1:
             jobs.append((plate, R.COMPUTE, top, None))
         for latency in latencies:
-            jobs += [(plate, R.OURS, top, latency), (plate, DIRECT, top, latency)]
+            jobs += [(plate, R.OURS, top, latency), (plate, DIRECT, top, latency),
+                     (plate, f"{READ}/server", 1, latency), (plate, f"{READ}/direct", 1, latency)]
     return jobs
 
 
@@ -52,6 +56,7 @@ def run_direct_benchmark(settings: dict[str, Any], *, cache: Path | None, log=pr
         folders[label] = plate_folder(spec, cache)
         log(f"plate {spec.describe()}: {folders[label]} ({time.perf_counter() - started:.1f} s)")
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {label: {} for label in specs}
+    reads: dict[str, dict[str, list[dict[str, Any]]]] = {label: {} for label in specs}
     load_before = C._load()
     with tempfile.TemporaryDirectory(prefix="openhcs-omero-bench-") as tmp:
         env = C._environment(Path(tmp))
@@ -73,9 +78,9 @@ def run_direct_benchmark(settings: dict[str, Any], *, cache: Path | None, log=pr
                     result = _run_job(runner, workers, latency, folder=folders[label], plate_id=ids[label],
                                       server=server, pipeline=settings["pipeline"], env=env)
                     key = R.run_key(runner, workers, latency)
-                    raw[label].setdefault(key, []).append(result)
+                    (reads if runner.startswith(READ) else raw)[label].setdefault(key, []).append(result)
                     log(f"[{done}/{total}] {label}, {key}: {result['seconds']:.2f} s")
-    report = build(raw, specs, settings["latencies_ms"], top)
+    report = build(raw, reads, specs, settings["latencies_ms"], top)
     report["meta"] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
                       "machine": {**C._machine(), "load_before": load_before, "load_after": C._load()},
                       "pipeline": settings["pipeline"], "workers": top, "latencies_ms": settings["latencies_ms"],
@@ -85,6 +90,7 @@ def run_direct_benchmark(settings: dict[str, Any], *, cache: Path | None, log=pr
                       "plates": {label: spec.describe() for label, spec in specs.items()}}
     report["consistent_results"] = C._consistent(raw)
     report["raw"] = raw
+    report["raw_reads"] = reads
     return report
 
 
@@ -97,6 +103,13 @@ def _run_job(runner: str, workers: int, latency: float | None, *, folder: Path, 
     if runner == R.COMPUTE:
         return C._compute_parallel(folder, pipeline, workers, env)
     server.set_latency((latency or 0) / 1000)
+    if runner.startswith(READ):
+        access = "auto" if runner.endswith("direct") else "server"
+        result = C._run_process({"runner": "read", "server": server.connection, "plate_id": plate_id,
+                                 "pipeline": pipeline, "pixel_access": access}, env)
+        if result["pixel_access"]["path"] != ("direct" if access == "auto" else "server"):
+            raise RuntimeError(f"the direct reader read through RawPixelsStore: {result['pixel_access']['reason']}")
+        return result
     access = "auto" if runner == DIRECT else "server"
     result = C._run_process({"runner": "ours", "server": server.connection, "plate_id": plate_id,
                              "workers": workers, "pipeline": pipeline, "pixel_access": access, "wire": True}, env)
@@ -106,8 +119,8 @@ def _run_job(runner: str, workers: int, latency: float | None, *, folder: Path, 
     return result
 
 
-def build(raw: dict[str, dict[str, list[dict[str, Any]]]], specs: dict[str, PlateSpec], latencies: list[float],
-          top: int) -> dict[str, Any]:
+def build(raw: dict[str, dict[str, list[dict[str, Any]]]], reads: dict[str, dict[str, list[dict[str, Any]]]],
+          specs: dict[str, PlateSpec], latencies: list[float], top: int) -> dict[str, Any]:
     """``raw[plate][run_key]`` -> one row per plate and latency."""
     rows = []
     for label, spec in specs.items():
@@ -129,7 +142,15 @@ def build(raw: dict[str, dict[str, list[dict[str, Any]]]], specs: dict[str, Plat
                 row[f"{name}_pixel_round_trips"] = summary["pixel_round_trips"]
                 row[f"{name}_pixel_bytes"] = results[0]["bytes_received"]["pixels"]
                 row[f"{name}_bytes"] = results[0]["bytes_received"]["all"]
+                # work done, whatever else shares the machine: the script and its workers, and the server
+                row[f"{name}_cpu_s"] = round(statistics.median(r["cpu_seconds"] for r in results), 3)
+                row[f"{name}_server_cpu_s"] = summary.get("server_cpu_seconds")
             row["direct_speedup"] = R._ratio(row["server_s"], row["direct_s"])
+            for name in ("server", "direct"):
+                found = reads[label].get(R.run_key(f"{READ}/{name}", 1, latency))
+                row[f"read_{name}_s"] = round(statistics.median(r["seconds"] for r in found), 3) if found else None
+                row["planes"] = found[0]["planes"] if found else None
+            row["read_speedup"] = R._ratio(row["read_server_s"], row["read_direct_s"])
             rows.append(row)
     return {"rows": rows, "targets": _targets(rows, top)}
 
@@ -164,15 +185,20 @@ def markdown(report: dict[str, Any]) -> str:
              f"times are medians of {R._repeats(meta['repeats'])}.", ""]
     lines += [f"| plate | ms/call | RawPixelsStore (s) | direct (s) | compute-bound limit {top} workers (s) | "
               "fraction of limit, RawPixelsStore | fraction of limit, direct | direct speed-up | "
-              "pixel round-trips RawPixelsStore / direct | pixel MB received RawPixelsStore / direct |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "pixel round-trips RawPixelsStore / direct | pixel MB received RawPixelsStore / direct | "
+              "reading every plane alone, RawPixelsStore / direct (s) | "
+              "CPU s script and workers + server, RawPixelsStore / direct |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         plate = f"{r['wells']} wells, {r['plane']} px, {r['channels']} ch"
         lines.append(f"| {plate} | {r['latency_ms']:g} | {R._fmt(r['server_s'])} | {R._fmt(r['direct_s'])} | "
                      f"{R._fmt(r[f'limit_{top}w_s'])} | {R._fmt(r['server_fraction_of_limit'])} | "
                      f"{R._fmt(r['direct_fraction_of_limit'])} | {R._fmt(r['direct_speedup'], 'x')} | "
                      f"{r['server_pixel_round_trips']} / {r['direct_pixel_round_trips']} | "
-                     f"{_mb(r['server_pixel_bytes'])} / {_mb(r['direct_pixel_bytes'])} |")
+                     f"{_mb(r['server_pixel_bytes'])} / {_mb(r['direct_pixel_bytes'])} | "
+                     f"{R._fmt(r['read_server_s'])} / {R._fmt(r['read_direct_s'])} | "
+                     f"{R._fmt(r['server_cpu_s'])} + {R._fmt(r['server_server_cpu_s'])} / "
+                     f"{R._fmt(r['direct_cpu_s'])} + {R._fmt(r['direct_server_cpu_s'])} |")
     lines += ["", "| target | wanted | measured | met |", "|---|---|---|---|"]
     for t in report["targets"]:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]

@@ -125,8 +125,8 @@ class DirectPixelSource(PixelSource):
         if self.fell_back is None:
             try:
                 return self.read_file(well, site, channel, z, t)
-            except (DirectReadRefused, OSError) as exc:
-                self._fall_back(str(exc))
+            except Exception as exc:  # whatever keeps a file from being read, the server still can
+                self._fall_back(str(exc) if isinstance(exc, DirectReadRefused) else f"{type(exc).__name__}: {exc}")
         return self._server_source().read_plane(well, site, channel, z, t, run)
 
     def _fall_back(self, why: str) -> None:
