@@ -17,6 +17,14 @@ from omero_helpers import omero_sandbox  # noqa: F401
 from openhcs_omero_lib.plates import synthetic
 from openhcs_omero_lib.plates.synthetic import SyntheticPlateConfig
 
+# The reliability suite's counts and its summary line (tests/reliability.py).
+from reliability import (  # noqa: F401
+    pytest_collection_modifyitems,
+    pytest_runtest_logreport,
+    pytest_terminal_summary,
+    reliability_guard,
+)
+
 
 @dataclass(frozen=True)
 class Plate:

@@ -1,5 +1,6 @@
 """The benchmark's plumbing on tiny plates: it runs, every runner measures the same
-thing, and the JSON and the table have every column. Timings are never asserted."""
+thing, the op table compares every op with its reference, and the JSON and the
+tables have every column. Timings are never asserted."""
 
 from __future__ import annotations
 
@@ -137,10 +138,50 @@ def test_table_has_every_column_and_the_machine(quick):
     assert "| 4 | 1 |" in table  # a row per plate size and latency
 
 
+def test_the_op_table_has_every_op_of_both_presets_with_the_same_outputs(quick):
+    _, report, table = quick
+    ops = report["ops"]
+    assert ops["sizes"] == [256] and len(ops["fields"]) == 1
+    names = [r["op"] for r in ops["rows"]]
+    for op in ("load", "subtract_background", "gaussian", "threshold", "fill_holes", "remove_small_objects",
+               "watershed_split", "ring", "measure_objects", "whole nuclei_count unit",
+               "whole nuclear_translocation unit"):
+        assert any(name.startswith(op) for name in names), op
+    for row in ops["rows"]:
+        # the library and the reference agree on every output (the blur within rounding)
+        assert row["same_output"], row["op"]
+        assert row["ours_ms"] >= 0 and row["reference_ms"] > 0 and row["ratio"] is not None
+        assert row["reference"]
+    assert "256 px library (ms)" in table and "reference formulation" in table
+
+
+def test_the_plain_loop_comparison_counts_the_same_nuclei(quick):
+    _, report, table = quick
+    local = report["local"]
+    assert local["same_counts"] and local["fields"] == 4 * 2 and local["nuclei"] > 0
+    assert [(r["runner"], r["workers"]) for r in local["rows"]] == [
+        ("openhcs-omero run", 1), ("plain loop", 1), ("openhcs-omero run", 2), ("plain loop", 2)]
+    for row in local["rows"]:
+        assert row["seconds"] > 0 and row["ratio_to_plain"] > 0
+    assert "plain loop, Pool(2)" in table
+    assert "1 worker(s) within 1.1x of the sequential plain loop" in table
+
+
+def test_parts_can_be_run_alone(tmp_path):
+    from openhcs_omero_lib.bench import main
+
+    out = tmp_path / "ops.json"
+    assert main(["--quick", "--ops", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
+    report = json.loads(out.read_text())
+    assert report["meta"]["parts"] == ["ops"]
+    assert "ops" in report and "local" not in report and "rows" not in report
+
+
 def test_bench_runs_from_the_repository_root():
     out = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for option in ("--quick", "--sizes", "--repeats", "--out", "--skip-openhcs", "--latencies"):
+    for option in ("--quick", "--sizes", "--repeats", "--out", "--skip-openhcs", "--latencies", "--ops",
+                   "--plain-loop", "--omero", "--op-sizes", "--local-plate"):
         assert option in out.stdout
 
 
@@ -148,6 +189,10 @@ def test_bad_options_are_refused():
     out = subprocess.run([sys.executable, "-m", "bench", "--sizes", "0,96"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2
     assert "at least 1" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "bench", "--local-plate", "96x9x32"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 2
+    assert "64 pixels" in out.stderr
 
 
 def test_openhcs_is_skipped_with_a_reason_when_it_cannot_be_imported(tmp_path):

@@ -106,17 +106,21 @@ def test_a_worker_that_dies_mid_run_loses_no_unit(tmp_path, monkeypatch, capfd):
     from openhcs_omero_lib.execution import executor
 
     folder = tmp_path / "plate"
-    write_fake_imagexpress(folder, wells=24, sites=4, channels=2, size=256, name="DIE")
+    # heavy enough (noise: many objects) that the run outlasts a spawned worker's start
+    write_fake_imagexpress(folder, wells=24, sites=4, channels=2, size=384, name="DIE")
     monkeypatch.setattr(executor, "WORKER_START_SECONDS", 0.0)
     with ImageXpressSource(folder) as source:
         spec = engine.bind(_spec(), source.layout)
         expected = run_units(spec, source, workers=1)
         killed = []
+        me = psutil.Process()
 
         def kill_a_busy_worker(done, total, errors):
-            for worker in _workers(psutil.Process()):
-                # a second and a half after its start it is computing its chunks
-                if not killed and time.time() - worker.create_time() > 1.5:
+            for worker in _workers(me):
+                # a spawned worker computes its chunks a second and a half after its
+                # start (it imports first); a forked one at once
+                busy_after = 1.5 if worker.cmdline() != me.cmdline() else 0.3
+                if not killed and time.time() - worker.create_time() > busy_after:
                     worker.kill()
                     killed.append(worker.pid)
 
@@ -251,10 +255,14 @@ def _cli() -> list[str]:
 
 
 def _workers(proc: psutil.Process) -> list[psutil.Process]:
+    """Worker processes: spawned ones, or forked ones (direct children with the parent's
+    command line), not multiprocessing's resource tracker."""
     found = []
     for child in proc.children(recursive=True):
         try:
-            if any("spawn_main" in part for part in child.cmdline()):
+            cmdline = child.cmdline()
+            if any("spawn_main" in part for part in cmdline) or (
+                    child.ppid() == proc.pid and cmdline == proc.cmdline()):
                 found.append(child)
         except psutil.Error:
             pass

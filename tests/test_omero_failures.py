@@ -36,11 +36,10 @@ def _run(server, conn, plate_id, **params):
 @pytest.mark.parametrize("key, after", [
     pytest.param("IUpdate.saveAndReturnArray", 0, id="plate-files-saved"),
     pytest.param("IUpdate.saveAndReturnArray", 1, id="plate-file-annotations"),
-    pytest.param("IUpdate.saveArray", 0, id="plate-links"),
+    pytest.param("IUpdate.saveArray", 0, id="links"),  # every link in one call
     pytest.param("SharedResources.newTable", 0, id="new-table"),
-    pytest.param("IUpdate.saveArray", 1, id="table-link"),
-    pytest.param("IUpdate.saveArray", 2, id="well-links"),
-    pytest.param("IUpdate.saveArray", 4, id="image-links"),
+    pytest.param("IUpdate.saveAndReturnArray", 3, id="well-files"),
+    pytest.param("IUpdate.saveAndReturnArray", 6, id="image-files"),
     pytest.param("RawFileStore.write", 0, id="plate-file-content"),
     pytest.param("RawFileStore.save", 3, id="well-file-content"),
     pytest.param("Table.addData", 0, id="table-data"),

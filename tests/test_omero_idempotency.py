@@ -32,7 +32,7 @@ def _run(server, plate_id):
 
 @pytest.fixture(scope="module")
 def runs(small_plate):
-    """Run, run again, then run with the second link save failing; the store's state
+    """Run, run again, then run with the save of its links failing; the store's state
     after each."""
     import omero
 
@@ -47,7 +47,7 @@ def runs(small_plate):
 
         record(_run(server, pid))
         record(_run(server, pid))
-        server.fail("IUpdate.saveArray", omero.SecurityViolation(message="injected"), after=1)
+        server.fail("IUpdate.saveArray", omero.SecurityViolation(message="injected"), after=0)  # the links
         try:
             record(_run(server, pid))
         finally:

@@ -43,7 +43,8 @@ def qc_run(broken_plate, tmp_path_factory):
     out = tmp_path_factory.mktemp("qc-out") / "out"
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["run", str(broken_plate), "--workers", "1", "--out", str(out), "--no-progress", "--qc"])
+        code = main(["run", str(broken_plate), "--workers", "1", "--out", str(out), "--no-progress", "--qc",
+                     "--allow-bad-files"])
     return code, out, stderr.getvalue()
 
 

@@ -2,7 +2,7 @@
 OpenHCS, and the compute-bound limit, on the same generated plates and pipeline.
 
 ``main(argv)`` runs it from a command line; ``add_arguments(parser)`` and
-``run(args)`` let another command line (``openhcs-omero bench``) offer it. Importing
+``run(args)`` let another command line offer it. Importing
 this package is cheap and imports neither omero nor OpenHCS: its modules also run
 inside OpenHCS's own Python (:mod:`.openhcs_peer`).
 """
@@ -13,7 +13,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from openhcs_omero_lib.bench.command import add_arguments as add
+    from openhcs_omero_lib.bench.options import add_arguments as add
 
     add(parser)
 
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from openhcs_omero_lib.bench import command
 
-    parser = argparse.ArgumentParser(prog="openhcs-omero bench", description=command.__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=command.__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -1,15 +1,20 @@
-"""``openhcs-omero bench`` / ``python -m bench``: the benchmark's command line and driver.
+"""``python -m bench`` (``python -m openhcs_omero_lib.bench`` installed): the benchmark's command line and driver.
 
-For every plate size it runs, each ``--repeats`` times and interleaved so that a
-change in the machine's load hits every configuration alike:
+Three parts, all by default, or those named with ``--omero``, ``--ops`` and
+``--plain-loop``:
 
-- the pipeline on pixels already in memory, single-threaded (the compute-bound limit);
-- openhcs-omero over the OMERO stand-in with 1 and N workers, at each latency;
-- the naive BlitzGateway script over the same stand-in, at each latency;
-- OpenHCS with N workers on the plate folder, when it is installed.
-
-Each run is a fresh process (see :mod:`.runs`); the stand-in is another one
-(:mod:`.standin`).
+- **omero**: for every plate size, each ``--repeats`` times and interleaved so that a
+  change in the machine's load hits every configuration alike: the pipeline on pixels
+  already in memory, single-threaded (the compute-bound limit); openhcs-omero over the
+  OMERO stand-in with 1 and N workers, at each latency; the naive BlitzGateway script
+  over the same stand-in, at each latency; OpenHCS with N workers on the plate
+  folder, when it is installed. Each run is a fresh process (see :mod:`.runs`); the
+  stand-in is another one (:mod:`.standin`).
+- **ops**: every operation of the presets against a plain reference formulation, on
+  1024 and 2048 px fields (:mod:`.ops_table`).
+- **plain-loop**: ``openhcs-omero run`` on a local plate of many small fields against
+  a plain tifffile + scipy/scikit-image loop, sequential and in a process pool
+  (:mod:`.local`).
 """
 
 from __future__ import annotations
@@ -27,122 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from openhcs_omero_lib.bench import report as R
-from openhcs_omero_lib.bench.plates import PlateSpec, plate_folder
-
-DEFAULT_SIZES = "24,96,384"
-DEFAULT_LATENCIES = "0,1,5"
-DEFAULT_PLATE = {"sites": 2, "channels": 2, "plane": 160}
-DEFAULT_OPENHCS_MAX_WELLS = 96
-DEFAULT_OUT = "results/bench-results.json"
-DIRECT_OUT = "results/bench-direct.json"
-LARGE_PLATE = 96
-"""Plates with more wells than this run ``--large-repeats`` times (their runs are long,
-so less noisy, and repeating them would triple the benchmark's time)."""
-QUICK = {"sizes": "2,4", "sites": 2, "channels": 2, "plane": 64, "repeats": 1}
-
-
-def _numbers(text: str, kind: type, minimum: float, what: str) -> list:
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}") from None
-    if not values or min(values) < minimum:
-        raise argparse.ArgumentTypeError(f"expected numbers of at least {minimum}, got {text!r}")
-    return values
-
-
-def _int_list(text: str) -> list[int]:
-    return _numbers(text, int, 1, "whole numbers")
-
-
-def _float_list(text: str) -> list[float]:
-    return _numbers(text, float, 0, "numbers")
-
-
-def _positive(text: str) -> int:
-    value = _int_list(text)
-    if len(value) != 1:
-        raise argparse.ArgumentTypeError(f"expected one whole number, got {text!r}")
-    return value[0]
-
-
-def _plane(text: str) -> int:
-    value = _positive(text)
-    if value < 64:
-        raise argparse.ArgumentTypeError(f"planes are at least 64 pixels, got {value}")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's options, for ``openhcs-omero bench`` and ``python -m bench``."""
-    parser.add_argument("--quick", action="store_true",
-                        help=f"tiny plates ({QUICK['sizes']} wells, {QUICK['plane']} px), one repeat: "
-                             "checks that everything runs, says nothing about speed")
-    parser.add_argument("--sizes", type=_int_list, default=None, metavar="N,N,...",
-                        help=f"plate sizes in wells (default {DEFAULT_SIZES})")
-    parser.add_argument("--sites", type=_positive, default=None,
-                        help=f"sites per well (default {DEFAULT_PLATE['sites']})")
-    parser.add_argument("--channels", type=int, choices=range(1, 5), default=None, metavar="1-4",
-                        help=f"channels (default {DEFAULT_PLATE['channels']})")
-    parser.add_argument("--plane", type=_plane, default=None,
-                        help=f"plane size in pixels, at least 64 (default {DEFAULT_PLATE['plane']})")
-    parser.add_argument("--latencies", type=_float_list, default=None, metavar="MS,MS,...",
-                        help=f"simulated latency per server call, ms (default {DEFAULT_LATENCIES})")
-    parser.add_argument("--workers", type=_positive, default=2, help="the larger worker count (default 2)")
-    parser.add_argument("--repeats", type=_positive, default=None,
-                        help="runs per configuration, the median is reported (default 3)")
-    parser.add_argument("--large-repeats", type=_positive, default=None, metavar="N",
-                        help=f"runs per configuration on plates of more than {LARGE_PLATE} wells (default 1)")
-    parser.add_argument("--openhcs-repeats", type=_positive, default=None, metavar="N",
-                        help="runs of OpenHCS per plate (default 1: it is several times slower, so its "
-                             "run-to-run noise cannot change a comparison)")
-    parser.add_argument("--pipeline", default="nuclei_count", help="preset (default nuclei_count)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON report (default {DEFAULT_OUT})")
-    parser.add_argument("--markdown", default=None, metavar="FILE", help="also write the table to FILE")
-    parser.add_argument("--cache", default=None, metavar="DIR",
-                        help="where plates are kept (default ~/.cache/openhcs-omero/bench-plates)")
-    parser.add_argument("--skip-openhcs", action="store_true", help="do not run OpenHCS")
-    parser.add_argument("--openhcs-max-wells", type=_positive, default=DEFAULT_OPENHCS_MAX_WELLS, metavar="N",
-                        help="run OpenHCS only on plates of at most N wells (default "
-                             f"{DEFAULT_OPENHCS_MAX_WELLS}: it takes minutes and gigabytes on 384)")
-    parser.add_argument("--openhcs-python", default=None, metavar="PYTHON",
-                        help="a Python that has openhcs (default: $OPENHCS_PYTHON, the cached OpenHCS "
-                             "environment, or this Python)")
-    parser.add_argument("--install-openhcs", action="store_true",
-                        help="first install OpenHCS (CPU only, about 1.5 GB) into its own cached environment")
-    parser.add_argument("--direct", action="store_true",
-                        help="instead: RawPixelsStore against direct reads from the managed repository "
-                             "(Pixel_Access server and auto), on the plates and on --realistic "
-                             f"(JSON: {DIRECT_OUT} unless --out)")
-    parser.add_argument("--realistic", type=_realistic, default=None, metavar="WELLS,SITES,CHANNELS,PLANE",
-                        help="with --direct: the plate of realistic planes, or none (default 24,2,3,1024; "
-                             "--quick: none)")
-
-
-def _realistic(text: str):
-    from openhcs_omero_lib.bench.plates import realistic_spec
-
-    try:
-        return realistic_spec(text) or "none"
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    quick = QUICK if args.quick else {}
-    return {
-        "sizes": args.sizes or _int_list(quick.get("sizes", DEFAULT_SIZES)),
-        "sites": args.sites or quick.get("sites", DEFAULT_PLATE["sites"]),
-        "channels": args.channels or quick.get("channels", DEFAULT_PLATE["channels"]),
-        "plane": args.plane or quick.get("plane", DEFAULT_PLATE["plane"]),
-        "openhcs_max_wells": args.openhcs_max_wells,
-        "latencies_ms": args.latencies if args.latencies is not None else _float_list(DEFAULT_LATENCIES),
-        "workers": sorted({1, args.workers}),
-        "repeats": args.repeats or quick.get("repeats", 3),
-        "large_repeats": args.large_repeats or quick.get("repeats", 1),
-        "openhcs_repeats": args.openhcs_repeats or 1,
-        "pipeline": args.pipeline,
-    }
+from openhcs_omero_lib.bench.options import LARGE_PLATE, add_arguments, settings_from
 
 
 def _machine() -> dict[str, Any]:
@@ -215,6 +105,8 @@ def _environment(tmp: Path) -> dict[str, str]:
 
 def run_benchmark(settings: dict[str, Any], *, cache: Path | None, openhcs_python: str | None,
                   openhcs_note: str, log=print) -> dict[str, Any]:
+    from openhcs_omero_lib.bench.plates import PlateSpec, plate_folder
+
     sizes, latencies, workers = settings["sizes"], settings["latencies_ms"], settings["workers"]
     specs = {w: PlateSpec(w, settings["sites"], settings["channels"], settings["plane"]) for w in sizes}
     folders = {}
@@ -317,22 +209,66 @@ def _consistent(raw) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="openhcs-omero bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run with parsed arguments (``openhcs-omero bench`` calls this, through the package's
-    ``run``, which sends ``--direct`` to :mod:`.direct`)."""
+    """Run with parsed arguments (another command line may call this; the package's
+    ``run`` sends ``--direct`` to :mod:`.direct`)."""
     if getattr(args, "direct", False):
         raise ValueError("--direct is run by openhcs_omero_lib.bench.run")
-    settings = _settings(args)
+    settings = settings_from(args)
+    parts = settings["parts"]
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    cache = Path(args.cache) if args.cache else None
+    load_before = _load()
+    report: dict[str, Any] = {}
+    if "omero" in parts:
+        report.update(_run_omero_part(args, settings, cache, log))
+    if "ops" in parts:
+        from openhcs_omero_lib.bench import ops_table
+        from openhcs_omero_lib.bench.plates import default_cache
+
+        wells = list(ops_table.FIELD_WELLS[:settings["op_fields"]])
+        report["ops"] = ops_table.run_ops(settings["op_sizes"], wells, settings["op_repeats"],
+                                          (cache or default_cache()) / "fields", log=log)
+    if "local" in parts:
+        report["local"] = _run_local_part(settings, cache, log)
+    meta = report.setdefault("meta", {"date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
+                                      "machine": {**_machine(), "load_before": load_before}})
+    meta["machine"]["load_before"] = load_before
+    meta["machine"]["load_after"] = _load()
+    meta["parts"] = parts
+    table = markdown(report)
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    log(f"wrote {out}")
+    status = 0
+    bad = [wells for wells, c in report.get("consistent_results", {}).items() if not c["agree"]]
+    if bad:
+        log(f"the runners' results differ on the {', '.join(bad)}-well plate(s): see consistent_results in {out}")
+        status = 1
+    differing = sorted({r["op"] for r in report.get("ops", {}).get("rows", []) if not r["same_output"]})
+    if differing:
+        log(f"the library and the reference disagree on: {'; '.join(differing)}")
+        status = 1
+    if "local" in report and not report["local"]["same_counts"]:
+        log("openhcs-omero run and the plain loop counted different nuclei")
+        status = 1
+    return status
+
+
+def _run_omero_part(args: argparse.Namespace, settings: dict[str, Any], cache: Path | None, log) -> dict[str, Any]:
     openhcs_python, note = None, "skipped: --skip-openhcs"
     if not args.skip_openhcs:
         from openhcs_omero_lib.bench.openhcs_runner import find_python, install
@@ -344,21 +280,38 @@ def run(args: argparse.Namespace) -> int:
         if openhcs_python and any(w > args.openhcs_max_wells for w in settings["sizes"]):
             note += f", run on plates of at most {args.openhcs_max_wells} wells (--openhcs-max-wells)"
     log(f"OpenHCS: {note}")
-    report = run_benchmark(settings, cache=Path(args.cache) if args.cache else None,
-                           openhcs_python=openhcs_python, openhcs_note=note, log=log)
-    table = R.markdown(report)
-    print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(table)
-    log(f"wrote {out}")
-    bad = [wells for wells, c in report["consistent_results"].items() if not c["agree"]]
-    if bad:
-        log(f"the runners' results differ on the {', '.join(bad)}-well plate(s): see consistent_results in {out}")
-        return 1
-    return 0
+    return run_benchmark(settings, cache=cache, openhcs_python=openhcs_python, openhcs_note=note, log=log)
+
+
+def _run_local_part(settings: dict[str, Any], cache: Path | None, log) -> dict[str, Any]:
+    from openhcs_omero_lib.bench.local import run_local
+    from openhcs_omero_lib.bench.plates import PlateSpec, plate_folder
+
+    wells, sites, plane = settings["local_plate"]
+    spec = PlateSpec(wells, sites, 2, plane)
+    folder = plate_folder(spec, cache)
+    log(f"local plate {spec.describe()}: {folder}")
+    with tempfile.TemporaryDirectory(prefix="openhcs-omero-bench-") as tmp:
+        local = run_local(folder, settings["workers"], settings["repeats"], _environment(Path(tmp)), log=log)
+    local["plate"] = spec.describe()
+    return local
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Every part's tables, one after another."""
+    from openhcs_omero_lib.bench import local, ops_table
+
+    meta = report["meta"]
+    if "rows" in report:
+        sections = [R.markdown(report)]
+    else:
+        sections = [f"Benchmark of {meta['date']} on {meta['machine']['cpu']} ({meta['machine']['cores']} cores), "
+                    f"load average before/after {meta['machine']['load_before']}/{meta['machine']['load_after']}.\n"]
+    if "ops" in report:
+        sections.append(ops_table.markdown(report["ops"]))
+    if "local" in report:
+        sections.append(local.markdown(report["local"], report["local"]["plate"]))
+    return "\n".join(sections)
 
 
 __all__ = ["add_arguments", "main", "run"]

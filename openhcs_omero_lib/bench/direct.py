@@ -214,18 +214,18 @@ def markdown(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """``--direct`` with parsed arguments: the table on stdout, the JSON (with every run's
     raw figures) into ``--out``; status 1 when the runners measured different things."""
-    from openhcs_omero_lib.bench import command as C
+    from openhcs_omero_lib.bench import options as O
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    settings = C._settings(args)
+    settings = O.settings_from(args)
     realistic = args.realistic or ("none" if args.quick else realistic_spec(DEFAULT_REALISTIC))
     settings["realistic"] = None if realistic == "none" else realistic
     report = run_direct_benchmark(settings, cache=Path(args.cache) if args.cache else None, log=log)
     table = markdown(report)
     print(table)
-    out = Path(args.out if args.out != C.DEFAULT_OUT else C.DIRECT_OUT)
+    out = Path(args.out if args.out != O.DEFAULT_OUT else O.DIRECT_OUT)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     if args.markdown:

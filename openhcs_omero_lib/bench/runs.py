@@ -55,14 +55,19 @@ def _login(connection: dict[str, Any]):
 @contextlib.contextmanager
 def _logged_in(request: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
     """The stand-in's control line, a logged-in connection and the pipeline: what a
-    script has before its clock starts."""
+    script has before its clock starts (its imports include those of the pipeline's
+    operations, which the library makes when a run starts)."""
     from openhcs_omero_lib.bench.standin import control_for
+    from openhcs_omero_lib.pipeline import ops
     from openhcs_omero_lib.pipeline.loading import resolve_pipeline
 
     control = control_for(request["server"])
     conn = _login(request["server"])
+    spec = resolve_pipeline(request["pipeline"])[0]
+    for step in spec.steps:
+        ops.import_for(step.op, getattr(step, "method", None))
     try:
-        yield control, conn, resolve_pipeline(request["pipeline"])[0]
+        yield control, conn, spec
     finally:
         conn.close()
         control.close()
@@ -162,8 +167,9 @@ def compute_only(request: dict[str, Any]) -> dict[str, Any]:
     ``ready`` once its pixels are loaded and starts computing when stdin says ``go``:
     the driver starts all parts together to see what the machine's cores really give."""
     from openhcs_omero_lib.engine import bind
+    from openhcs_omero_lib.execution.allocator import keep_freed_memory
     from openhcs_omero_lib.pipeline.loading import resolve_pipeline
-    from openhcs_omero_lib.pipeline.run import run_unit
+    from openhcs_omero_lib.pipeline.run import compile_unit
     from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
 
     with ImageXpressSource(request["folder"]) as source:
@@ -171,8 +177,10 @@ def compute_only(request: dict[str, Any]) -> dict[str, Any]:
         channels = bound.channels_read()
         units = list(source.layout.units())[request.get("part", 0)::request.get("parts", 1)]
         pixels = [{c: source.read_stack(u, c) for c in channels} for u in units]
+    keep_freed_memory()  # as the executor does
+    run_unit = compile_unit(bound)  # once per run, as the executor does
     if pixels:
-        run_unit(bound, pixels[0].__getitem__)  # first use of each operation loads code: not work
+        run_unit(pixels[0].__getitem__)  # first use of each operation loads code: not work
     if "parts" in request:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
@@ -181,7 +189,7 @@ def compute_only(request: dict[str, Any]) -> dict[str, Any]:
     seconds = 0.0
     for planes in pixels:
         start = time.perf_counter()
-        rows.append(run_unit(bound, planes.__getitem__))
+        rows.append(run_unit(planes.__getitem__))
         seconds += time.perf_counter() - start
     return {"seconds": seconds, "units": len(rows), "errors": 0, "count_total": _count_total(rows)}
 

@@ -4,11 +4,11 @@ of their group (:mod:`.local`, :mod:`.omero_plates`, :mod:`.jobs`, :mod:`.server
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 
 from openhcs_omero_lib import __version__
-from openhcs_omero_lib.cli.common import UserError, connection_arguments, positive
+from openhcs_omero_lib.cli.common import MAX_WORKERS, RunFailed, UserError, connection_arguments, positive, workers
 from openhcs_omero_lib.cli.jobs import add_job_commands
 from openhcs_omero_lib.cli.local import (
     cmd_describe,
@@ -44,12 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true", help="use the built-in synthetic demo plate")
     run.add_argument("--pipeline", default="nuclei_count", help="preset name or spec file (default: nuclei_count)")
     run.add_argument("--out", help="output folder (default: results/<plate>_<pipeline>)")
-    run.add_argument("--workers", type=positive, default=available_cores(),
+    run.add_argument("--workers", type=workers, default=min(available_cores(), MAX_WORKERS),
                      help="worker processes (default: the cores available, %(default)s here)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--heatmap", metavar="MEASUREMENT",
                      help="the well measurement heatmap.png shows (default: the pipeline's first count)")
     run.add_argument("--no-heatmap", action="store_true", help="no heatmap.png")
+    run.add_argument("--allow-bad-files", action="store_true",
+                     help="run even when image files are empty, truncated, unreadable or of another size: "
+                          "their fields become error rows (names, the HTD and missing files are still checked)")
     run.add_argument("--qc", action="store_true",
                      help="also write qc_montage.png: the fields of the wells with the lowest and highest "
                           "values, and failed fields, with the segmented objects outlined")
@@ -116,18 +119,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: Exception) -> str:
+    """A message on one line whatever names it quotes (an OMERO plate may be named
+    with a line break)."""
+    return " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    if not logging.getLogger().handlers:
-        # omero-py logs every failed server call with its traceback; the command
-        # reports what went wrong in one line of its own.
-        logging.basicConfig(level=logging.ERROR, format="openhcs-omero: %(name)s: %(message)s")
+    """Run the command; ``argv`` defaults to the command line. Run from the command line
+    (no ``argv``), the process then ends at once (see :func:`_end_now`)."""
+    code = _main(argv)
+    if argv is None:
+        _end_now(code)
+    return code
+
+
+def _end_now(code: int) -> None:
+    """End the process without Python's teardown of every module (numpy, scipy,
+    pandas, pydantic, omero: a tenth of a second or more that nobody waits for). The
+    atexit handlers (omero-py's temporary files, logging) still run and the output is
+    flushed; while another thread still runs, which a normal exit would wait for, the
+    exit is a normal one."""
+    import atexit
+    import os
+    import threading
+
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _main(argv: list[str] | None) -> int:
+    from openhcs_omero_lib.redact import add_secret, configure_logging
+
+    # omero-py logs every failed server call with its traceback and the session key;
+    # the command reports what went wrong in one line of its own.
+    configure_logging()
+    for variable in ("OMERO_PASSWORD", "OMERO_SESSION_KEY"):
+        add_secret(os.environ.get(variable))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"openhcs-omero: error: {exc}", file=sys.stderr)
+        print(f"openhcs-omero: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"openhcs-omero: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("openhcs-omero: interrupted; workers stopped, no results written", file=sys.stderr)
         return 130

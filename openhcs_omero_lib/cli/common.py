@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 class UserError(Exception):
     """Bad input: printed as one line, exit status 2."""
+
+
+class RunFailed(Exception):
+    """A run that could not finish (its results could not be stored): printed as one
+    line, exit status 1."""
+
+
+MAX_WORKERS = 64
+"""As the script's Workers parameter: more processes than this are a mistake."""
 
 
 def positive(text: str) -> int:
@@ -21,13 +31,41 @@ def positive(text: str) -> int:
     return value
 
 
-def open_local_plate(folder: str):
-    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource, NotAPlateError
+def workers(text: str) -> int:
+    value = positive(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_WORKERS}, got {value}")
+    return value
+
+
+def check_output(folder: Path) -> None:
+    """Refuse an output folder that cannot be written, before anything is computed."""
+    from openhcs_omero_lib.results.sinks import LocalFolderSink
 
     try:
-        return ImageXpressSource(folder)
+        LocalFolderSink(folder).check()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(folder) else ""
+        raise UserError(f"cannot write results to {folder}: {exc.strerror or exc}{where}") from None
+
+
+def open_local_plate(folder: str, check: bool = False, tiffs: bool = True):
+    """The plate in ``folder``; with ``check``, every file checked before a run
+    reads any (:mod:`.imagexpress_check`), their contents too unless not ``tiffs``."""
+    from openhcs_omero_lib.plates.imagexpress import ImageXpressSource, NotAPlateError
+    from openhcs_omero_lib.plates.imagexpress_check import check_plate_folder
+
+    try:
+        source = ImageXpressSource(folder)
     except NotAPlateError as exc:
         raise UserError(str(exc)) from None
+    if check:
+        try:
+            check_plate_folder(source, tiffs=tiffs)
+        except NotAPlateError as exc:
+            source.close()
+            raise UserError(str(exc)) from None
+    return source
 
 
 def load_pipeline(name_or_path: str):
@@ -62,14 +100,19 @@ def tuned(spec, values: dict, layout):
 
 
 def progress_bar(disable: bool):
+    if disable or not sys.stderr.isatty():
+        # What tqdm would do (it hides itself off a terminal), without importing it.
+        return None
     from tqdm import tqdm
 
+    # Without its monitor thread: worker processes of a local plate may then be forked.
+    tqdm.monitor_interval = 0
     bar = None
 
     def update(done: int, total: int, errors: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, unit="site", disable=disable or None, file=sys.stderr)
+            bar = tqdm(total=total, unit="site", file=sys.stderr)
         bar.set_postfix(errors=errors, refresh=False)
         bar.update(done - bar.n)
         if done == total:

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from openhcs_omero_lib.cli.common import (
+    RunFailed,
     UserError,
+    check_output,
     load_pipeline,
     open_local_plate,
     picture_measurement,
@@ -68,7 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     folder = demo_plate() if args.demo else Path(args.plate)
     spec = load_pipeline(args.pipeline)
     values = tuning(spec, args.set)
-    source = open_local_plate(str(folder))
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_output(out)
+    source = open_local_plate(str(folder), check=True, tiffs=not args.allow_bad_files)
     try:
         spec = tuned(spec, values, source.layout)
         bind(spec, source.layout)  # a channel the plate lacks fails here, before any output
@@ -76,11 +81,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         source.close()
         raise UserError(str(exc)) from None
     try:
-        measurement = picture_measurement(args, bind(spec, source.layout))
+        # Without pictures to draw, matplotlib (half a second) is not imported at all.
+        wanted = args.heatmap or not args.no_heatmap or args.qc
+        measurement = picture_measurement(args, bind(spec, source.layout)) if wanted else ""
     except UserError:
         source.close()
         raise
-    out = Path(args.out) if args.out else Path("results") / f"{source.layout.name}_{spec.name}"
+    if out is None:
+        out = Path("results") / f"{source.layout.name}_{spec.name}"
+        try:
+            check_output(out)
+        except UserError:
+            source.close()
+            raise
     print(source.layout.describe(), file=sys.stderr)
     print(f"pipeline {spec.name}, {args.workers} worker(s), {source.layout.n_units} units", file=sys.stderr)
     try:
@@ -89,7 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         pictures = local_pictures(args, results, source, bind(spec, source.layout), measurement)
     finally:
         source.close()
-    written = LocalFolderSink(out, pictures).write(results)
+    try:
+        written = LocalFolderSink(out, pictures).write(results)
+    except OSError as exc:
+        raise RunFailed(f"cannot write results to {out}: {exc.strerror or exc}; nothing written") from None
     print_wells(results)
     s = results.summary
     print(f"{s['timing']['units']} units in {s['timing']['seconds']:.1f} s, "
@@ -100,10 +116,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def local_pictures(args: argparse.Namespace, results, source, bound, measurement: str) -> dict[str, bytes]:
     """``heatmap.png`` (unless --no-heatmap) and, with --qc, ``qc_montage.png``."""
+    pictures: dict[str, bytes] = {}
+    if args.no_heatmap and not args.qc:
+        return pictures
     from openhcs_omero_lib.pictures.heatmap import drawable, plate_heatmap
     from openhcs_omero_lib.pictures.montage import qc_montage
 
-    pictures = {}
     layout = source.layout
     if not args.no_heatmap and not drawable(layout.rows, layout.columns):
         print(f"no heatmap.png: a plate of {layout.rows}x{layout.columns} wells is larger than 1536-well plates",
@@ -161,7 +179,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_pipeline(args.file)
     values = tuning(spec, args.set)
     if args.plate:
-        source = open_local_plate(args.plate)
+        source = open_local_plate(args.plate, check=True)
         try:
             bind(tuned(spec, values, source.layout), source.layout)
         except ValueError as exc:

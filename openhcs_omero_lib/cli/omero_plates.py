@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from openhcs_omero_lib.cli.common import (
+    RunFailed,
     UserError,
+    check_output,
     load_pipeline,
     omero_connection,
     picture_measurement,
@@ -15,6 +17,19 @@ from openhcs_omero_lib.cli.common import (
     progress_bar,
     tuning,
 )
+
+
+def server_failure(exc: BaseException, what: str) -> str:
+    """One line for a run the server stopped; a bug's traceback goes to stderr first."""
+    from openhcs_omero_lib.omero.script_support import failure_reason
+
+    why = failure_reason(exc)
+    if why is None:
+        import traceback
+
+        traceback.print_exc()
+        why = f"{type(exc).__name__}: {exc}"
+    return f"{what}: {why}"
 
 
 def run_omero(args: argparse.Namespace) -> int:
@@ -32,12 +47,16 @@ def run_omero(args: argparse.Namespace) -> int:
     unknown = sorted(set(attach) - set(ATTACH_CHOICES) | set(outputs) - set(OUTPUT_CHOICES))
     if unknown:
         raise UserError(f"unknown --attach/--outputs choices: {', '.join(unknown)}")
+    if args.out:
+        check_output(Path(args.out))
     conn = omero_connection(args)
     try:
         try:
             prepared = prepare(conn, "Plate", args.omero_plate, spec, runs=args.run, outputs=outputs, params=values)
         except OmeroInputError as exc:
             raise UserError(str(exc)) from None
+        except Exception as exc:
+            raise RunFailed(server_failure(exc, "nothing attached")) from None
         measurements = [picture_measurement(args, bound) for _, bound in prepared]
         worst = 0
         for (plate, bound), measurement in zip(prepared, measurements):
@@ -51,6 +70,8 @@ def run_omero(args: argparse.Namespace) -> int:
                 print(f"{exc}; nothing attached to it", file=sys.stderr)
                 worst = 1
                 continue
+            except Exception as exc:
+                raise RunFailed(server_failure(exc, f"plate {plate.id}: nothing attached")) from None
             if args.out:
                 pictures = {}
                 if not args.no_heatmap and run.report.count() and not run.report.heatmap_note:
@@ -59,7 +80,12 @@ def run_omero(args: argparse.Namespace) -> int:
                     pictures["heatmap.png"] = plate_heatmap(
                         run.results.wells, plate.layout.rows, plate.layout.columns, plate=plate.layout.name,
                         pipeline=bound.name, measurement=measurement).png
-                LocalFolderSink(Path(args.out) / f"plate_{plate.id}", pictures).write(run.results)
+                local = Path(args.out) / f"plate_{plate.id}"
+                try:
+                    LocalFolderSink(local, pictures).write(run.results)
+                except OSError as exc:
+                    raise RunFailed(f"plate {plate.id}: results attached, but cannot write the local copy "
+                                    f"to {local}: {exc.strerror or exc}") from None
             print_wells(run.results)
             s = run.results.summary
             rois = run.report.rois

@@ -3,12 +3,15 @@
 With N workers this process is one of them: it computes from the start, and N - 1
 processes are spawned once the work left looks longer than their start-up; they
 join in when ready. Workers are started with the ``spawn`` method, which is safe
-inside a process that already runs threads (an OMERO script holds Ice threads); each
-opens its own pixel source once from a :class:`~.pixels.SourceSpec` and keeps it for
-every unit it is given. While a unit computes, the next units' planes are fetched on
-background threads (:class:`~.pixels.UnitPrefetcher`), so server round-trips overlap
-computing. Units travel in chunks and only result rows come back, so memory is
-bounded by a few units per process whatever the plate size. A failing unit becomes
+inside a process that already runs threads (an OMERO script holds Ice threads), or,
+for a source that says it may be (local files) and while this process runs no other
+thread, forked at once: a fork costs milliseconds where a new interpreter costs about
+a second of imports. Each opens its own pixel source once from a
+:class:`~.pixels.SourceSpec` and keeps it for every unit it is given. While a unit
+computes, the next units' planes are fetched on background threads
+(:class:`~.pixels.UnitPrefetcher`), so server round-trips overlap computing. Units
+travel in chunks and only result rows come back, so memory is bounded by a few units
+per process whatever the plate size. A failing unit becomes
 an error row and the run goes on, unless the source says it cannot serve the plate
 yet (:class:`~.pixels.SourceNotReady`), which stops the run; a worker that dies loses
 no unit. Results come back in plate order, identical for any number of workers.
@@ -27,12 +30,13 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.util import Finalize
 from typing import Callable, Sequence
 
+from openhcs_omero_lib.execution.allocator import keep_freed_memory
 from openhcs_omero_lib.pipeline.outlines import unit_outlines
-from openhcs_omero_lib.pipeline.run import Reader, run_unit
+from openhcs_omero_lib.pipeline.run import Reader, Unit, compile_unit
 from openhcs_omero_lib.pipeline.spec import PipelineSpec
 from openhcs_omero_lib.plates.layout import SiteUnit
 from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec, UnitPrefetcher, open_source
@@ -60,14 +64,14 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _run_one(spec: PipelineSpec, read: Reader, index: int, unit: SiteUnit, outlines: bool = False) -> UnitResult:
+def _run_one(compute: Unit, read: Reader, index: int, unit: SiteUnit, outlines: bool = False) -> UnitResult:
     start = time.perf_counter()
     try:
         if outlines:  # only outlines leave the process that computed them, never labels
             labels: dict = {}
-            row = run_unit(spec, read, labels)
+            row = compute(read, labels)
             return UnitResult(index, unit, row, None, time.perf_counter() - start, unit_outlines(labels))
-        row = run_unit(spec, read)
+        row = compute(read)
         return UnitResult(index, unit, row, None, time.perf_counter() - start)
     except SourceNotReady:  # the plate's failure, not the unit's: the run stops
         raise
@@ -83,26 +87,58 @@ def _run_one(spec: PipelineSpec, read: Reader, index: int, unit: SiteUnit, outli
 _worker: dict[str, object] = {}
 
 
-def _init_worker(source_spec: SourceSpec, pipeline: dict, outlines: bool = False) -> None:
+def _init_worker(source_spec: SourceSpec, pipeline: dict, outlines: bool = False,
+                 parent: int | None = None, forked: bool = False) -> None:
+    keep_freed_memory()
     # The parent decides about Ctrl-C; workers must not die half-way on their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if forked:  # the parent's SIGTERM handler came along; terminate() must end the worker
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # First, and by the parent's own word: it may be gone before this worker is ready.
+    _watch_parent(parent or os.getppid())
     source = _worker["source"] = open_source(source_spec)
-    spec = _worker["spec"] = PipelineSpec.model_validate(pipeline)
+    spec = PipelineSpec.model_validate(pipeline)
+    _worker["compute"] = compile_unit(spec)
     _worker["outlines"] = outlines
     # One reader for the worker's life: its threads and stores serve every chunk.
     _worker["prefetch"] = UnitPrefetcher(source, spec.channels_read())
     # Runs at the worker's normal exit (multiprocessing does not run atexit there).
     Finalize(None, _close_worker, exitpriority=10)
-    Finalize(None, _exit_now, exitpriority=0)
+    if not forked:  # a forked worker already ends without tearing down (and without atexit)
+        Finalize(None, _exit_now, exitpriority=0)
+
+
+PARENT_WATCH_SECONDS = 0.5
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker soon after the process that started it is gone (killed with
+    SIGKILL, say, or by the kernel for memory), which nothing else would tell it: a
+    worker waiting for its next chunk holds both ends of the queue's pipe, so it never
+    sees the parent's end close. Its stores are closed on the way out."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_WATCH_SECONDS)
+        closer = threading.Thread(target=_close_quietly, daemon=True)
+        closer.start()
+        closer.join(5)  # a server that does not answer must not keep the worker alive
+        os._exit(1)
+
+    threading.Thread(target=watch, name="openhcs-parent-watch", daemon=True).start()
+
+
+def _close_quietly() -> None:
+    with contextlib.suppress(BaseException):
+        _close_worker()
 
 
 def _run_chunk(chunk: list[tuple[int, SiteUnit]]) -> list[UnitResult]:
     prefetch: UnitPrefetcher = _worker["prefetch"]  # type: ignore[assignment]
-    spec: PipelineSpec = _worker["spec"]  # type: ignore[assignment]
+    compute: Unit = _worker["compute"]  # type: ignore[assignment]
     try:
         readers = prefetch.readers([u for _, u in chunk])
         outlines = bool(_worker.get("outlines"))
-        return [_run_one(spec, read, i, u, outlines) for (i, u), read in zip(chunk, readers)]
+        return [_run_one(compute, read, i, u, outlines) for (i, u), read in zip(chunk, readers)]
     except SourceNotReady:
         raise  # the parent stops the run and says why
     except BaseException:
@@ -164,7 +200,8 @@ def _sigterm_cancels():
 
 def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit] | None = None,
               workers: int = 1, progress: ProgressCallback | None = None,
-              chunk_size: int | None = None, outlines: bool = False) -> list[UnitResult]:
+              chunk_size: int | None = None, outlines: bool = False,
+              notes: list[str] | None = None) -> list[UnitResult]:
     """Run a bound pipeline over ``units`` (default: every unit of the plate).
 
     With ``workers == 1`` the work runs in this process on ``source``; otherwise
@@ -172,17 +209,19 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
     process opening its own source from ``source.spec()``. Ctrl-C
     (KeyboardInterrupt) or SIGTERM (:class:`Cancelled`) stops the workers and is
     re-raised, as is :class:`~.pixels.SourceNotReady` from any unit. With ``outlines``
-    each result also carries its objects' outlines.
+    each result also carries its objects' outlines. ``notes``, if given, receives a
+    line for what the caller should hear of (a worker that died).
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    keep_freed_memory()
     units = list(source.layout.units()) if units is None else list(units)
     if progress:
         progress(0, len(units), 0)
     if workers == 1 or len(units) <= 1:
         return _run_here(spec, source, units, progress, outlines)
     with _sigterm_cancels():
-        return _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines)
+        return _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines, notes)
 
 
 def _run_here(spec, source, units, progress, outlines=False) -> list[UnitResult]:
@@ -202,8 +241,22 @@ WORKER_START_SECONDS = 1.0
 numpy, scipy, scikit-image and omero (most of it) and joining the session."""
 
 
+JUDGE_UNITS, JUDGE_SECONDS = 8, 0.25
+"""The pace that decides on workers is taken over at least this many units after the
+first, or this much time: on a machine that other work shares, single units of a few
+milliseconds vary too much to extrapolate a plate from."""
+
+
 def _ready() -> int:
     return os.getpid()
+
+
+def _can_fork(source: PixelSource) -> bool:
+    """Whether workers may be forked: the source's workers read only local files, and
+    this process runs no other thread, since a fork copies only the calling thread and
+    a lock another thread held would stay locked in the child."""
+    return (getattr(source, "fork_safe", False) and threading.active_count() == 1
+            and "fork" in get_all_start_methods())
 
 
 class _SharedRun:
@@ -248,6 +301,7 @@ class _SharedRun:
         """Take in what workers have finished, and keep every ready worker busy."""
         out = self.starting | set(self.running)
         done = wait(out, timeout=timeout, return_when=FIRST_COMPLETED).done if out else set()
+        before = len(self.results)
         for future in done:
             if future in self.starting:
                 self.starting.discard(future)
@@ -264,7 +318,7 @@ class _SharedRun:
         while self.todo and self.broken is None and len(self.running) < 2 * self.ready:
             chunk = [self.todo.popleft() for _ in range(self._next_chunk_size())]
             self.running[self.pool.submit(_run_chunk, chunk)] = chunk  # type: ignore[union-attr]
-        if done and self.progress:
+        if len(self.results) > before and self.progress:
             self.progress(len(self.results), self.total, self.errors)
 
     def _result_or_none(self, future):
@@ -298,12 +352,13 @@ class _SharedRun:
                 taken.append(self.todo.popleft())
                 yield taken[-1][1]
 
+        compute = compile_unit(spec)
         started = first_done = time.perf_counter()
         done_here = 0
         with UnitPrefetcher(source, spec.channels_read()) as prefetch:
             for read in prefetch.readers(take()):
                 index, unit = taken.popleft()
-                self.add([_run_one(spec, read, index, unit, self.outlines)])
+                self.add([_run_one(compute, read, index, unit, self.outlines)])
                 done_here += 1
                 if self.helpers and self.pool is None:
                     now = time.perf_counter()
@@ -312,8 +367,10 @@ class _SharedRun:
                         # itself, only a clear case starts workers.
                         first_done = now
                         worth = self._worth_helpers(1, now - started, margin=3.0)
-                    else:
+                    elif done_here - 1 >= JUDGE_UNITS or now - first_done >= JUDGE_SECONDS:
                         worth = self._worth_helpers(done_here - 1, now - first_done)
+                    else:  # too few units yet: one slow one (a busy machine) is not a pace
+                        worth = False
                     if worth:
                         self.start_helpers()
                 if self.progress:
@@ -326,16 +383,24 @@ class _SharedRun:
             self.collect(timeout=None)
 
 
-def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines=False) -> list[UnitResult]:
+def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines=False,
+                    notes=None) -> list[UnitResult]:
+    fork = _can_fork(source)
+
     def open_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("spawn"),
+        return ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("fork" if fork else "spawn"),
                                    initializer=_init_worker,
-                                   initargs=(source.spec(), spec.model_dump(mode="json"), outlines))
+                                   initargs=(source.spec(), spec.model_dump(mode="json"), outlines, os.getpid(),
+                                             fork))
 
     helpers = workers - 1 if PARENT_COMPUTES else workers
     run = _SharedRun(units, _largest_chunk(len(units), workers, chunk_size), progress, helpers, open_pool)
     run.outlines = outlines
     try:
+        if fork:
+            # Now, before reading ahead starts its threads; cheap enough to need no
+            # judging whether the plate is worth it.
+            run.start_helpers()
         if PARENT_COMPUTES:
             while True:
                 run.compute_here(spec, source)
@@ -343,7 +408,8 @@ def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines
                 if not run.todo:  # else a worker died with units that are still to do
                     break
         else:
-            run.start_helpers()
+            if run.pool is None:
+                run.start_helpers()
             run.finish()
     except SourceNotReady:
         if run.pool is not None:
@@ -363,6 +429,8 @@ def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines
         _terminate(run.pool)
     else:
         run.pool.shutdown(wait=True)
+    if run.broken is not None and notes is not None:
+        notes.append(f"a worker process failed ({run.broken}); this process computed its fields")
     run.results.sort(key=lambda r: r.index)
     return run.results
 

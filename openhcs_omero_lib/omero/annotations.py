@@ -4,6 +4,8 @@ saved in one call where the API allows it."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import hashlib
 import math
@@ -93,17 +95,44 @@ def map_annotations(conn, pairs: Sequence[list[tuple[str, str]]], ns: str, group
     return list(conn.getUpdateService().saveAndReturnArray(anns, in_group(conn, group_id))) if anns else []
 
 
+_DEFERRED: contextvars.ContextVar[list | None] = contextvars.ContextVar("openhcs_deferred_links", default=None)
+
+
 def link(conn, kind: str, pairs: Iterable[tuple[int, Any]], group_id: int) -> int:
-    """Link each ``(parent ID, annotation)`` to a ``kind`` object; returns how many."""
+    """Link each ``(parent ID, annotation)`` to a ``kind`` object; returns how many.
+    Inside :func:`deferred_links` the links are only collected."""
     links = []
     for parent_id, ann in pairs:
         lnk = _LINKS[kind]()
         lnk.setParent(_REFS[kind](parent_id, False))
         lnk.setChild(type(ann)(ann.getId().getValue(), False))
         links.append(lnk)
-    if links:
+    pending = _DEFERRED.get()
+    if pending is not None:
+        pending.extend(links)
+    elif links:
         conn.getUpdateService().saveArray(links, in_group(conn, group_id))
     return len(links)
+
+
+@contextlib.contextmanager
+def deferred_links():
+    """Collect the links :func:`link` makes instead of saving them; save the list
+    with :func:`save_links`. Until then the new annotations hang on nothing, so no
+    reader sees a set in the making."""
+    pending: list = []
+    token = _DEFERRED.set(pending)
+    try:
+        yield pending
+    finally:
+        _DEFERRED.reset(token)
+
+
+def save_links(conn, links: list, group_id: int) -> None:
+    """Every link in one call: one transaction on the server (IUpdate.saveArray), so
+    a reader sees all of a run's results or none, whatever stops the run."""
+    if links:
+        conn.getUpdateService().saveArray(links, in_group(conn, group_id))
 
 
 def find_annotations(conn, kind: str, parent_ids: Sequence[int], ns: str,
@@ -248,8 +277,14 @@ def _with_values(column: Any, values: list) -> Any:
     return out
 
 
-def create_table(conn, name: str, frame, group_id: int, batch: int = 1000) -> Any:
-    """An OMERO.table with the frame's rows; returns its OriginalFile."""
+TABLE_BATCH_ROWS = 1000
+"""Rows sent to OMERO.tables per call"""
+
+
+def create_table(conn, name: str, frame, group_id: int, batch: int | None = None) -> Any:
+    """An OMERO.table with the frame's rows (in calls of ``batch`` rows, default
+    :data:`TABLE_BATCH_ROWS`); returns its OriginalFile."""
+    batch = batch or TABLE_BATCH_ROWS
     opts = in_group(conn, group_id)
     resources = conn.c.sf.sharedResources(opts)
     repos = resources.repositories(opts)

@@ -17,6 +17,8 @@ import omero
 import omero.clients
 from omero.gateway import BlitzGateway
 
+from openhcs_omero_lib.redact import add_secret
+
 log = logging.getLogger(__name__)
 
 
@@ -90,6 +92,8 @@ def _login_store_session(host: str | None) -> dict | None:
 
 def connect(settings: ConnectionSettings) -> BlitzGateway:
     """A logged-in gateway, by session key if given, else by user and password."""
+    add_secret(settings.password)
+    add_secret(settings.session_key)
     client = settings.address.new_client()
     try:
         if settings.session_key:
@@ -106,6 +110,7 @@ def connect(settings: ConnectionSettings) -> BlitzGateway:
         client.__del__()
         raise OmeroConnectionError(f"cannot log in to {settings.host}:{settings.port}: "
                                    f"{_without_secrets(_reason(exc), settings)}") from None
+    add_secret(client.getSessionId())
     conn = BlitzGateway(client_obj=client)
     conn._openhcs_joined = bool(settings.session_key)
     if settings.group:
@@ -171,6 +176,7 @@ def session_key(conn: BlitzGateway) -> str:
 def join_session(address: ServerAddress, key: str, keep_alive: int = 60) -> omero.client:
     """A client in an existing session, detached so that closing it never closes
     the session of the user who started the work."""
+    add_secret(key)
     client = address.new_client()
     try:
         sf = client.joinSession(key)

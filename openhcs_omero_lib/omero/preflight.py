@@ -1,10 +1,12 @@
 """What is checked before a run computes anything, so that it never computes for an
 hour and then fails to save: the user may annotate every plate, OMERO.tables is
-running when a table is asked for, and the server has the plates' images ready."""
+running when a table is asked for, every plate's images are alike, and the server has
+the plates' images ready."""
 
 from __future__ import annotations
 
 import omero
+from omero.rtypes import unwrap
 
 from openhcs_omero_lib.omero import queries as Q
 from openhcs_omero_lib.omero.plate import OmeroInputError, OmeroPlate, all_groups, in_group, query_params
@@ -41,6 +43,29 @@ def check_can_annotate(conn, plate: OmeroPlate) -> None:
         whose = "your plate" if mine else f"another user's plate in a {_group_kind(permissions)} group"
         raise OmeroInputError(f"plate {plate.id} ({plate.layout.name}): you have no permission to annotate it "
                               f"({whose}), so its results could not be attached")
+
+
+def _kind(row: list) -> str:
+    x, y, c, z, t, ptype = row[:6]
+    return (f"{x}x{y} px, {c} channel{'s' if c != 1 else ''}, {z} z, {t} timepoint{'s' if t != 1 else ''}, "
+            f"{ptype}")
+
+
+def check_alike(conn, plates: list[OmeroPlate]) -> None:
+    """Raise :class:`OmeroInputError` for the first plate whose images differ in
+    size, channels, z, timepoints or pixel type: its layout, and so every field's
+    reading, comes from its first image. One query per plate."""
+    query = conn.getQueryService()
+    for plate in plates:
+        rows = [[unwrap(v) for v in row] for row in query.projection(
+            Q.PLATE_IMAGE_KINDS, query_params(id=plate.id), all_groups(conn))]
+        if len(rows) > 1:
+            rows.sort(key=lambda r: -r[6])
+            total = sum(r[6] for r in rows)
+            odd = "; ".join(f"{r[6]} {_kind(r)} (e.g. image {r[7]})" for r in rows[1:3])
+            raise OmeroInputError(f"plate {plate.id} ({plate.layout.name}): its images are not alike: "
+                                  f"{rows[0][6]} of {total} are {_kind(rows[0])}, but {odd}; "
+                                  "a run needs every field of a plate alike")
 
 
 def check_tables(conn) -> None:

@@ -110,6 +110,16 @@ ROIS = ("select r.id, r.details.owner.id from Roi r "
 ROIS_NS_PREFIX = ("select r.id, r.details.owner.id from Roi r "
                   "where r.image.id in (:ids) and r.description like :ns")
 
+# The kinds of image a plate holds (size, channels, z, timepoints, pixel type), how
+# many of each and one of them: a run reads every field as its first image is, so a
+# plate needs them alike.
+PLATE_IMAGE_KINDS = (
+    "select px.sizeX, px.sizeY, px.sizeC, px.sizeZ, px.sizeT, pt.value, count(px.id), min(i.id) "
+    "from Well w join w.wellSamples ws join ws.image i join i.pixels px join px.pixelsType pt "
+    "where w.plate.id = :id "
+    "group by px.sizeX, px.sizeY, px.sizeC, px.sizeZ, px.sizeT, pt.value"
+)
+
 # One Plate, Well or Image ({kind}) as an object: its details hold its group, its owner
 # and the caller's permissions on it (canAnnotate), as the server sends every object.
 OBJECT_DETAILS = "select o from {kind} o where o.id = :id"

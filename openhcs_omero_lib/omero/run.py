@@ -10,14 +10,16 @@ from openhcs_omero_lib.engine import bind
 from openhcs_omero_lib.execution.executor import ProgressCallback, run_units
 from openhcs_omero_lib.omero import rois as R
 from openhcs_omero_lib.omero.annotations import read_file_annotation
+from openhcs_omero_lib.omero.connection import session_key
 from openhcs_omero_lib.omero.direct_pixels import DirectPixelSource, PixelAccess, open_pixels
 from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
 from openhcs_omero_lib.omero.plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
-from openhcs_omero_lib.omero.preflight import check_can_annotate, check_ready, check_tables
+from openhcs_omero_lib.omero.preflight import check_alike, check_can_annotate, check_ready, check_tables
 from openhcs_omero_lib.omero.sink import OmeroResultSink, WriteReport
 from openhcs_omero_lib.pipeline.loading import parse_spec, resolve_pipeline
 from openhcs_omero_lib.pipeline.params import tune
 from openhcs_omero_lib.pipeline.spec import PipelineSpec
+from openhcs_omero_lib.redact import add_secret
 from openhcs_omero_lib.results.tables import PlateResults, collect
 
 
@@ -54,10 +56,10 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
             params: Mapping[str, Any] | None = None,
             annotate: bool = True) -> list[tuple[OmeroPlate, PipelineSpec]]:
     """Every plate's layout and the spec bound to it, before anything runs: a bad ID,
-    a channel a plate lacks, a plate the user may not annotate, a table among the
-    ``outputs`` without OMERO.tables, or images the server is still preparing
-    (:class:`~.preflight.PlateNotReady`) stop the whole request with nothing
-    computed and nothing written.
+    a channel a plate lacks, a plate the user may not annotate, a plate whose images
+    are not alike, a table among the ``outputs`` without OMERO.tables, or images the
+    server is still preparing (:class:`~.preflight.PlateNotReady`) stop the whole
+    request with nothing computed and nothing written.
 
     ``runs`` (PlateAcquisition IDs) measures only those runs: a plate with none of
     them is left out, and a run on none of the plates is an error. Without it every
@@ -67,6 +69,7 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
     each plate; a channel given by name is looked up among that plate's channels.
     ``annotate=False`` (a run that attaches nothing) skips the check that the user
     may annotate the plates."""
+    add_secret(session_key(conn))  # masked in this process's log lines from now on
     if "table" in outputs:
         check_tables(conn)
     chosen = frozenset(runs) if runs else None
@@ -89,6 +92,7 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
         missing = ", ".join(str(r) for r in sorted(chosen - found))
         raise OmeroInputError(f"no chosen plate has the run(s) {missing} (Runs takes the IDs of a plate's "
                               "acquisition runs, its PlateAcquisitions)")
+    check_alike(conn, [plate for plate, _ in prepared])
     check_ready(conn, [plate for plate, _ in prepared])
     return prepared
 
@@ -110,8 +114,9 @@ def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int =
     ``server`` always reads through RawPixelsStore; the results are the same."""
     started = time.time()
     source, access = open_pixels(conn, plate, pixel_access)
+    notes: list[str] = []
     try:
-        units = run_units(bound, source, workers=workers, progress=progress, outlines=save_rois)
+        units = run_units(bound, source, workers=workers, progress=progress, outlines=save_rois, notes=notes)
     finally:
         source.close()
     if isinstance(source, DirectPixelSource) and source.fell_back:  # this process's reads only
@@ -120,6 +125,8 @@ def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int =
     results = collect(plate.layout, bound, units, source=f"omero plate {plate.id}",
                       started=started, finished=time.time(), workers=workers)
     results.summary["pixel_access"] = access.summary()
+    if notes:
+        results.summary["notes"] = notes
     rois = R.RoiChoice(roi_cap, R.roi_z(bound.load.z, plate.layout.z_planes)) if save_rois else None
     if rois is not None and results.outlines:  # the run's JSON says what the cap left out
         results.summary["rois"] = R.plan(results.outlines, plate.layout.image_ids, roi_cap).summary()

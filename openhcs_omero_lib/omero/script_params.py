@@ -8,6 +8,8 @@ import importlib
 import signal
 import sys
 
+import Ice
+import omero
 import omero.scripts as scripts
 from omero.gateway import BlitzGateway
 from omero.rtypes import rlist, rlong, rmap, robject, rstring
@@ -53,7 +55,11 @@ def serve(client, function: str, progress: bool = False) -> None:
     message, and close the script's session. With ``progress`` the function also gets
     a publisher of its progress (``job=``), through which it learns of a cancel."""
     from openhcs_omero_lib.omero.job_progress import JobMessagePublisher
+    from openhcs_omero_lib.redact import add_secret, configure_logging
 
+    # The job's stderr is a file its user reads: no session key in omero-py's warnings.
+    add_secret(client.getSessionId())
+    configure_logging(own_process=True)
     publisher = JobMessagePublisher(client)
     # OMERO cancels a job with SIGTERM: finish the current step (never half an
     # attachment), then stop. While workers compute, the executor stops them at once.
@@ -63,13 +69,21 @@ def serve(client, function: str, progress: bool = False) -> None:
         conn = BlitzGateway(client_obj=client)
         extra = {"job": publisher} if progress else {}
         outcome = getattr(support, function)(conn, client.getInputs(unwrap=True), **extra)
-        client.setOutput("Message", rstring(outcome.message))
-        downloadable = _with_file(conn, outcome.file_annotation)
-        if downloadable is not None:
-            client.setOutput("File_Annotation", robject(downloadable))
-        if outcome.attached:
-            client.setOutput("Attached_IDs", rmap({kind: rlist([rlong(i) for i in ids])
-                                                   for kind, ids in outcome.attached.items()}))
+        try:
+            client.setOutput("Message", rstring(outcome.message))
+            downloadable = _with_file(conn, outcome.file_annotation)
+            if downloadable is not None:
+                client.setOutput("File_Annotation", robject(downloadable))
+            if outcome.attached:
+                client.setOutput("Attached_IDs", rmap({kind: rlist([rlong(i) for i in ids])
+                                                       for kind, ids in outcome.attached.items()}))
+        except (omero.ServerError, Ice.Exception) as exc:
+            # The session is gone (removed, timed out): the job's stderr, which the
+            # Processor keeps with its own session, is the one place left to say it.
+            print(f"openhcs-omero: {outcome.message} (the outputs could not be set: "
+                  f"{type(exc).__name__})", file=sys.stderr)
+            publisher.request_stop()
+            raise SystemExit(1) from None
         publisher.finish(outcome.outcome, outcome.message)
     finally:
         if publisher.active:  # the outcome above was never reached

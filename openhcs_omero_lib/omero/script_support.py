@@ -11,6 +11,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+import Ice
 import omero
 
 from openhcs_omero_lib.execution.executor import Cancelled, available_cores
@@ -52,24 +53,36 @@ class ScriptOutcome:
         return self.outcome == "finished"
 
 
-def _friendly(exc: BaseException) -> str | None:
-    """One line for errors a user can act on; None for bugs."""
+def failure_reason(exc: BaseException) -> str | None:
+    """One line for errors a user can act on (bad input, the server refusing or
+    failing, the connection or session lost); None for bugs."""
     if isinstance(exc, (OmeroInputError, PipelineError)):
-        return str(exc)
+        return _one_line(str(exc))
     if isinstance(exc, omero.SecurityViolation):
-        return f"permission denied: {exc.message}"
-    if isinstance(exc, (omero.RemovedSessionException, omero.SessionTimeoutException)):
-        return "the session ended before the run finished; nothing was attached"
+        return _one_line(f"permission denied: {exc.message}")
+    # A session's services go with it: calls on them find no object on a server.
+    if isinstance(exc, (omero.RemovedSessionException, omero.SessionTimeoutException, Ice.ObjectNotExistException)):
+        return "the session ended before the run finished"
     if isinstance(exc, omero.ServerError):
-        return f"server error ({type(exc).__name__}): {exc.message}"
+        return _one_line(f"server error ({type(exc).__name__}): {exc.message}")
+    if isinstance(exc, Ice.TimeoutException):
+        return f"the server did not answer in time ({type(exc).__name__})"
+    if isinstance(exc, (Ice.ConnectionLostException, Ice.ConnectFailedException, Ice.CommunicatorDestroyedException,
+                        Ice.ConnectionRefusedException, Ice.SocketException)):
+        return f"lost the connection to the server ({type(exc).__name__})"
     return None
 
 
+def _one_line(text: str) -> str:
+    """Names in messages (a plate's, a file's) may hold line breaks."""
+    return " ".join(text.split())
+
+
 def _failure(exc: BaseException, prefix: str) -> ScriptOutcome:
-    why = _friendly(exc)
+    why = failure_reason(exc)
     if why is None:
         traceback.print_exc()  # lands in the job's stderr for the administrator
-        why = f"{type(exc).__name__}: {exc}"
+        why = _one_line(f"{type(exc).__name__}: {exc}")
     return ScriptOutcome(f"{prefix}: {why}", None, outcome="failed")
 
 
@@ -186,6 +199,8 @@ def _plate_line(run) -> str:
                  f"({run.report.replace_error})")
     if run.report.others:
         line += f"; other users' results of this pipeline stay ({A.describe_others(run.report.others)})"
+    for note in s.get("notes", []):
+        line += f"; {_one_line(note)}"
     return line
 
 

@@ -71,9 +71,9 @@ class WriteReport:
 
 class OmeroResultSink(ResultSink):
     """CSV/JSON FileAnnotations, per-well key-value pairs and an OMERO.table, in the
-    plate's group. New results are saved first and earlier ones of the same pipeline
-    removed after; if saving fails, what was saved is removed and the earlier results
-    stay as they were."""
+    plate's group. New results are saved first, linked to the plate, wells and images
+    all at once, and earlier ones of the same pipeline removed after; if saving fails,
+    what was saved is removed and the earlier results stay as they were."""
 
     def __init__(self, conn, plate: OmeroPlate, pipeline: str, *,
                  attach_to: tuple[str, ...] = ("plate", "wells"),
@@ -123,8 +123,14 @@ class OmeroResultSink(ResultSink):
     def write(self, results: PlateResults) -> list[str]:
         old = self.existing() if self.replace else []
         try:
-            self._write_new(results)
-            self._write_pictures(results)
+            # Files and annotations first, linked to nothing; then every link in one
+            # transaction, so that the plate never shows half a set, even if the
+            # process is killed meanwhile. (ROIs name their image when saved: they
+            # come in batches before the links.)
+            with A.deferred_links() as links:
+                self._write_new(results)
+                self._write_pictures(results)
+            A.save_links(self.conn, links, self.plate.group_id)
         except BaseException:
             self._rollback()
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from importlib import resources
 from pathlib import Path
@@ -10,7 +11,16 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from openhcs_omero_lib.pipeline.spec import STEP_TYPES, PipelineSpec
+from openhcs_omero_lib.pipeline.spec import STEP_TYPES, Load, PipelineSpec
+
+MAX_SPEC_BYTES = 1 << 20
+"""A spec is a page of text; anything larger is refused before it is parsed (a
+10 MB file would hold the parser for seconds)."""
+MAX_DEPTH = 16
+"""Nesting a spec may have (a real one needs 4: steps, a step, a list in it)."""
+MAX_NODES = 100_000
+"""Values a spec may hold once its aliases are expanded (YAML anchors can make a
+few lines stand for billions of values)."""
 
 
 class PipelineError(ValueError):
@@ -50,16 +60,36 @@ def _where(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Keys the model at ``loc``'s parent accepts (a step's, load's or the spec's)."""
+    step = next((part for part in loc if isinstance(part, str) and part in STEP_TYPES), None)
+    if step is not None:
+        return list(STEP_TYPES[step].model_fields)
+    if loc[:1] == ("load",):
+        return list(Load.model_fields)
+    return list(PipelineSpec.model_fields)
+
+
 def _first_error(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # An unknown key explains the "field required" that comes with a misspelling.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(err["loc"])
     msg = err["msg"]
     if err["type"] == "union_tag_invalid":
         tag = err.get("ctx", {}).get("tag")
-        msg = f"unknown step '{tag}'; known steps: {', '.join(sorted(STEP_TYPES))}"
+        msg = f"unknown step '{tag}'{_did_you_mean(tag, STEP_TYPES)}; known steps: {', '.join(sorted(STEP_TYPES))}"
         loc = loc + ("op",)
     elif err["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = f"unknown key{_did_you_mean(loc[-1], _allowed_keys(loc))}"
+    elif err["type"] == "string_pattern_mismatch":
+        msg = (f"{_shown(err.get('input'))} is not a name: use letters, digits and _, "
+               "not starting with a digit")
     msg = msg.removeprefix("Value error, ")
     step = re.search(r"steps\[(\d+)\]", msg)
     if not loc and step:
@@ -71,22 +101,72 @@ def _first_error(exc: ValidationError, root: yaml.Node | None, source: str) -> s
     return f"{source}{line}: {where + ': ' if where and not step else ''}{msg}"
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """A value quoted for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + "...'"
+
+
+def _check_shape(root: yaml.Node, source: str) -> None:
+    """Refuse a document nested deeper than :data:`MAX_DEPTH`, holding more than
+    :data:`MAX_NODES` values once aliases are expanded, or repeating a key (YAML
+    keeps the last, silently). Walks the composed nodes without recursion; an
+    alias is the node it names, so a node's expanded size is counted once."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PipelineError(f"{source}:{node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+            if not done:
+                keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+                twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+                if twice is not None:
+                    raise PipelineError(f"{source}:{node.start_mark.line + 1}: key '{twice}' is given twice")
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            sizes[id(node)] = 1
+            continue
+        if done:
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > MAX_NODES:
+                raise PipelineError(f"{source}: more than {MAX_NODES} values once its aliases (*name) are "
+                                    "expanded; a pipeline spec needs no aliases")
+        elif id(node) not in sizes:
+            stack.append((node, depth, True))
+            stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+
+
 def parse_spec(text: str, source: str = "<pipeline>") -> PipelineSpec:
     """A validated spec from YAML or JSON text; :class:`PipelineError` otherwise."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SPEC_BYTES:
+        raise PipelineError(f"{source}: {size} bytes; a pipeline spec is at most {MAX_SPEC_BYTES} bytes")
+    if not text.strip():
+        raise PipelineError(f"{source}: the pipeline spec is empty")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _check_shape(root, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PipelineError(f"{source}{line}: not valid YAML/JSON: {problem}") from None
+    except RecursionError:  # nesting deep enough to exhaust the parser before the check
+        raise PipelineError(f"{source}: nested more than {MAX_DEPTH} levels deep") from None
     if not isinstance(data, dict):
-        raise PipelineError(f"{source}: a pipeline is a mapping with 'name' and 'steps', "
-                            f"got {type(data).__name__}")
+        what = {type(None): "nothing", list: "a list", str: "a string"}.get(type(data), type(data).__name__)
+        raise PipelineError(f"{source}: a pipeline is a mapping with 'name' and 'steps', got {what}")
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
+        # The node tree, for the line an error is on, only when there is an error.
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
         raise PipelineError(_first_error(exc, root, source)) from None
 
 
@@ -100,14 +180,25 @@ def spec_from_dict(data: Any, source: str = "<pipeline dict>") -> PipelineSpec:
         raise PipelineError(_first_error(exc, None, source)) from None
 
 
-def load_spec(path: str | Path) -> PipelineSpec:
+def read_spec_text(path: str | Path) -> str:
+    """A spec file's text: at most :data:`MAX_SPEC_BYTES`, UTF-8."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else exc
-        raise PipelineError(f"cannot read pipeline {path}: {reason}") from None
-    return parse_spec(text, str(path))
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise PipelineError(f"cannot read pipeline {path}: {exc.strerror}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise PipelineError(f"{path}: more than {MAX_SPEC_BYTES} bytes; a pipeline spec is at most "
+                            f"{MAX_SPEC_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path}: not a text file (a pipeline spec is YAML or JSON in UTF-8)") from None
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    return parse_spec(read_spec_text(path), str(path))
 
 
 def preset_names() -> list[str]:
@@ -130,4 +221,5 @@ def resolve_pipeline(name_or_path: str) -> tuple[PipelineSpec, str]:
     path = Path(name_or_path)
     if not path.exists():
         raise PipelineError(f"'{name_or_path}' is neither a preset ({', '.join(preset_names())}) nor a file")
-    return load_spec(path), path.read_text()
+    text = read_spec_text(path)
+    return parse_spec(text, str(path)), text

@@ -77,8 +77,7 @@ def _transform(step: _Step) -> Callable[[np.ndarray], np.ndarray]:
     raise TypeError(f"no transform for step {step.op}")  # unreachable for validated specs
 
 
-def _load(spec: PipelineSpec, stack: np.ndarray) -> np.ndarray:
-    mode = spec.load.z
+def _load(mode: str, stack: np.ndarray) -> np.ndarray:
     if mode == "stack":
         return stack.astype(np.float32)
     if mode == "middle":
@@ -92,52 +91,98 @@ def _require_2d(step: _Step, name: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
+Unit = Callable[..., dict[str, float]]
+"""A compiled pipeline: ``(reader of a unit, measured_labels=None) -> its measurements``"""
+
+
 def run_unit(spec: PipelineSpec, read_channel: Reader,
              measured_labels: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Measurements of one unit. ``spec`` must be bound to the plate
     (:func:`~.spec.bind_to_plate`); ``read_channel`` returns a channel's z-stack.
     Given a dict, ``measured_labels`` receives each ``measure_objects`` step's labels
     by column prefix (for outlines; the measurements do not change)."""
-    values: dict[str, np.ndarray] = {}
-    row: dict[str, float] = {}
+    return compile_unit(spec)(read_channel, measured_labels)
 
-    def get(name: str) -> np.ndarray:
-        if name not in values:
-            values[name] = _load(spec, read_channel(int(name[2:])))  # validated: chN
-        return values[name]
 
+def compile_unit(spec: PipelineSpec) -> Unit:
+    """:func:`run_unit` for ``spec``, with the steps looked at once: a run compiles
+    its spec once, not once per unit (dispatching on the steps' types, building their
+    calls and column names is not the units' work)."""
     for step in spec.steps:
-        if isinstance(step, ProjectZ):
-            values[step.output] = ops.project_z(get(step.input), step.method)
-        elif isinstance(step, MeasureObjects):
+        ops.import_for(step.op, getattr(step, "method", None))
+    steps = [_compile(step) for step in spec.steps]
+    load = spec.load.z
+
+    def run(read_channel: Reader, measured_labels: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+        values: dict[str, np.ndarray] = {}
+        row: dict[str, float] = {}
+
+        def get(name: str) -> np.ndarray:
+            value = values.get(name)
+            if value is None:
+                value = values[name] = _load(load, read_channel(int(name[2:])))  # validated: chN
+            return value
+
+        for step in steps:
+            step(get, values, row, measured_labels)
+        return row
+
+    return run
+
+
+Step = Callable[[Callable[[str], np.ndarray], dict, dict, "dict | None"], None]
+
+
+def _compile(step: _Step) -> Step:
+    """The work of one step on a unit: ``(get, values, row, measured_labels) -> None``."""
+    if isinstance(step, ProjectZ):
+        inp, out, method = step.input, step.output, step.method
+
+        def project(get, values, row, measured):
+            values[out] = ops.project_z(get(inp), method)
+        return project
+    if isinstance(step, MeasureObjects):
+        names = list(step.intensity)
+        p = step.column_prefix
+        columns = [(f"{p}_{n}_intensity_mean", f"{n}_intensity") for n in names]
+
+        def measure_objects(get, values, row, measured):
             labels = _require_2d(step, step.labels, get(step.labels))
-            images = {n: _require_2d(step, n, get(n)) for n in step.intensity}
-            cols = ops.object_measurements(labels, images)
-            p = step.column_prefix
-            if measured_labels is not None:
-                measured_labels[p] = labels
+            cols = ops.object_measurements(labels, {n: _require_2d(step, n, get(n)) for n in names})
+            if measured is not None:
+                measured[p] = labels
             row[f"{p}_count"] = float(len(cols["label"]))
             row[f"{p}_area_mean"] = _mean(cols["area"])
-            for n in step.intensity:
-                row[f"{p}_{n}_intensity_mean"] = _mean(cols[f"{n}_intensity"])
-        elif isinstance(step, MeasureImage):
+            for column, key in columns:
+                row[column] = _mean(cols[key])
+        return measure_objects
+    if isinstance(step, MeasureImage):
+        def measure_image(get, values, row, measured):
             mask = _require_2d(step, step.mask, get(step.mask)) if step.mask else None
             for n in step.images:
                 image = _require_2d(step, n, get(n))
                 pixels = image[mask] if mask is not None else image
                 row[f"{n}_mean"] = _mean(pixels)
                 row[f"{n}_integrated"] = float(pixels.sum(dtype=np.float64))
-        elif isinstance(step, WatershedSplit):
+        return measure_image
+    if isinstance(step, WatershedSplit):
+        def split(m, w):
+            return ops.watershed_split(m, step.min_distance, step.smoothing, w)
+
+        def watershed(get, values, row, measured):
             weights = get(step.intensity) if step.intensity else None
-            values[step.output] = _per_plane_pair(
-                lambda m, w, step=step: ops.watershed_split(m, step.min_distance, step.smoothing, w),
-                get(step.input), weights)
-        elif isinstance(step, Ratio):
+            values[step.output] = _per_plane_pair(split, get(step.input), weights)
+        return watershed
+    if isinstance(step, Ratio):
+        def ratio(get, values, row, measured):
             den = row[step.denominator]
             row[step.output] = row[step.numerator] / den if den else float("nan")
-        else:
-            values[step.output] = _per_plane(_transform(step), get(step.input))  # type: ignore[attr-defined]
-    return row
+        return ratio
+    func, inp, out = _transform(step), step.input, step.output  # type: ignore[attr-defined]
+
+    def transform(get, values, row, measured):
+        values[out] = _per_plane(func, get(inp))
+    return transform
 
 
 def _mean(a: np.ndarray) -> float:

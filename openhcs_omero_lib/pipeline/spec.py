@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 Name = Annotated[str, Field(pattern=_NAME, description="a value name: letters, digits, _")]
 CHANNEL_RE = re.compile(r"^ch(\d+)$")
+MAX_PIXELS = 1 << 31
+"""Largest object or area a step can be given, in pixels (beyond any plane)."""
 
 
 class _Step(BaseModel):
@@ -88,7 +90,7 @@ class Threshold(_Step):
     input: Name
     output: Name
     method: Literal["otsu", "li", "triangle", "yen", "mean", "manual"] = "otsu"
-    value: float | None = Field(default=None, description="the level, for method: manual")
+    value: float | None = Field(default=None, allow_inf_nan=False, description="the level, for method: manual")
     factor: float = Field(default=1.0, gt=0, le=10, description="multiplies the computed level")
 
     @model_validator(mode="after")
@@ -117,7 +119,7 @@ class OpenMask(_MaskToMask):
 
 class RemoveSmallObjects(_MaskToMask):
     op: Literal["remove_small_objects"]
-    min_size: int = Field(ge=1, description="pixels")
+    min_size: int = Field(ge=1, le=MAX_PIXELS, description="pixels")
 
 
 class Label(_Step):
@@ -152,8 +154,8 @@ class _LabelsToLabels(_Step):
 
 class FilterObjects(_LabelsToLabels):
     op: Literal["filter_objects"]
-    min_area: int = Field(default=0, ge=0)
-    max_area: int | None = Field(default=None, ge=1)
+    min_area: int = Field(default=0, ge=0, le=MAX_PIXELS)
+    max_area: int | None = Field(default=None, ge=1, le=MAX_PIXELS)
     exclude_border: bool = False
 
 
@@ -300,9 +302,12 @@ class PipelineSpec(BaseModel):
         columns: set[str] = set()
         explicit = None if self.load.channels == "all" else set(self.load.channels)
         stacked = self.load.z == "stack"
+        unread: dict[str, int] = {}  # value -> the step that wrote it, until a later step reads it
         for i, step in enumerate(self.steps):
             for fld, name, kind in step.value_refs():
                 channel = CHANNEL_RE.match(name)
+                if channel and int(channel.group(1)) == 0:
+                    raise ValueError(f"steps[{i}] ({step.op}) reads ch0: channels are numbered from 1 (ch1, ch2, ...)")
                 if name not in kinds and channel:
                     if explicit is not None and int(channel.group(1)) not in explicit:
                         raise ValueError(f"steps[{i}] ({step.op}) reads {name}, which load.channels leaves out")
@@ -330,10 +335,20 @@ class PipelineSpec(BaseModel):
             elif isinstance(step, MeasureImage):
                 for n in step.images:
                     columns |= {f"{n}_mean", f"{n}_integrated"}
+            for _, name, _ in step.value_refs():
+                unread.pop(name, None)
             if step.writes:
-                kinds[step.output] = step.writes  # type: ignore[attr-defined]
+                output = step.output  # type: ignore[attr-defined]
+                if output in unread:  # work for nothing: usually a misspelt name further down
+                    raise ValueError(f"steps[{unread[output]}] ({self.steps[unread[output]].op}) writes '{output}', "
+                                     f"which no step reads before steps[{i}] writes it again")
+                kinds[output] = step.writes
+                unread[output] = i
         if not columns:
             raise ValueError("the pipeline measures nothing: add a measure_objects or measure_image step")
+        for name, j in unread.items():
+            raise ValueError(f"steps[{j}] ({self.steps[j].op}) writes '{name}', which no later step reads: "
+                             "remove the step or read its output")
         return self
 
     def channels_read(self) -> list[int]:

@@ -80,21 +80,53 @@ def find_htd(folder: Path) -> Path | None:
     return htds[0] if htds else None
 
 
-def _scan(folder: Path) -> dict[_FileKey, Path]:
+@dataclass
+class ScanNotes:
+    """What a scan of a folder set aside: files of the same coordinates (the later
+    one is used) and TIFF files whose names it could not read."""
+
+    duplicates: list[tuple[Path, Path]]
+    unread: list[Path]
+
+
+def _scan(folder: Path, notes: ScanNotes | None = None) -> dict[_FileKey, Path]:
     """Index every image file under ``folder`` by its coordinates."""
-    listed: list[str] = []
+    files: dict[_FileKey, Path] = {}
 
-    def add_dir(directory: Path, prefix: str) -> None:
-        listed.extend(prefix + entry.name for entry in os.scandir(directory) if entry.is_file())
+    def add_dir(directory: Path, t: int, z: int) -> None:
+        for entry in os.scandir(directory):
+            if not entry.is_file():
+                continue
+            parsed = parse_image_filename(entry.name)
+            if parsed is None:
+                if notes is not None and entry.name.lower().endswith((".tif", ".tiff")) \
+                        and "_thumb" not in entry.name.lower():
+                    notes.unread.append(Path(entry.path))
+                continue
+            well, site, wave = parsed
+            key = _FileKey(well, site or 1, wave or 1, z, t)
+            if notes is not None and key in files:
+                notes.duplicates.append((files[key], Path(entry.path)))
+            files[key] = Path(entry.path)
 
-    add_dir(folder, "")
-    for top in folder.iterdir():
-        if top.is_dir() and (_TIMEPOINT_RE.match(top.name) or _ZSTEP_RE.match(top.name)):
-            add_dir(top, top.name + "/")
-            for sub in top.iterdir():
-                if sub.is_dir() and _ZSTEP_RE.match(sub.name):
-                    add_dir(sub, f"{top.name}/{sub.name}/")
-    return {key: folder / relative for key, relative in index_files(listed).items()}
+    def subfolders(directory: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
+        # Names first: a timepoint folder holds thousands of images, and scandir's
+        # entries know whether they are folders without a stat each.
+        with os.scandir(directory) as entries:
+            return [(int(m.group(1)), Path(e.path)) for e in entries
+                    if (m := pattern.match(e.name)) and e.is_dir()]
+
+    timepoint_dirs = subfolders(folder, _TIMEPOINT_RE)
+    if not timepoint_dirs:
+        timepoint_dirs = [(1, folder)]
+    for t, tdir in sorted(timepoint_dirs):
+        zdirs = subfolders(tdir, _ZSTEP_RE)
+        if zdirs:
+            for z, zdir in sorted(zdirs):
+                add_dir(zdir, t, z)
+        else:
+            add_dir(tdir, t, 1)
+    return files
 
 
 def index_files(paths: Iterable[str], strict: bool = False) -> dict[_FileKey, str]:
@@ -154,6 +186,14 @@ def _tiff_info(path: Path) -> tuple[tuple[int, int], str, dict[str, str]]:
     return shape, dtype, props  # type: ignore[return-value]
 
 
+def _readable_tiff_info(folder: Path, path: Path) -> tuple[tuple[int, int], str, dict[str, str]]:
+    try:
+        return _tiff_info(path)
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as exc:
+        raise NotAPlateError(f"{folder}: {path.relative_to(folder)} is not a readable TIFF "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
 def _float(value: str | None) -> float | None:
     try:
         return float(value) if value not in (None, "") else None
@@ -167,10 +207,14 @@ def read_layout(folder: str | os.PathLike) -> tuple[PlateLayout, dict[_FileKey, 
     if not folder.is_dir():
         raise NotAPlateError(f"{folder} is not a folder")
     htd_path = find_htd(folder)
-    files = _scan(folder)
+    notes = ScanNotes([], [])
+    files = _scan(folder, notes)
     if not files:
         why = "it has an .HTD file but no images" if htd_path else \
             "no .HTD file and no <prefix>_<well>_s<n>_w<n>.TIF images"
+        if notes.unread:
+            why += (f" whose names this version reads ({len(notes.unread)} .TIF files such as "
+                    f"{notes.unread[0].name!r}: a newer MetaXpress naming?)")
         raise NotAPlateError(f"{folder} is not an ImageXpress plate folder: {why}")
     htd = parse_htd(htd_path) if htd_path else {}
 
@@ -184,12 +228,12 @@ def read_layout(folder: str | os.PathLike) -> tuple[PlateLayout, dict[_FileKey, 
     rows_cols = (max(rows_cols[0], max_row), max(rows_cols[1], max_col))
 
     first = min(files)  # well/site/channel/z/t order
-    shape, dtype, _ = _tiff_info(files[first])
+    shape, dtype, _ = _readable_tiff_info(folder, files[first])
     channels = []
     pixel_size = None
     for c in range(1, n_channels + 1):
-        key = next((k for k in sorted(files) if k.channel == c), None)
-        props = _tiff_info(files[key])[2] if key else {}
+        key = min((k for k in files if k.channel == c), default=None)  # its first file, without sorting all
+        props = _readable_tiff_info(folder, files[key])[2] if key else {}
         name = (htd.get(f"WaveName{c}") or [""])[0] or props.get("image-name") or f"w{c}"
         channels.append(Channel(c, name, emission_wavelength=_float(props.get("wavelength"))))
         pixel_size = pixel_size or _float(props.get("spatial-calibration-x"))
@@ -221,6 +265,9 @@ def is_plate_folder(folder: str | os.PathLike) -> bool:
 class ImageXpressSource(PixelSource):
     """Planes of a local ImageXpress folder, read one at a time with tifffile."""
 
+    read_ahead = False
+    fork_safe = True
+
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder).resolve()
         self.layout, self._files = read_layout(self.folder)
@@ -245,9 +292,9 @@ class ImageXpressSource(PixelSource):
         if run is not None:
             raise FileNotFoundError(f"plate {self.layout.name!r} is a folder: it has no acquisition run {run}")
         plane = tifffile.imread(self.path_of(well, site, channel, z, t), key=0)
-        if plane.ndim != 2:
-            raise ValueError(f"{self.path_of(well, site, channel, z, t).name}: expected a 2-D plane, "
-                             f"got shape {plane.shape}")
+        if plane.ndim != 2 or plane.shape != tuple(self.layout.plane_shape):
+            raise ValueError(f"{self.path_of(well, site, channel, z, t).name}: expected a 2-D plane of "
+                             f"{tuple(self.layout.plane_shape)}, got shape {plane.shape}")
         return plane
 
 

@@ -49,6 +49,17 @@ class PixelSource(ABC):
 
     layout: PlateLayout
 
+    read_ahead: bool = True
+    """Whether reading the next units on a background thread while one computes pays
+    off: it does where a read waits (on a server); where it is CPU work in Python
+    (parsing local files), handing the interpreter lock back and forth between the
+    reading thread and the computing one costs more than it hides."""
+
+    fork_safe: bool = False
+    """Whether worker processes reading this source may be forked from a process that
+    runs no other thread (see :mod:`~.executor`): true for sources whose workers only
+    read local files, false where a worker opens a client with threads of its own."""
+
     @abstractmethod
     def read_plane(self, well: str, site: int, channel: int, z: int = 1, t: int = 1,
                    run: int | None = None) -> np.ndarray:
@@ -65,7 +76,7 @@ class PixelSource(ABC):
         run = {"run": unit.run} if unit.run is not None else {}
         planes = [self.read_plane(unit.well, unit.site, channel, z, unit.timepoint, **run)
                   for z in range(1, self.layout.z_planes + 1)]
-        return np.stack(planes)
+        return planes[0][np.newaxis] if len(planes) == 1 else np.stack(planes)  # one plane: no copy
 
     def read_channels(self, unit: SiteUnit, channels: Sequence[int]) -> dict[int, Any]:
         """:meth:`read_stack` of each channel, in order; a channel that fails maps to
@@ -126,19 +137,23 @@ class UnitPrefetcher:
     its :meth:`~PixelSource.sibling`\ s); units go to the lanes in turn. Every read of
     a lane's source happens on that lane's thread, in unit order: a source need not be
     thread-safe (an OMERO source switches images on one stateful store), and at most
-    one unit per lane, plus the one computing, is held at a time."""
+    one unit per lane, plus the one computing, is held at a time. A source that is not
+    worth reading ahead (:attr:`PixelSource.read_ahead`) is read in the caller's
+    thread, a unit at a time."""
 
     def __init__(self, source: PixelSource, channels: Sequence[int], lanes: int = READ_LANES):
         self.source = source
         self.channels = list(channels)
         self._sources = [source]
-        while len(self._sources) < lanes:
+        if not source.read_ahead:
+            lanes = 0  # read in the caller's thread, when the unit is asked for
+        while 0 < len(self._sources) < lanes:
             twin = source.sibling()
             if twin is None:
                 break
             self._sources.append(twin)
         self._pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prefetch-{lane}")
-                       for lane in range(len(self._sources))]
+                       for lane in range(len(self._sources) if lanes else 0)]
 
     @property
     def lanes(self) -> int:
@@ -147,6 +162,10 @@ class UnitPrefetcher:
     def readers(self, units: Iterable[SiteUnit]) -> Iterator[Callable[[int], np.ndarray]]:
         """One reader (channel -> ``(z, y, x)`` stack) per unit, in order. ``units``
         may be a lazy iterator: it is advanced as many units ahead as there are lanes."""
+        if not self._pools:
+            for unit in units:
+                yield self._reader(0, unit, self.source.read_channels(unit, self.channels))
+            return
         upcoming = iter(units)
         ahead: collections.deque[tuple[int, SiteUnit, Future]] = collections.deque()
         turns = itertools.cycle(range(self.lanes))
@@ -172,7 +191,9 @@ class UnitPrefetcher:
     def _reader(self, lane: int, unit: SiteUnit, planes: dict[int, Any]) -> Callable[[int], np.ndarray]:
         def read(channel: int) -> np.ndarray:
             value = planes.pop(channel, None)  # each channel is read once per unit
-            if value is None:  # not prefetched: still read on the lane's own thread
+            if value is None and not self._pools:
+                value = self.source.read_stack(unit, channel)
+            elif value is None:  # not prefetched: still read on the lane's own thread
                 value = self._pools[lane].submit(self._sources[lane].read_stack, unit, channel).result()
             if isinstance(value, Exception):
                 raise value

@@ -17,7 +17,10 @@ it to write them). ``cancel`` is SIGTERM to the script's process; ``shutdown``
 (what closing the job does) repeats SIGTERM five times six seconds apart, then
 SIGKILLs the whole process group. Processes the script leaves running in its group
 after it has ended are counted as :attr:`JobProcess.orphans` (a real Processor
-leaves them running; the stand-in kills them).
+leaves them running; the stand-in kills them). Only the Processor waits for the
+script's process, as on a server, where it is the Processor's child alone: here it is
+a child of the tests' process too, and an exit status some other wait took first is
+an error, never reported as 0 (see :meth:`JobProcess._reap`).
 
 :class:`JobProcess` is one such run; :func:`run_script` runs one to the end.
 """
@@ -185,6 +188,7 @@ class JobProcess:
         self._exited = threading.Event()
         self._done = threading.Event()
         self._rcode: int | None = None
+        self._status_taken = False
         self._folder = _Folder("standin-job-")
         argv, env = _prepare(server, script_text, session, self._folder, False, job_id)
         self._out = open(self._folder.out, "w")
@@ -200,12 +204,24 @@ class JobProcess:
     # ---- the Processor's side ------------------------------------------------------------
 
     def _watch(self) -> None:
-        self.popen.wait()
+        self._reap()
         self._count_orphans()
         self._exited.set()
         # ProcessI.check runs every 60 s (omero.util.Resources) and polls the process.
         if not self._done.wait(self.server.processor_check_seconds):
             self.poll()
+
+    def _reap(self) -> None:
+        """Wait for the script's end. Whoever waits for a process first takes its exit
+        status, and a later ``Popen.wait`` then reports 0 whatever the end was; a wait
+        on the script's PID in the tests (psutil's ``wait_procs`` is one) would make a
+        killed script look finished, so such a status is refused by :meth:`poll`."""
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            self._status_taken = True
+            return
+        self.popen.returncode = os.waitstatus_to_exitcode(status)
 
     def _count_orphans(self, grace: float = 5.0) -> None:
         """Members of the script's process group left once it has exited (given a
@@ -264,6 +280,9 @@ class JobProcess:
     def poll(self) -> int | None:
         if not self._exited.is_set():
             return None
+        if self._status_taken:
+            raise RuntimeError(f"job {self.job_id}: the exit status of the script's process was taken by a wait "
+                               "outside the Processor (psutil's wait on its PID reaps it); wait on the job instead")
         self._deactivate()
         return self._rcode
 
@@ -289,7 +308,8 @@ class JobProcess:
         return self.poll() is not None
 
     def kill(self) -> bool:
-        """ProcessI.kill: SIGKILL to the script's whole process group."""
+        """ProcessI.kill: SIGKILL to the script's whole process group; True only if
+        the end was already there to see (the Processor does not wait for it)."""
         if self._done.is_set():
             return True
         self.final_status = "Cancelled"
@@ -298,7 +318,7 @@ class JobProcess:
                 os.killpg(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        return self.wait(10) is not None
+        return self.poll() is not None
 
     def shutdown(self) -> None:
         """ProcessI.shutdown: cancel, and again while it runs, then kill the group."""

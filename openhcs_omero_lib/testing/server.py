@@ -70,6 +70,8 @@ class OmeroStandIn:
         self._lock = threading.Lock()
         self._in_flight: dict[int, int] = {}
         self._connections: dict[str, ServiceFactoryService] = {}
+        self._connection_objects: dict[str, Any] = {}
+        self._servants: dict[Any, Any] = {}  # Ice identity -> servant, while it is on the adapter
         self.group: Group = self.store.add_group("lab", "rwra--")
         self.user: User = self.store.add_user(user, password, [self.group])
         self.password = password
@@ -181,10 +183,12 @@ class OmeroStandIn:
         sf = ServiceFactoryService(self, session)
         prx = self.adapter.add(sf, Ice.Identity(session.uuid, "sf-" + str(uuidlib.uuid4())))
         self._connections[current.con.toString()] = sf
+        self._connection_objects[current.con.toString()] = current.con
         import Glacier2
         return Glacier2.SessionPrx.uncheckedCast(prx)
 
     def destroy_connection(self, connection) -> None:
+        self._connection_objects.pop(connection.toString(), None)
         sf = self._connections.pop(connection.toString(), None)
         if sf is not None:
             self.end_connection(sf)
@@ -209,16 +213,30 @@ class OmeroStandIn:
             self._closes_with[session.uuid].append(close)
 
     def session_ended(self, session: Session) -> None:
+        """What the server does when a session ends: the servants it holds are cleaned
+        (:meth:`closes_with`), and its service factories are destroyed, each closing
+        the stateful services it made (omero-blitz ServiceFactoryI.doDestroy calls
+        CloseableServant.close), so stores a killed process left open go with it."""
         with self._lock:
             closers = self._closes_with.pop(session.uuid, [])
+            left = [(ident, s) for ident, s in self._servants.items() if s.session is session]
+            for ident, _ in left:
+                del self._servants[ident]
         for close in closers:
             close()
+        for ident, servant in left:
+            self.open_stateful[type(servant).service_name] -= 1
+            with contextlib.suppress(Ice.NotRegisteredException, Ice.ObjectAdapterDeactivatedException):
+                self.adapter.remove(ident)
 
     def add_servant(self, cls, session: Session, prx_type, **attrs):
         servant = cls(self, session)
         for key, value in attrs.items():
             setattr(servant, key, value)
-        prx = self.adapter.add(servant, Ice.Identity(str(uuidlib.uuid4()), cls.service_name))
+        ident = Ice.Identity(str(uuidlib.uuid4()), cls.service_name)
+        prx = self.adapter.add(servant, ident)
+        with self._lock:
+            self._servants[ident] = servant
         self.open_stateful[cls.service_name] += 1
         return prx_type.uncheckedCast(prx)
 
@@ -226,7 +244,8 @@ class OmeroStandIn:
         return self.adapter.find(prx.ice_getIdentity())
 
     def remove_servant(self, current) -> None:
-        servant = self.adapter.find(current.id)
+        with self._lock:
+            servant = self._servants.pop(current.id, None)
         if servant is not None:
             self.adapter.remove(current.id)
             self.open_stateful[type(servant).service_name] -= 1
@@ -262,16 +281,35 @@ class OmeroStandIn:
             time.sleep(self.latency)
         if session.closed:
             raise omero.RemovedSessionException(message="the session was closed")
+        if callable(injected):
+            injected = injected()  # may hold the call first; None lets it through
         if injected is not None:
-            raise injected() if callable(injected) else injected
+            raise injected
 
     # ---- test controls ----------------------------------------------------------------------
 
     def fail(self, key: str, error: Exception | Callable[[], Exception], *, after: int = 0, times: int = -1) -> None:
         """Make calls of ``key`` (``"IUpdate.saveAndReturnObject"``) raise ``error``,
-        after letting ``after`` calls through, ``times`` times (-1: always)."""
+        after letting ``after`` calls through, ``times`` times (-1: always). A
+        callable ``error`` is called in the server's thread when the call comes (it
+        may wait, to hold the call) and returns the error to raise, or None to let
+        the call go on."""
         with self._lock:
             self._injected.append({"key": key, "error": error, "skip": after, "times": times})
+
+    def remove_session(self, session: Session) -> None:
+        """End ``session`` as an administrator or the session's timeout does on a
+        server: every later call in it raises RemovedSessionException, its services
+        close, and the connections of its clients are dropped."""
+        with self._lock:
+            session.closed = True
+            self.calls["sessions.closed"] += 1
+            dropped = [self._connection_objects.pop(key) for key, sf in list(self._connections.items())
+                       if sf.session is session and key in self._connection_objects]
+        self.session_ended(session)
+        for connection in dropped:
+            with contextlib.suppress(Ice.Exception):
+                connection.close(True)
 
     def clear_failures(self) -> None:
         with self._lock:

@@ -22,7 +22,7 @@ import omero.cmd
 import omero.grid
 import omero.model
 import omero.sys
-from omero.rtypes import rlong, rstring
+from omero.rtypes import rlong, rstring, unwrap
 
 from openhcs_omero_lib.omero import queries as Q
 from openhcs_omero_lib.testing import annotation_reads, blitz, file_queries, image_service, repository, rois
@@ -64,6 +64,28 @@ class QueryService(StandInServant, omero.api.IQuery):
         # HQL's "order by w.row, w.column, index(ws)": a field's index, not its ID
         rows.sort(key=lambda r: (r[1].getValue(), r[2].getValue(), r[6].getValue() if r[6] is not None else -1))
         return rows
+
+    def _plate_image_kinds(self, pid: int, current) -> list[list[Any]]:
+        """Inner joins from the plate's wells to its pixels, each object filtered by
+        what the caller may read (as the server's security filter does), grouped by
+        the pixels' dimensions and type; HQL gives the groups in no set order."""
+        store = self.server.store
+        groups: dict[tuple, list[int]] = {}
+        for well in store.children("Well", "plate", pid):
+            if not self._visible(well, current):
+                continue
+            for ws in store.children("WellSample", "well", well.getId().getValue()):
+                image = store.resolve(ws.getImage())
+                if not self._visible(ws, current) or not self._visible(image, current):
+                    continue
+                for px in store.children("Pixels", "image", image.getId().getValue()):
+                    if self._visible(px, current):
+                        key = tuple(unwrap(v) for v in (px.getSizeX(), px.getSizeY(), px.getSizeC(), px.getSizeZ(),
+                                                         px.getSizeT(), px.getPixelsType().getValue()))
+                        groups.setdefault(key, []).append(image.getId().getValue())
+        return [[omero.rtypes.rint(x), omero.rtypes.rint(y), omero.rtypes.rint(c), omero.rtypes.rint(z),
+                 omero.rtypes.rint(t), rstring(ptype), rlong(len(ids)), rlong(min(ids))]
+                for (x, y, c, z, t, ptype), ids in sorted(groups.items(), key=lambda g: len(g[1]))]
 
     def _pixels_channels(self, pixels_id: int, current) -> list[Any]:
         store = self.server.store
@@ -167,6 +189,8 @@ class QueryService(StandInServant, omero.api.IQuery):
                      rlong(max(run_events)) if run_events else None]]
         if text == Q.PLATE_FIELDS:
             return self._plate_fields(param(params, "id"), current)
+        if text == Q.PLATE_IMAGE_KINDS:
+            return self._plate_image_kinds(param(params, "id"), current)
         if text == Q.PLATE_LIST:
             rows = []
             for plate in sorted(store.all("Plate"), key=lambda p: p.getId().getValue()):
@@ -292,12 +316,31 @@ class UpdateService(StandInServant, omero.api.IUpdate):
 
     def saveAndReturnArray(self, graph, current=None):
         group = self._write_group(current)
-        return [shell(self._save(o, group)) for o in graph]
+        return [shell(o) for o in self._save_all(graph, group)]
 
     def saveArray(self, graph, current=None):
         group = self._write_group(current)
-        for o in graph:
-            self._save(o, group)
+        self._save_all(graph, group)
+
+    def _save_all(self, graph, group: int) -> list[Any]:
+        """One transaction, as on the server (omero-server UpdateImpl.saveArray runs
+        in one Hibernate transaction): an object that cannot be saved undoes the
+        ones saved before it."""
+        store = self.server.store
+        saved, made = [], []
+        try:
+            for o in graph:
+                new = o.getId() is None
+                saved.append(self._save(o, group))
+                if new:
+                    made.append(saved[-1])
+        except BaseException:
+            for obj in made:
+                oid = obj.getId().getValue()
+                store.remove(class_name(obj), oid)
+                store.files.pop(oid, None)
+            raise
+        return saved
 
     def saveAndReturnIds(self, graph, current=None):
         group = self._write_group(current)
