@@ -80,6 +80,11 @@ class DirectPixelSource(PixelSource):
     comes through RawPixelsStore, and so does every later one: the source then says
     why in :attr:`fell_back` (and, in a worker process, on stderr)."""
 
+    read_ahead = False
+    """Reading a file is mostly Python work (parsing the TIFF) and copying pages while
+    holding the interpreter lock: a reading thread would take turns with the computing
+    one rather than overlap it, as for a local folder."""
+
     def __init__(self, plate: OmeroPlate, root: str, files: dict[PlaneKey, str], *, conn=None,
                  address: ServerAddress | None = None, key: str | None = None):
         self.plate = plate
