@@ -14,7 +14,8 @@ import pytest
 from openhcs_omero_lib.plates.pixels import READ_LANES
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADERS = ["RawPixelsStore (s)", "direct (s)", "compute-bound limit 2 workers (s)", "fraction of limit, RawPixelsStore",
+HEADERS = ["RawPixelsStore (s)", "direct (s)", "compute-bound limit 2 workers (s)",
+           "measured parallel compute 2 processes (s)", "fraction of limit, RawPixelsStore",
            "fraction of limit, direct", "direct speed-up", "pixel round-trips RawPixelsStore / direct",
            "pixel MB received RawPixelsStore / direct", "reading every plane alone, RawPixelsStore / direct (s)",
     "CPU s script and workers + server, RawPixelsStore / direct"]

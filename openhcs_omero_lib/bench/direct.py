@@ -184,15 +184,17 @@ def markdown(report: dict[str, Any]) -> str:
              f"{meta['machine']['load_after']}; pipeline `{meta['pipeline']}`, {top} workers; plates: {plates}; "
              f"times are medians of {R._repeats(meta['repeats'])}.", ""]
     lines += [f"| plate | ms/call | RawPixelsStore (s) | direct (s) | compute-bound limit {top} workers (s) | "
+              f"measured parallel compute {top} processes (s) | "
               "fraction of limit, RawPixelsStore | fraction of limit, direct | direct speed-up | "
               "pixel round-trips RawPixelsStore / direct | pixel MB received RawPixelsStore / direct | "
               "reading every plane alone, RawPixelsStore / direct (s) | "
               "CPU s script and workers + server, RawPixelsStore / direct |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         plate = f"{r['wells']} wells, {r['plane']} px, {r['channels']} ch"
         lines.append(f"| {plate} | {r['latency_ms']:g} | {R._fmt(r['server_s'])} | {R._fmt(r['direct_s'])} | "
-                     f"{R._fmt(r[f'limit_{top}w_s'])} | {R._fmt(r['server_fraction_of_limit'])} | "
+                     f"{R._fmt(r[f'limit_{top}w_s'])} | {R._fmt(r[f'parallel_compute_{top}w_s'])} | "
+                     f"{R._fmt(r['server_fraction_of_limit'])} | "
                      f"{R._fmt(r['direct_fraction_of_limit'])} | {R._fmt(r['direct_speedup'], 'x')} | "
                      f"{r['server_pixel_round_trips']} / {r['direct_pixel_round_trips']} | "
                      f"{_mb(r['server_pixel_bytes'])} / {_mb(r['direct_pixel_bytes'])} | "
