@@ -599,17 +599,32 @@ def test_a_mount_is_the_longest_matching_server_folder():
     assert settings.local_root("/OMEROX/ManagedRepository") == "/OMEROX/ManagedRepository"
 
 
-def test_a_tiff_is_read_memory_mapped_when_it_can_be_and_decoded_otherwise(tmp_path):
-    from openhcs_omero_lib.omero.direct_pixels import read_tiff_plane
+def test_a_tiff_is_read_by_its_strips_or_else_by_tifffile(tmp_path):
+    """A baseline TIFF (MetaXpress's) is read by its header and one read into the
+    array; others (compressed, tiled, big-endian included) the same through tifffile."""
+    from openhcs_omero_lib.plates import imagexpress, synthetic
+    from openhcs_omero_lib.plates.tiff_plane import baseline_plane, read_tiff_plane
 
-    plane = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80)
-    for name, kwargs in (("plain", {}), ("big-endian", {"byteorder": ">"}), ("compressed", {"compression": "zlib"})):
-        path = tmp_path / f"{name}.tif"
-        tifffile.imwrite(path, plane, **kwargs)
+    plane = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 7
+    layout = synthetic.layout_for(synthetic.SyntheticPlateConfig(wells=1, sites=1, channels=1, size=64))
+    metaxpress = imagexpress.write_plane(tmp_path / "mx", layout, "A01", 1, 1, 1, 1, plane[:, :64])
+    cases = {"metaxpress": (metaxpress, plane[:, :64], True),
+             "big-endian": ({"byteorder": ">"}, plane, True), "strips": ({"rowsperstrip": 8}, plane, True),
+             "compressed": ({"compression": "zlib"}, plane, False), "tiled": ({"tile": (16, 16)}, plane, False),
+             "int16": ({}, plane.astype(np.int16), True), "float32": ({}, plane.astype(np.float32), True)}
+    for name, (how, data, baseline) in cases.items():
+        path = how if isinstance(how, Path) else tmp_path / f"{name}.tif"
+        if not isinstance(how, Path):
+            tifffile.imwrite(path, data, **how)
         with path.open("rb") as f:
-            read = read_tiff_plane(f, (64, 80), "uint16")
-        assert read.dtype == np.dtype("uint16") and read.dtype.isnative and np.array_equal(read, plane), name
-        with tifffile.TiffFile(path) as tif:
-            assert tif.pages[0].is_memmappable == (name != "compressed")
-    with path.open("rb") as f, pytest.raises(ValueError, match="not uint16 \\(64, 64\\)"):
-        read_tiff_plane(f, (64, 64), "uint16")
+            assert (baseline_plane(f.fileno(), data.shape, str(data.dtype)) is not None) == baseline, name
+            read = read_tiff_plane(f, data.shape, str(data.dtype))
+        assert read.dtype == data.dtype and read.dtype.isnative and np.array_equal(read, data), name
+        assert np.array_equal(read, tifffile.imread(path)), name
+    with (tmp_path / "plain.tif").open("wb") as f:
+        tifffile.imwrite(f, plane)
+    with (tmp_path / "plain.tif").open("rb") as f:
+        assert baseline_plane(f.fileno(), (64, 64), "uint16") is None  # not this shape: tifffile says why
+        with pytest.raises(ValueError, match="not uint16 \\(64, 64\\)"):
+            read_tiff_plane(f, (64, 64), "uint16")
+        assert baseline_plane(f.fileno(), (64, 80), "int16") is None

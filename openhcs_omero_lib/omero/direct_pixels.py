@@ -25,6 +25,7 @@ from openhcs_omero_lib.omero.plate import OmeroPlate
 from openhcs_omero_lib.omero.repository import DirectReadRefused, PlaneKey, find_plate_files, open_inside
 from openhcs_omero_lib.omero.repository_settings import RepositorySettings, SettingsError, load_settings
 from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec
+from openhcs_omero_lib.plates.tiff_plane import read_tiff_plane
 
 DIRECT_KIND = "omero-direct"
 """The :class:`~..plates.pixels.SourceSpec` kind of :class:`DirectPixelSource`"""
@@ -54,24 +55,6 @@ class PixelAccess:
 
     def summary(self) -> dict:
         return {"path": self.path, "reason": self.reason, "verified_planes": self.verified}
-
-
-def read_tiff_plane(handle, shape: tuple[int, int], dtype: str) -> np.ndarray:
-    """The first page of the TIFF open in ``handle`` as a native-endian array, memory
-    mapped when its data lies uncompressed in one piece; ValueError when it is not a
-    plane of ``shape`` and ``dtype``."""
-    with tifffile.TiffFile(handle) as tif:
-        page = tif.pages[0]
-        if tuple(page.shape) != tuple(shape) or page.dtype is None or page.dtype != np.dtype(dtype):
-            raise ValueError(f"its first page is {page.dtype} {tuple(page.shape)}, not {dtype} {tuple(shape)}")
-        if page.is_memmappable:
-            mapped = np.memmap(handle, dtype=page.dtype.newbyteorder(tif.byteorder), mode="r",
-                               offset=page.dataoffsets[0], shape=tuple(shape))
-            try:
-                return np.array(mapped, dtype=page.dtype.newbyteorder("="))
-            finally:
-                mapped._mmap.close()  # type: ignore[attr-defined]
-        return page.asarray()
 
 
 class DirectPixelSource(PixelSource):
@@ -213,5 +196,4 @@ def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
     return direct, PixelAccess("direct", verified=verified)
 
 
-__all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "DirectPixelSource", "PixelAccess", "open_pixels", "read_tiff_plane",
-           "verify"]
+__all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "DirectPixelSource", "PixelAccess", "open_pixels", "verify"]
