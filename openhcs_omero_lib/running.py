@@ -47,7 +47,7 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
                  attach: Iterable[str] | str | None = None, outputs: Iterable[str] | str | None = None,
                  replace: bool = True, runs: Iterable[int] | None = None, handler: Any = None,
                  out: str | os.PathLike | None = None, progress: ProgressCallback | None = None,
-                 **params: Any) -> RunResult:
+                 pixel_access: str = "auto", **params: Any) -> RunResult:
     """Run ``pipeline`` on every field of ``plate`` and return the measurements.
 
     Without ``conn``, ``plate`` is a local ImageXpress folder. With ``conn`` (a
@@ -62,6 +62,9 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
     multiprocessing). ``out`` also writes ``images.csv``, ``wells.csv`` and
     ``results.json`` into that folder. ``params`` set the pipeline's parameters,
     e.g. ``nuclear_channel=2`` or ``nuclear_channel="DAPI"``, ``max_nucleus_size=400``.
+    ``pixel_access`` (OMERO): ``auto`` reads the plate's files from the server's
+    managed repository where they are on this machine and pass the checks,
+    ``server`` always through RawPixelsStore; the results are the same.
 
     Bad input raises before any pixel is read: :class:`PipelineError` for the
     pipeline and its parameters, ValueError (an
@@ -81,7 +84,8 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
         result = run_plate(conn, plate, spec, params, workers=workers,
                            attach=_choices(attach, DEFAULT_ATTACH, "attach"),
                            outputs=_choices(outputs, DEFAULT_OUTPUTS, "outputs"), replace=replace,
-                           runs=list(runs) if runs is not None else None, handler=handler, progress=progress)
+                           runs=list(runs) if runs is not None else None, handler=handler, progress=progress,
+                           pixel_access=pixel_access)
     else:
         for name, value in (("attach", attach), ("outputs", outputs), ("runs", runs), ("handler", handler)):
             if value is not None:

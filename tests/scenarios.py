@@ -934,3 +934,33 @@ SCENARIOS = (upload_reads_back_identically, run_and_check_against_truth, rerun_i
              describe_and_delete, cancel_stops_and_attaches_nothing, clients_run_the_script_and_read_its_outputs,
              colleagues_results_stay, time_lapse_runs_and_gaps, no_wait_job_outlives_its_launcher,
              results_are_read_once, pictures_once_per_run)
+
+
+def pixel_access_reads_the_same(target: Target, folder: Path) -> None:
+    """A plate put on the server through the API has no original files: with
+    Pixel_Access auto the script says why it read through RawPixelsStore (having
+    asked the server for the plate's fileset, a query the server must accept), and
+    attaches what Pixel_Access server attaches."""
+    from openhcs_omero_lib.omero import jobs
+
+    plate_id = target.import_plate(folder)
+    script = target.script_id()
+    counts, messages = {}, {}
+    with connected(target) as conn:
+        for access in ("server", "auto"):
+            inputs = jobs.run_inputs([plate_id], workers=1, attach=("plate",), pixel_access=access)
+            inputs.update(pipeline_inputs(target, conn, "nuclei_count"))
+            state, outputs = run_job(conn, script, inputs)
+            assert state.outcome == "finished", (state, outputs)
+            messages[access] = outputs["Message"]
+            view = read_plate(conn, plate_id, "nuclei_count")
+            target.seen_results += view.ids.get("FileAnnotation", ())
+            images = view.csv("nuclei_count_images.csv")
+            counts[access] = dict(zip(images["image_id"].astype(int), images["nuclei_count"].astype(int)))
+    assert "pixels read" not in messages["server"], messages["server"]
+    why = [part for part in messages["auto"].split("; ") if part.startswith("pixels read")]
+    assert len(why) == 1, messages["auto"]
+    # (the server's Processor may run where the managed repository is not)
+    assert why[0] == "pixels read through RawPixelsStore: its images have no original files in the repository" \
+        or why[0].endswith("is not on this machine"), messages["auto"]
+    assert counts["auto"] == counts["server"] and counts["server"]

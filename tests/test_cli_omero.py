@@ -41,8 +41,9 @@ def test_run_on_omero_plate_attaches_and_writes_locally(server, capsys, small_pl
     # process computes too, and on a plate this small finishes before they start).
     monkeypatch.setattr(executor, "PARENT_COMPUTES", False)
     out = tmp_path / "local"
+    # through RawPixelsStore, so that the workers need the session
     code = main(["run", "--omero-plate", str(server.plate_id), "--workers", "2", "--out", str(out),
-                 "--no-progress", *server.args])
+                 "--no-progress", "--pixel-access", "server", *server.args])
     assert code == 0, capsys.readouterr().err
     images = pd.read_csv(out / f"plate_{server.plate_id}" / "images.csv")
     truth = read_ground_truth(small_plate.folder)

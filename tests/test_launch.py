@@ -144,7 +144,9 @@ def test_no_wait_then_status_while_running_and_after(server, capsys, long_plate)
 def test_cancel_by_id_stops_workers_and_attaches_nothing(server, capsys, server_signals, long_plate):
     _use_long_plate(server, long_plate)
     server.cancel_job_signals = server_signals
-    assert main(["launch", "--plate", str(server.plate_id), "--workers", "2", "--no-wait", *server.args]) == 0
+    # through RawPixelsStore, which the server's latency makes slow enough for workers to start
+    assert main(["launch", "--plate", str(server.plate_id), "--workers", "2", "--no-wait", "--pixel-access", "server",
+                 *server.args]) == 0
     job_id = int(capsys.readouterr().out.strip())
     _wait_for_progress(server, job_id)
     workers = _workers(server, job_id)

@@ -123,7 +123,8 @@ def worker_run(server, small_plate):
         before = collections.Counter(server.calls)
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(executor, "PARENT_COMPUTES", False)
-            run = run_on_plate(conn, plate, bound, workers=WORKERS, attach_to=("plate",), outputs=("csv",))
+            run = run_on_plate(conn, plate, bound, workers=WORKERS, attach_to=("plate",), outputs=("csv",),
+                               pixel_access="server")  # the stores are what this module tests
         yield SimpleNamespace(conn=conn, session=session, connections_before=connections,
                               delta=calls_since(server, before), run=run, plate=plate)
 

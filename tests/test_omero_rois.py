@@ -138,12 +138,15 @@ def test_a_roi_must_be_written_in_its_images_group_with_annotate_rights(tiny_pla
             assert len(update.saveAndReturnIds([_polygon_roi(iid)], in_group(conn, _group(conn)))) == 1
 
 
-def test_deleting_a_roi_takes_its_shapes_and_deleting_an_image_its_rois(server, conn):
+def test_deleting_a_roi_takes_its_shapes_and_deleting_an_image_its_rois(server, conn, tiny_plate):
     from openhcs_omero_lib.omero import annotations as A
     from openhcs_omero_lib.omero.plate import in_group
+    from openhcs_omero_lib.testing.upload import upload_plate
 
     group = _group(conn)
-    kept, gone = server.images[1], server.images[2]
+    # An imported plate's images go only with their whole fileset (omero-blitz
+    # blitz-delete-rules.xml): one image alone is deleted from a plate made through the API.
+    kept, gone = server.images[1], plate_members(server.store, upload_plate(conn, tiny_plate))["Image"][0]
     ids = conn.getUpdateService().saveAndReturnIds([_polygon_roi(kept), _polygon_roi(kept), _polygon_roi(gone)],
                                                    in_group(conn, group))
     shapes = lambda: {s.getId().getValue() for s in server.store.all("Polygon")}  # noqa: E731

@@ -134,7 +134,7 @@ def _id_params(value: int):
 
 # Which IQuery method the adapter uses for each query text, with parameters that fit.
 _PROJECTIONS = {"PLATE_FINGERPRINT", "PLATE_FIELDS", "PLATE_LIST", "SCREEN_PLATES", "OBJECT_EXISTS", "ROIS",
-                "ROIS_NS_PREFIX", "PLATE_IMAGE_KINDS"}
+                "ROIS_NS_PREFIX", "PLATE_IMAGE_KINDS", "PLATE_FILESET_FILES"}
 
 
 def test_every_adapter_query_is_modelled(server):

@@ -151,6 +151,10 @@ def test_pictures_once_per_run(target, tiny_plate):
     assert target.server.store.all("Roi")  # until cleanup, which must remove them
 
 
+def test_pixel_access_reads_the_same(target, tiny_plate):
+    scenarios.pixel_access_reads_the_same(target, tiny_plate)
+
+
 def test_wrong_truth_fails_and_cleanup_still_removes_everything(tiny_plate, tmp_path):
     """The accuracy check can fail, and a scenario that fails half-way (plate
     uploaded, results attached) still leaves nothing behind after cleanup."""

@@ -19,15 +19,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "direct", False):  # RawPixelsStore against direct reads
+        from openhcs_omero_lib.bench.direct import run as run_direct
+
+        return run_direct(args)
     from openhcs_omero_lib.bench.command import run as run_parsed
 
     return run_parsed(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from openhcs_omero_lib.bench.command import main as command_main
+    from openhcs_omero_lib.bench import command
 
-    return command_main(argv)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=command.__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 __all__ = ["add_arguments", "main", "run"]

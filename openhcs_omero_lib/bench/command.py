@@ -216,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run with parsed arguments (another command line may call this)."""
+    """Run with parsed arguments (another command line may call this; the package's
+    ``run`` sends ``--direct`` to :mod:`.direct`)."""
+    if getattr(args, "direct", False):
+        raise ValueError("--direct is run by openhcs_omero_lib.bench.run")
     settings = settings_from(args)
     parts = settings["parts"]
 

@@ -12,6 +12,7 @@ DEFAULT_LATENCIES = "0,1,5"
 DEFAULT_PLATE = {"sites": 2, "channels": 2, "plane": 160}
 DEFAULT_OPENHCS_MAX_WELLS = 96
 DEFAULT_OUT = "results/bench-results.json"
+DIRECT_OUT = "results/bench-direct.json"
 LARGE_PLATE = 96
 """Plates with more wells than this run ``--large-repeats`` times (their runs are long,
 so less noisy, and repeating them would triple the benchmark's time)."""
@@ -118,6 +119,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "environment, or this Python)")
     parser.add_argument("--install-openhcs", action="store_true",
                         help="first install OpenHCS (CPU only, about 1.5 GB) into its own cached environment")
+    parser.add_argument("--direct", action="store_true",
+                        help="instead: RawPixelsStore against direct reads from the managed repository "
+                             "(Pixel_Access server and auto), on the plates and on --realistic "
+                             f"(JSON: {DIRECT_OUT} unless --out)")
+    parser.add_argument("--realistic", type=_realistic, default=None, metavar="WELLS,SITES,CHANNELS,PLANE",
+                        help="with --direct: the plate of realistic planes, or none (default 24,2,3,1024; "
+                             "--quick: none)")
+
+
+def _realistic(text: str):
+    from openhcs_omero_lib.bench.plates import realistic_spec
+
+    try:
+        return realistic_spec(text) or "none"
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def settings_from(args: argparse.Namespace) -> dict[str, Any]:

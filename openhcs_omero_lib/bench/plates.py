@@ -45,6 +45,23 @@ class PlateSpec:
         return f"v{VERSION}-w{self.wells}-s{self.sites}-c{self.channels}-p{self.size}-r{self.seed}"
 
 
+DEFAULT_REALISTIC = "24,2,3,1024"
+"""Wells, sites, channels and plane size of the direct-reads benchmark's plate of realistic planes"""
+
+
+def realistic_spec(text: str) -> PlateSpec | None:
+    """``WELLS,SITES,CHANNELS,PLANE`` (or ``none``) -> the plate of realistic planes."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        wells, sites, channels, plane = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected WELLS,SITES,CHANNELS,PLANE or none, got {text!r}") from None
+    if min(wells, sites, channels) < 1 or not 1 <= channels <= 4 or plane < 64:
+        raise ValueError(f"expected at least 1 well and site, 1-4 channels and planes of 64 px or more, got {text!r}")
+    return PlateSpec(wells, sites, channels, plane)
+
+
 def default_cache() -> Path:
     from openhcs_omero_lib.plates.synthetic import cache_dir
 

@@ -73,27 +73,73 @@ def _logged_in(request: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
         control.close()
 
 
+def _cpu_with_children() -> float:
+    """CPU seconds of this process and of its children that have ended (the workers,
+    once the run has shut them down)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _bytes_received(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
+    """What the script received over Ice between two snapshots of the server's wire
+    metrics: the replies of the pixel reads, and of every call."""
+    def sent(ops) -> int:
+        return sum(after.get(op, {}).get("reply_bytes", 0) - before.get(op, {}).get("reply_bytes", 0) for op in ops)
+
+    return {"pixels": sent(PIXEL_READS), "all": sent(set(after) | set(before))}
+
+
+PIXEL_READS = ("getPlane", "getStack", "getTile")
+
+
 def run_ours(request: dict[str, Any]) -> dict[str, Any]:
     """What Run_HCS_Pipeline does: every plate's layout and spec checked, then computed
-    with ``workers`` workers, then one CSV attached to the plate."""
+    with ``workers`` workers, then one CSV attached to the plate. ``pixel_access``
+    (default ``server``: RawPixelsStore) is the script's Pixel_Access."""
     from openhcs_omero_lib.omero.run import prepare, run_on_plate
 
+    access = request.get("pixel_access", "server")
     with _logged_in(request) as (control, conn, spec):
         with PeakMemory() as memory:
             before = control.snapshot()
+            wire_before = control.request("wire")["wire"] if request.get("wire") else {}
+            cpu_before = _cpu_with_children()
             start = time.perf_counter()
             [(plate, bound)] = prepare(conn, "Plate", [request["plate_id"]], spec)
             laid_out = control.snapshot()
             after_layout = peak_rss_mb()
             run = run_on_plate(conn, plate, bound, workers=request["workers"], attach_to=("plate",),
-                               outputs=("csv",), replace=False, heatmap=False)  # the CSV only, as naive
+                               outputs=("csv",), replace=False, heatmap=False,  # the CSV only, as naive
+                               pixel_access=access)
             seconds = time.perf_counter() - start
+            cpu = _cpu_with_children() - cpu_before
             after = control.snapshot()
+            wire = _bytes_received(control.request("wire")["wire"], wire_before) if request.get("wire") else None
         rows = run.results.images.to_dict("records")
         return {"seconds": seconds, "units": len(rows), "errors": len(run.results.errors),
+                "pixel_access": run.access.summary(), "bytes_received": wire, "cpu_seconds": round(cpu, 3),
                 "count_total": _count_total(rows), "layout_calls": _delta(laid_out, before),
                 "run_calls": _delta(after, laid_out), "server_cpu_seconds": _server_cpu(after, before),
                 "parent_peak_after_layout_mb": after_layout, **memory.report()}
+
+
+def read_only(request: dict[str, Any]) -> dict[str, Any]:
+    """Every plane of the plate read as ``pixel_access`` says (with its checks), one
+    after another in one thread, nothing computed: what reading alone costs."""
+    from openhcs_omero_lib.omero.direct_pixels import open_pixels
+    from openhcs_omero_lib.omero.plate import load_plate
+
+    with _logged_in(request) as (control, conn, _):
+        plate = load_plate(conn, request["plate_id"], cache=None)
+        layout = plate.layout
+        start = time.perf_counter()
+        source, access = open_pixels(conn, plate, request["pixel_access"])
+        with source:
+            planes = 0
+            for unit in layout.units():
+                for channel in range(1, len(layout.channels) + 1):
+                    planes += len(source.read_stack(unit, channel))
+        return {"seconds": time.perf_counter() - start, "planes": planes, "pixel_access": access.summary()}
 
 
 def run_naive(request: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +196,7 @@ def compute_only(request: dict[str, Any]) -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "ours": run_ours,
+    "read": read_only,
     "naive": run_naive,
     "compute": compute_only,
 }

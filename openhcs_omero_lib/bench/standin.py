@@ -29,7 +29,8 @@ def serve() -> None:
     from openhcs_omero_lib.testing import OmeroStandIn
 
     stop = threading.Event()
-    with OmeroStandIn() as server, Listener(("127.0.0.1", 0), authkey=key) as listener:
+    # Ice counts the bytes of every call, so that a run can say what it received.
+    with OmeroStandIn(wire_metrics=True) as server, Listener(("127.0.0.1", 0), authkey=key) as listener:
         info = {"control": listener.address[1], "host": server.host, "port": server.port,
                 "router": server.router, "user": server.user.name, "password": server.password}
         print(json.dumps(info), flush=True)
@@ -66,7 +67,10 @@ def _cpu_seconds() -> float:
 def _dispatch(server, request: dict[str, Any], stop: threading.Event) -> dict[str, Any]:
     op = request.get("op")
     if op == "import":
-        return {"plate_id": server.import_plate(request["folder"])}
+        # hard links into the managed repository, as `omero import --transfer=ln`: no copy of the plate
+        return {"plate_id": server.import_plate(request["folder"], transfer=request.get("transfer", "ln"))}
+    if op == "wire":
+        return {"wire": server.wire_bytes()}
     if op == "latency":
         server.latency = float(request["seconds"])
         return {}
@@ -124,6 +128,10 @@ class StandInProcess:
 
     def import_plate(self, folder: str) -> int:
         return self.control.request("import", folder=folder)["plate_id"]
+
+    def wire(self) -> dict[str, dict[str, int]]:
+        """Per operation, the calls and bytes the server has received and sent so far."""
+        return self.control.request("wire")["wire"]
 
     def set_latency(self, seconds: float) -> None:
         self.control.request("latency", seconds=seconds)

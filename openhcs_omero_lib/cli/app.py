@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --omero-plate: save the measured objects as ROIs on each field's image")
     run.add_argument("--max-rois", type=positive, default=2000, metavar="N",
                      help="with --save-rois: at most N ROIs per image (default: %(default)s)")
+    run.add_argument("--pixel-access", choices=("auto", "server"), default="auto",
+                     help="with --omero-plate: auto reads the plate's files from the server's managed repository "
+                          "when it is on this machine (see the README) and they pass the checks; server always "
+                          "reads through RawPixelsStore (default: %(default)s)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="tune a parameter the pipeline declares, e.g. nuclear_channel=2 or nuclear_channel=DAPI, "
                           "max_nucleus_size=400 (repeatable; 'openhcs-omero pipelines' lists them)")

@@ -27,6 +27,9 @@ def add_job_commands(sub, connection_arguments, positive) -> None:
                         help="measure only this acquisition run (PlateAcquisition ID; repeatable); "
                              "default: every run, each on its own")
     launch.add_argument("--no-replace", action="store_true", help="keep earlier results of the same pipeline")
+    launch.add_argument("--pixel-access", choices=("auto", "server"),
+                        help="how the script reads pixels: auto (the plate's files in the managed repository when "
+                             "they pass the checks) or server (RawPixelsStore); default: the script's (auto)")
     launch.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="tune a parameter of the pipeline, e.g. nuclear_channel=2 (repeatable)")
     launch.add_argument("--no-wait", action="store_true", help="start the job, print its ID and return")
@@ -66,7 +69,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     try:
         try:
             inputs = run_inputs(args.plate, workers=args.workers, attach=attach, outputs=outputs,
-                                replace=not args.no_replace, runs=args.run)
+                                replace=not args.no_replace, runs=args.run, pixel_access=args.pixel_access)
             script_id = find_script(conn, args.script)
             inputs.update(pipeline_inputs(conn, args.pipeline))
             inputs.update(tuning)

@@ -68,7 +68,7 @@ def run_omero(args: argparse.Namespace) -> int:
                 run = run_on_plate(conn, plate, bound, backend=backend, attach_to=attach, outputs=outputs,
                                    replace=not args.no_replace, progress=progress_bar(args.no_progress),
                                    heatmap=not args.no_heatmap, heatmap_measurement=measurement,
-                                   save_rois=args.save_rois, roi_cap=args.max_rois)
+                                   save_rois=args.save_rois, roi_cap=args.max_rois, pixel_access=args.pixel_access)
             except SourceNotReady as exc:
                 print(f"{exc}; nothing attached to it", file=sys.stderr)
                 worst = 1
@@ -96,6 +96,8 @@ def run_omero(args: argparse.Namespace) -> int:
                   f"{s['units_failed']} failed; attached {run.report.count()} annotations"
                   + (f" and {len(rois.rois)} ROIs" if rois is not None else "")
                   + f", replaced {run.report.replaced}")
+            if run.access.note():
+                print(f"plate {plate.id}: {run.access.note()}", file=sys.stderr)
             if rois is not None and rois.capped:
                 print(f"plate {plate.id}: {rois.note()}", file=sys.stderr)
             if run.report.others:

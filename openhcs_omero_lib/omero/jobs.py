@@ -134,9 +134,10 @@ def upload_pipeline(conn, name: str, data: bytes) -> int:
 
 def run_inputs(plates: list[int], *, workers: int | None = None, attach: tuple[str, ...] = ("plate", "wells"),
                outputs: tuple[str, ...] | None = None, replace: bool = True,
-               runs: list[int] | None = None) -> dict[str, Any]:
+               runs: list[int] | None = None, pixel_access: str | None = None) -> dict[str, Any]:
     """The script's parameters (without the pipeline) for a run on ``plates``; ``runs``
-    (PlateAcquisition IDs) measures only those acquisition runs."""
+    (PlateAcquisition IDs) measures only those acquisition runs; ``pixel_access``
+    (``auto``, ``server``) how the script reads pixels (default: the script's)."""
     if not plates:
         raise JobError("give at least one plate")
     if attach not in ATTACH_TO:
@@ -147,6 +148,8 @@ def run_inputs(plates: list[int], *, workers: int | None = None, attach: tuple[s
         inputs["Workers"] = rint(workers)
     if runs:
         inputs["Runs"] = rlist([rlong(r) for r in runs])
+    if pixel_access is not None:
+        inputs["Pixel_Access"] = rstring(pixel_access)
     if outputs is not None:
         unknown = set(outputs) - set(OUTPUT_PARAMS)
         if unknown:

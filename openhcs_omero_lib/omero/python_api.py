@@ -18,9 +18,9 @@ import pandas as pd
 
 from openhcs_omero_lib.engine import run_pipeline as run_source
 from openhcs_omero_lib.omero import annotations as A
+from openhcs_omero_lib.omero.direct_pixels import ACCESS_CHOICES, open_pixels
 from openhcs_omero_lib.omero.files import file_annotations, read_csv, read_file
 from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
-from openhcs_omero_lib.omero.pixels import OmeroPixelSource
 from openhcs_omero_lib.omero.plate import OmeroInputError, in_group, load_plate
 from openhcs_omero_lib.omero.run import prepare, run_on_plate
 from openhcs_omero_lib.omero.sink import attaches_anything, results_namespace
@@ -37,9 +37,11 @@ _FIELD_KEYS = ("Image", "well_id", "well_name", "field", "timepoint", *RUN_COLUM
 
 def run_plate(conn, plate: Any, spec: PipelineSpec, params: dict[str, Any], *, workers: int,
               attach: tuple[str, ...], outputs: tuple[str, ...], replace: bool, runs: list[int] | None,
-              handler: OMEROMetadataHandler | None, progress) -> RunResult:
+              handler: OMEROMetadataHandler | None, progress, pixel_access: str = "auto") -> RunResult:
     """Check, compute, attach (unless ``attach`` is empty); see ``run_pipeline``."""
     pid = plate_id_of(plate)
+    if pixel_access not in ACCESS_CHOICES:
+        raise OmeroInputError(f"pixel_access must be one of {', '.join(ACCESS_CHOICES)}, not {pixel_access!r}")
     attaching = bool(attach)
     if attaching and not attaches_anything(attach, outputs):
         raise OmeroInputError(f"attach={','.join(attach)} with outputs={','.join(outputs) or 'none'} would attach "
@@ -50,12 +52,14 @@ def run_plate(conn, plate: Any, spec: PipelineSpec, params: dict[str, Any], *, w
         raise OmeroInputError(f"plate {pid} has none of the runs {', '.join(map(str, runs or []))}")
     omero_plate, bound = prepared[0]
     if not attaching:
-        with OmeroPixelSource(conn, omero_plate) as source:
+        source, access = open_pixels(conn, omero_plate, pixel_access)
+        with source:
             results = run_source(source, bound, workers=workers, progress=progress,
                                  source_label=f"omero plate {pid}")
+        results.summary["pixel_access"] = access.summary()
         return RunResult(results.images, results.wells, results.summary, plate_id=pid)
     run = run_on_plate(conn, omero_plate, bound, workers=workers, attach_to=attach, outputs=outputs,
-                       replace=replace, progress=progress)
+                       replace=replace, progress=progress, pixel_access=pixel_access)
     report = run.report
     return RunResult(run.results.images, run.results.wells, run.results.summary, plate_id=pid,
                      attached={k: list(v) for k, v in report.created.items() if v}, replaced=report.replaced,

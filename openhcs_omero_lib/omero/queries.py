@@ -43,6 +43,21 @@ PIXELS_CHANNELS = (
     "where px.id = :id"
 )
 
+# The original files of a plate's filesets, for reading them from the managed repository
+# (omero-model mappings/fs.ome.xml: Image.fileset, Fileset.usedFiles -> FilesetEntry ->
+# OriginalFile; a file's path is relative to the repository's root and ends with "/",
+# omero-blitz repo/CheckedPath.getRelativePath). One round-trip whatever the plate's size:
+# each file once (not once per image), with how many images its fileset has (the
+# subquery is the one omero-py's `omero fs sets` sends), so that a plate with images in
+# no fileset or in several can be told apart. Permission-checked like every query.
+PLATE_FILESET_FILES = (
+    "select fs.id, fs.templatePrefix, (select size(f2.images) from Fileset f2 where f2.id = fs.id), "
+    "f.id, f.path, f.name, f.size "
+    "from Fileset fs join fs.usedFiles fe join fe.originalFile f "
+    "where fs.id in (select i.fileset.id from WellSample ws join ws.image i where ws.well.plate.id = :id) "
+    "order by fs.id, f.path, f.name"
+)
+
 # What an ID is when it is not the expected kind: {kind} is a model class name.
 OBJECT_EXISTS = "select o.id from {kind} o where o.id = :id"
 

@@ -12,8 +12,8 @@ from openhcs_omero_lib.execution.executor import ProgressCallback
 from openhcs_omero_lib.omero import rois as R
 from openhcs_omero_lib.omero.annotations import read_file_annotation
 from openhcs_omero_lib.omero.connection import session_key
+from openhcs_omero_lib.omero.direct_pixels import DirectPixelSource, PixelAccess, open_pixels
 from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
-from openhcs_omero_lib.omero.pixels import OmeroPixelSource
 from openhcs_omero_lib.omero.plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
 from openhcs_omero_lib.omero.preflight import check_alike, check_can_annotate, check_ready, check_tables
 from openhcs_omero_lib.omero.sink import OmeroResultSink, WriteReport
@@ -29,6 +29,8 @@ class PlateRun:
     plate: OmeroPlate
     results: PlateResults
     report: WriteReport = field(default_factory=WriteReport)
+    access: PixelAccess = field(default_factory=lambda: PixelAccess("server"))
+    """How its pixels were read (the managed repository's files or RawPixelsStore), and why"""
 
 
 def pipeline_from_choice(conn, preset: str | None, annotation_id: int | None) -> PipelineSpec:
@@ -102,22 +104,30 @@ def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int =
                  replace: bool = True, progress: ProgressCallback | None = None,
                  heatmap: bool = True, heatmap_measurement: str | None = None,
                  save_rois: bool = False, roi_cap: int = R.DEFAULT_CAP,
-                 backend: ExecutorBackend | None = None) -> PlateRun:
+                 pixel_access: str = "auto", backend: ExecutorBackend | None = None) -> PlateRun:
     """Compute on every field of the plate, then attach the results (with a heat map
     and, when asked, the measured objects as ROIs). Raises
     :class:`~..pixels.SourceNotReady`, with nothing attached, when the server turns
     out to be still preparing one of its images. ``backend`` computes (default:
-    ``workers`` processes)."""
+    ``workers`` processes).
+
+    ``pixel_access`` ``auto`` reads the plate's files in the managed repository when
+    they are on this machine and pass the checks of :func:`~.direct_pixels.open_pixels`,
+    ``server`` always reads through RawPixelsStore; the results are the same."""
     backend = backend or ProcessPool(workers)
-    source = OmeroPixelSource(conn, plate)
     started = time.time()
+    source, access = open_pixels(conn, plate, pixel_access)
     notes: list[str] = []
     try:
         units = backend.run_units(bound, source, progress=progress, outlines=save_rois, notes=notes)
     finally:
         source.close()
+    if isinstance(source, DirectPixelSource) and source.fell_back:  # this process's reads only
+        access = PixelAccess("direct", f"some planes were read through RawPixelsStore: {source.fell_back}",
+                             access.verified)
     results = collect(plate.layout, bound, units, source=f"omero plate {plate.id}",
                       started=started, finished=time.time(), workers=backend.workers, executor=backend.kind)
+    results.summary["pixel_access"] = access.summary()
     if notes:
         results.summary["notes"] = notes
     rois = R.RoiChoice(roi_cap, R.roi_z(bound.load.z, plate.layout.z_planes)) if save_rois else None
@@ -127,7 +137,7 @@ def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int =
                            heatmap=heatmap, heatmap_measurement=heatmap_measurement, rois=rois)
     if len(results.errors) < len(units):  # a run where every unit failed attaches nothing
         sink.write(results)
-    return PlateRun(plate, results, sink.report)
+    return PlateRun(plate, results, sink.report, access)
 
 
 __all__ = ["PlateRun", "pipeline_from_choice", "prepare", "run_on_plate"]

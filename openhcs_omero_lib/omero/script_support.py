@@ -20,6 +20,7 @@ from openhcs_omero_lib.execution.progress import RunProgress
 from openhcs_omero_lib.execution.settings import SettingsError
 from openhcs_omero_lib.omero import annotations as A
 from openhcs_omero_lib.omero import rois as R
+from openhcs_omero_lib.omero.direct_pixels import ACCESS_CHOICES
 from openhcs_omero_lib.omero.plate import OmeroInputError, load_plate, plate_ids_for
 from openhcs_omero_lib.omero.run import pipeline_from_choice, prepare, run_on_plate
 from openhcs_omero_lib.omero.sink import NS_PREFIX, TABLE_DESCRIPTION, attaches_anything
@@ -37,7 +38,7 @@ ATTACH_VALUES = {
 DEFAULTS = {"Data_Type": "Plate", "Pipeline": "nuclei_count", "Workers": 2, "Attach_To": "Plate and wells",
             "CSV": True, "JSON": True, "OMERO_Table": True, "Key_Value_Pairs": True,
             "Replace_Previous_Results": True, "Heat_Map": True, "Save_ROIs": False,
-            "Max_ROIs_Per_Image": R.DEFAULT_CAP}
+            "Max_ROIs_Per_Image": R.DEFAULT_CAP, "Pixel_Access": "auto"}
 
 
 @dataclass
@@ -110,6 +111,8 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
             raise OmeroInputError(f"Attach_To={p['Attach_To']} with only {', '.join(outputs)} would attach "
                                   "nothing: key-value pairs go on wells, per-field CSVs on images")
         workers = max(1, min(int(p["Workers"]), available_cores()))
+        if p["Pixel_Access"] not in ACCESS_CHOICES:
+            raise OmeroInputError(f"Pixel_Access must be one of {', '.join(ACCESS_CHOICES)}, not {p['Pixel_Access']}")
         if int(p["Max_ROIs_Per_Image"]) < 1:
             raise OmeroInputError(f"Max_ROIs_Per_Image must be at least 1, got {p['Max_ROIs_Per_Image']}")
         prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec,
@@ -141,7 +144,8 @@ def _run_plates(conn, p: dict[str, Any], spec, prepared, backend, job, attach, o
                                replace=p["Replace_Previous_Results"],
                                progress=progress.plate_callback(index) if progress else None,
                                heatmap=bool(p["Heat_Map"]), heatmap_measurement=measurement,
-                               save_rois=bool(p["Save_ROIs"]), roi_cap=int(p["Max_ROIs_Per_Image"]))
+                               save_rois=bool(p["Save_ROIs"]), roi_cap=int(p["Max_ROIs_Per_Image"]),
+                               pixel_access=p["Pixel_Access"])
         except SourceNotReady as exc:  # this plate only; the others may be ready
             lines.append(f"{exc}; nothing attached to it")
             not_ready += 1
@@ -197,6 +201,8 @@ def _plate_line(run) -> str:
             f"attached {run.report.count()} annotations, replaced {run.report.replaced}")
     if run.report.heatmap_note:
         line += f"; {run.report.heatmap_note}"
+    if run.access.note():
+        line += f"; {run.access.note()}"
     rois = run.report.rois
     if rois is not None:
         line += f"; {len(rois.rois)} ROIs on {rois.images} images"

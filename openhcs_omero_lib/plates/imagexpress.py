@@ -19,6 +19,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import tifffile
@@ -125,6 +126,46 @@ def _scan(folder: Path, notes: ScanNotes | None = None) -> dict[_FileKey, Path]:
                 add_dir(zdir, t, z)
         else:
             add_dir(tdir, t, 1)
+    return files
+
+
+def index_files(paths: Iterable[str], strict: bool = False) -> dict[_FileKey, str]:
+    """Image files of a plate folder, given as ``/``-separated paths relative to the
+    folder (as a folder is listed, or as an OMERO fileset lists its files), indexed by
+    their coordinates. The folders count as an instrument writes them:
+    ``TimePoint_<n>/`` (without any, the folder itself is timepoint 1) and
+    ``ZStep_<m>/`` inside it (without any, its own files are z 1); other files and
+    folders are not images of the plate. With ``strict`` two files of the same
+    coordinates raise ValueError; otherwise the last one listed is kept."""
+    parsed = []
+    for path in paths:
+        *dirs, name = path.split("/")
+        coords = parse_image_filename(name)
+        if coords is not None and len(dirs) <= 2:
+            parsed.append((dirs, coords, path))
+    with_timepoints = any(dirs and _TIMEPOINT_RE.match(dirs[0]) for dirs, _, _ in parsed)
+    # a folder that has ZStep folders holds its images there, not beside them
+    z_parents = {"/".join(dirs[:-1]) for dirs, _, _ in parsed if dirs and _ZSTEP_RE.match(dirs[-1])}
+    files: dict[_FileKey, str] = {}
+    for dirs, (well, site, wave), path in parsed:
+        t = z = 1
+        t_dirs = dirs
+        if dirs and _ZSTEP_RE.match(dirs[-1]):
+            z = int(_ZSTEP_RE.match(dirs[-1]).group(1))  # type: ignore[union-attr]
+            t_dirs = dirs[:-1]
+        elif "/".join(dirs) in z_parents:
+            continue
+        if with_timepoints:
+            if len(t_dirs) != 1 or not _TIMEPOINT_RE.match(t_dirs[0]):
+                continue
+            t = int(_TIMEPOINT_RE.match(t_dirs[0]).group(1))  # type: ignore[union-attr]
+        elif t_dirs:
+            continue
+        key = _FileKey(well, site or 1, wave or 1, z, t)
+        if strict and key in files:
+            raise ValueError(f"two files for well {well} site {key.site} w{key.channel} z{z} t{t}: "
+                             f"{files[key]} and {path}")
+        files[key] = path
     return files
 
 

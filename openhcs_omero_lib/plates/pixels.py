@@ -24,6 +24,7 @@ from openhcs_omero_lib.plates.layout import PlateLayout, SiteUnit
 _OPENERS: dict[str, str] = {
     "imagexpress": "openhcs_omero_lib.plates.imagexpress:ImageXpressSource.from_spec",
     "omero": "openhcs_omero_lib.omero.pixels:OmeroPixelSource.from_spec",
+    "omero-direct": "openhcs_omero_lib.omero.direct_pixels:DirectPixelSource.from_spec",
 }
 
 

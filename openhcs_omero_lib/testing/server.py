@@ -20,6 +20,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid as uuidlib
@@ -33,8 +35,15 @@ import omero.model
 import omero.rtypes
 from omero.rtypes import rint, rlong, rstring
 
-from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource, read_layout
 from openhcs_omero_lib.testing import acl
+from openhcs_omero_lib.testing.repository import (
+    RepositoryInfo,
+    add_fileset,
+    copy_into_repository,
+    new_repositories,
+    template_folder,
+)
 from openhcs_omero_lib.testing.services import RouterServant, ServiceFactoryService
 from openhcs_omero_lib.testing.store import Group, Session, Store, User, class_name
 
@@ -44,7 +53,8 @@ class OmeroStandIn:
     with ``wire_metrics`` Ice counts the bytes of every call (:meth:`wire_bytes`)."""
 
     def __init__(self, latency: float = 0.0, user: str = "alice", password: str = "alice-password", *,
-                 tables_enabled: bool = True, pyramid_threshold: int = 3192 * 3192, wire_metrics: bool = False):
+                 tables_enabled: bool = True, pyramid_threshold: int = 3192 * 3192, wire_metrics: bool = False,
+                 data_dir: str | os.PathLike | None = None):
         self.store = Store()
         self.tables_enabled = tables_enabled
         """Whether OMERO.tables runs (SharedResources.areTablesEnabled)"""
@@ -65,7 +75,15 @@ class OmeroStandIn:
         self.group: Group = self.store.add_group("lab", "rwra--")
         self.user: User = self.store.add_user(user, password, [self.group])
         self.password = password
-        self.tables_repo_id = self.store.next_id()
+        # The server's data folder (omero.data.dir) holds the managed repository, where
+        # imports put their files; a temporary one, removed on close, unless given.
+        self._own_data = data_dir is None
+        base = Path(tempfile.mkdtemp(prefix="omero-standin-") if data_dir is None else data_dir)
+        self.data_dir = base / "OMERO" if data_dir is None else base
+        self.repositories: list[RepositoryInfo] = new_repositories(
+            self.store.next_id, self.data_dir, (base if data_dir is None else self.data_dir) / "lib" / "scripts")
+        """The repositories ``SharedResources.repositories()`` describes, the managed one last"""
+        self.tables_repo_id = self.repositories[0].id
         self._sources: list[ImageXpressSource] = []
         self.open_stateful: collections.Counter[str] = collections.Counter()
         self.scripts: dict[int, str] = {}
@@ -106,10 +124,17 @@ class OmeroStandIn:
         """The ``Ice.Default.Router`` a client needs (plain TCP: no SSL on loopback)."""
         return f"OMERO.Glacier2/router:tcp -p {self.port} -h {self.host}"
 
+    @property
+    def managed_repository(self) -> Path:
+        """The managed repository's root, as ``omero fs repos`` would show it."""
+        return next(r.folder for r in self.repositories if r.managed)
+
     def close(self) -> None:
         for source in self._sources:
             source.close()
         self.communicator.destroy()
+        if self._own_data:
+            shutil.rmtree(self.data_dir.parent, ignore_errors=True)
 
     def __enter__(self) -> OmeroStandIn:
         return self
@@ -322,7 +347,7 @@ class OmeroStandIn:
 
     def import_plate(self, folder: str | os.PathLike | Sequence[tuple[str, str | os.PathLike]], *,
                      name: str | None = None, owner: User | None = None, group: Group | None = None,
-                     missing: Iterable[tuple] = ()) -> int:
+                     missing: Iterable[tuple] = (), transfer: str = "upload") -> int:
         """Create Plate, Wells, WellSamples, Images, Pixels and Channels for an
         ImageXpress folder; pixels are read from its files on demand.
 
@@ -332,20 +357,37 @@ class OmeroStandIn:
         all runs, run after run (run ``r``'s field ``s`` at index ``r * sites + s - 1``).
         ``missing`` names fields the plate lacks, as ``(well, site)`` (or ``(run name,
         well, site)`` with runs): they leave gaps in their wells' lists, and the other
-        fields keep their index."""
+        fields keep their index.
+
+        As an import does, the plate's files (its ``.HTD`` and images) go into a new
+        folder of the managed repository (:attr:`managed_repository`), copied, or
+        hard-linked with ``transfer="ln"``; one Fileset lists them and holds every
+        image, and RawPixelsStore reads the planes from them there."""
         runs = [(None, folder)] if isinstance(folder, (str, os.PathLike)) else list(folder)
-        sources = [ImageXpressSource(f) for _, f in runs]
-        self._sources.extend(sources)
-        layout = sources[0].layout
-        for (run_name, f), source in zip(runs, sources):
-            other = source.layout
+        layouts = [read_layout(f)[0] for _, f in runs]  # a folder that is not a plate: nothing made
+        layout = layouts[0]
+        for (run_name, f), other in zip(runs, layouts):
             if (other.well_names, other.sites, other.channels, other.z_planes, other.timepoints,
                     other.plane_shape, other.dtype) != (layout.well_names, layout.sites, layout.channels,
                                                        layout.z_planes, layout.timepoints, layout.plane_shape,
                                                        layout.dtype):
                 raise ValueError(f"run {run_name!r} ({f}) is not laid out as the first run")
-        gaps = {tuple(m) if runs[0][0] is not None else (None, *m) for m in missing}
         owner, gid = self._owner_group(owner, group)
+        root = self.managed_repository
+        template = template_folder(root, owner.name, owner.id)
+        repo_files, client_paths, copies = [], [], []
+        for index, (_, f) in enumerate(runs):
+            here = Path(f).resolve()
+            # one folder per run in the import's folder, as Bio-Formats keeps them apart
+            kept = here.name if len(runs) == 1 else f"{index + 1}_{here.name}"
+            copied = copy_into_repository(here, root / template / kept, transfer)
+            copies.append(root / template / kept)
+            repo_files += [f"{template}{kept}/{c.as_posix()}" for c in copied]
+            client_paths += [str(here / c).lstrip("/") for c in copied]
+        fileset_id = add_fileset(self.store, root, template, repo_files, client_paths, owner, gid)
+        sources = [ImageXpressSource(c) for c in copies]
+        self._sources.extend(sources)
+        gaps = {tuple(m) if runs[0][0] is not None else (None, *m) for m in missing}
         add = self.store.add
         plate = omero.model.PlateI()
         plate.setName(rstring(name or layout.name))
@@ -376,7 +418,8 @@ class OmeroStandIn:
                     image = omero.model.ImageI()
                     label = f" {run_name}" if run_name is not None else ""
                     image.setName(rstring(f"{layout.name}{label} {well.name} field {site}"))
-                    image = add(image, owner, gid)
+                    image.setFileset(omero.model.FilesetI(fileset_id, False))
+                    image = add(image, owner, gid, {"fileset": fileset_id})
                     iid = image.getId().getValue()
                     px = omero.model.PixelsI()
                     px.setImage(omero.model.ImageI(iid, False))
@@ -508,7 +551,11 @@ class OmeroStandIn:
 # Ice's metrics of dispatched requests by operation, read through the admin facet on loopback.
 _WIRE_METRICS = ["--Ice.Admin.Enabled=1", "--Ice.Admin.Endpoints=tcp -h 127.0.0.1",
                  "--Ice.Admin.InstanceName=omero-standin", "--IceMX.Metrics.Wire.GroupBy=operation",
-                 "--IceMX.Metrics.Wire.Map.Dispatch.GroupBy=operation"]
+                 "--IceMX.Metrics.Wire.Map.Dispatch.GroupBy=operation",
+                 # An operation's figures once none of its calls is in flight: Ice keeps only 10
+                 # such by default, so totals of a run of many operations would lose some.
+                 "--IceMX.Metrics.Wire.RetainDetached=100000",
+                 "--IceMX.Metrics.Wire.Map.Dispatch.RetainDetached=100000"]
 
 
 def _plane_reader(source: ImageXpressSource, well: str, site: int):

@@ -25,7 +25,7 @@ import omero.sys
 from omero.rtypes import rlong, rstring, unwrap
 
 from openhcs_omero_lib.omero import queries as Q
-from openhcs_omero_lib.testing import annotation_reads, blitz, file_queries, image_service, rois
+from openhcs_omero_lib.testing import annotation_reads, blitz, file_queries, image_service, repository, rois
 from openhcs_omero_lib.testing._servant import StandInServant, servant
 from openhcs_omero_lib.testing.store import Session, class_name
 from openhcs_omero_lib.testing.wire import column, ctx_group, fill, param, ref, shell
@@ -219,6 +219,9 @@ class QueryService(StandInServant, omero.api.IQuery):
                 obj = store.get(kind, param(params, "id"))
                 return [[rlong(obj.getId().getValue())]] if self._visible(obj, current) else []
         found = rois.project(self, text, params, current)  # the bundle's ROIs on images
+        if found is not None:
+            return found
+        found = repository.project(self, text, params, current)  # a plate's files in the managed repository
         if found is not None:
             return found
         raise omero.ApiUsageException(message=f"the OMERO stand-in does not model this query: {text}")
@@ -554,8 +557,7 @@ class TableService(StandInServant, omero.grid.Table):
 @servant(omero.grid.SharedResources, "SharedResources")
 class SharedResourcesService(StandInServant, omero.grid.SharedResources):
     def repositories(self, current=None):
-        repo = omero.model.OriginalFileI(self.server.tables_repo_id, False)
-        return omero.grid.RepositoryMap(descriptions=[repo], proxies=[None])
+        return repository.repository_map(self)
 
     def areTablesEnabled(self, current=None):
         return self.server.tables_enabled
@@ -770,6 +772,7 @@ class ServiceFactoryService(StandInServant, omero.api.ServiceFactory):
                 # with what the server deletes along with plates and images
                 targets = image_service.delete_targets(self.server.store, targets)
                 targets = rois.delete_targets(self.server.store, targets)  # images' ROIs, ROIs' shapes
+                repository.check_fileset_deletes(self.server.store, targets)  # a fileset's images go together
                 deleted = self.server.delete_graph(targets, self.session)
                 servant_obj.response = omero.cmd.Delete2Response(deletedObjects=deleted)
             except omero.ServerError as exc:

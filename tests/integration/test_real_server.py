@@ -48,3 +48,7 @@ def test_results_are_read_once(target, tiny_plate):
 
 def test_pictures_once_per_run(target, tiny_plate):
     scenarios.pictures_once_per_run(target, tiny_plate)
+
+
+def test_pixel_access_reads_the_same(target, tiny_plate):
+    scenarios.pixel_access_reads_the_same(target, tiny_plate)

@@ -54,6 +54,12 @@ map of the plate and, if asked, the measured objects as ROIs.""",
             description="Parallel workers, capped at the server's cores: this script's own "
                         "process, and more processes when the plate is large enough to be worth "
                         "their start-up."),
+        scripts.String(
+            "Pixel_Access", optional=True, grouping="4.1", values=[rstring("auto"), rstring("server")],
+            default="auto",
+            description="auto: read the plate's files straight from the server's managed repository when "
+                        "they pass the checks (the Message says which way was taken); server: always "
+                        "through OMERO's RawPixelsStore. The results are the same."),
         # A Bool with children switches them off in OMERO.insight, which then sends their
         # defaults instead (omero-insight ScriptComponent.getValue, ParamData.setValueToPass):
         # the outputs are each chosen on their own, under the choice of where they go.

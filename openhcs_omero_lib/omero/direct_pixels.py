@@ -1,0 +1,199 @@
+"""Planes read straight from a plate's files in the managed repository.
+
+:func:`open_pixels` chooses how a plate's pixels are read. With ``auto`` it finds the
+plate's files (:func:`~.repository.find_plate_files`), then reads one plane per
+channel, spread over the plate's fields, both from its file and through
+RawPixelsStore, and compares them byte for byte; only when all of that holds are the
+plate's planes read from its files (:class:`DirectPixelSource`). Otherwise, and with
+``server``, they come through RawPixelsStore as before. Either way the run computes
+on the same pixels: a plane that cannot be read from its file during the run is read
+through RawPixelsStore instead, and so is every later one of that process.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import tifffile
+
+from openhcs_omero_lib.omero.connection import ServerAddress, address_of, join_session, session_key
+from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+from openhcs_omero_lib.omero.plate import OmeroPlate
+from openhcs_omero_lib.omero.repository import DirectReadRefused, PlaneKey, find_plate_files, open_inside
+from openhcs_omero_lib.omero.repository_settings import RepositorySettings, SettingsError, load_settings
+from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec
+from openhcs_omero_lib.plates.tiff_plane import read_tiff_plane
+
+DIRECT_KIND = "omero-direct"
+"""The :class:`~..plates.pixels.SourceSpec` kind of :class:`DirectPixelSource`"""
+
+ACCESS_CHOICES = ("auto", "server")
+"""``auto``: from the managed repository when the checks pass; ``server``: always RawPixelsStore"""
+
+
+@dataclass(frozen=True)
+class PixelAccess:
+    """How a plate's pixels were read, and why."""
+
+    path: str
+    """``direct`` (from the managed repository) or ``server`` (RawPixelsStore)"""
+    reason: str | None = None
+    """Why not direct, when direct reads were tried"""
+    verified: int = 0
+    """Planes compared byte for byte with RawPixelsStore before reading directly"""
+
+    def note(self) -> str:
+        """One line for the run's ``Message``; empty when RawPixelsStore was chosen."""
+        if self.path == "direct":
+            line = (f"pixels read from the managed repository ({self.verified} plane"
+                    f"{'s' if self.verified != 1 else ''} checked against RawPixelsStore)")
+            return f"{line}; {self.reason}" if self.reason else line
+        return f"pixels read through RawPixelsStore: {self.reason}" if self.reason else ""
+
+    def summary(self) -> dict:
+        return {"path": self.path, "reason": self.reason, "verified_planes": self.verified}
+
+
+class DirectPixelSource(PixelSource):
+    """Planes of an OMERO plate read from its checked files (:class:`~.repository.PlateFiles`),
+    each opened again only inside the repository's root. A plane that fails to read
+    comes through RawPixelsStore, and so does every later one: the source then says
+    why in :attr:`fell_back` (and, in a worker process, on stderr)."""
+
+    read_ahead = False
+    """Reading a file is mostly Python work (parsing the TIFF) and copying pages while
+    holding the interpreter lock: a reading thread would take turns with the computing
+    one rather than overlap it, as for a local folder."""
+
+    def __init__(self, plate: OmeroPlate, root: str, files: dict[PlaneKey, str], *, conn=None,
+                 address: ServerAddress | None = None, key: str | None = None):
+        self.plate = plate
+        self.layout = plate.layout
+        self.root = root
+        self.files = files
+        self._conn = conn
+        self._address = address or (address_of(conn) if conn is not None else None)
+        self._key = key or (session_key(conn) if conn is not None else None)
+        self._server: OmeroPixelSource | None = None
+        self._folders: dict[str, str] = {}  # real paths of the folders resolved so far
+        self.fell_back: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: SourceSpec) -> DirectPixelSource:
+        params = spec.params
+        address = ServerAddress(**params["address"])
+        return cls(params["plate"], params["root"], params["files"], address=address, key=spec.secret)
+
+    def spec(self) -> SourceSpec:
+        address = self._address
+        return SourceSpec(DIRECT_KIND, {"address": {"host": address.host, "port": address.port,
+                                                    "router": address.router},
+                                        "plate": self.plate, "root": self.root, "files": self.files},
+                          secret=self._key)
+
+    def read_file(self, well: str, site: int, channel: int, z: int = 1, t: int = 1) -> np.ndarray:
+        """One plane from its file, never through the server."""
+        relative = self.files.get((well, site, channel, z, t))
+        if relative is None:
+            raise FileNotFoundError(f"plate {self.layout.plate_id} has no file for well {well} field {site} "
+                                    f"channel {channel} z {z} t {t}")
+        raw = io.FileIO(open_inside(self.root, relative, self._folders), "r")
+        raw.name = relative  # tifffile wants a name, not the descriptor's number
+        with io.BufferedReader(raw) as handle:
+            try:
+                return read_tiff_plane(handle, self.layout.plane_shape, self.layout.dtype)
+            except (ValueError, OSError, tifffile.TiffFileError) as exc:
+                raise DirectReadRefused(f"{relative}: {exc}") from None
+
+    def read_plane(self, well: str, site: int, channel: int, z: int = 1, t: int = 1,
+                   run: int | None = None) -> np.ndarray:
+        if self.fell_back is None:
+            try:
+                return self.read_file(well, site, channel, z, t)
+            except Exception as exc:  # whatever keeps a file from being read, the server still can
+                self._fall_back(str(exc) if isinstance(exc, DirectReadRefused) else f"{type(exc).__name__}: {exc}")
+        return self._server_source().read_plane(well, site, channel, z, t, run)
+
+    def _fall_back(self, why: str) -> None:
+        self.fell_back = why
+        if self._conn is None:  # a worker: its stderr is the job's
+            print(f"openhcs-omero: plate {self.layout.plate_id}: reading through RawPixelsStore from now on: {why}",
+                  file=sys.stderr, flush=True)
+
+    def _server_source(self) -> OmeroPixelSource:
+        if self._server is None:
+            if self._conn is not None:
+                self._server = OmeroPixelSource(self._conn, self.plate)
+            else:
+                client = join_session(self._address, self._key)  # type: ignore[arg-type]
+                self._server = OmeroPixelSource(None, self.plate, client=client, address=self._address,
+                                                key=self._key)
+        return self._server
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
+
+def _verification_planes(plate: OmeroPlate) -> list[tuple]:
+    """One plane per channel, each of another field spread over the plate (and the
+    last z where there are several), so that a file mapped to the wrong well, field
+    or channel is likely among them."""
+    layout = plate.layout
+    units = list(layout.units())
+    count = len(layout.channels)
+    planes = []
+    for k in range(count):
+        unit = units[((2 * k + 1) * len(units)) // (2 * count)]
+        z = layout.z_planes if k % 2 else 1
+        planes.append((unit, k + 1, z))
+    return planes
+
+
+def verify(direct: DirectPixelSource, server: OmeroPixelSource) -> int:
+    """Compare :func:`_verification_planes` read both ways, byte for byte; returns how
+    many, or raises :class:`~.repository.DirectReadRefused` at the first difference."""
+    planes = _verification_planes(direct.plate)
+    for unit, channel, z in planes:
+        where = f"well {unit.well} field {unit.site} channel {channel} z {z} t {unit.timepoint}"
+        mine = direct.read_file(unit.well, unit.site, channel, z, unit.timepoint)
+        theirs = server.read_plane(unit.well, unit.site, channel, z, unit.timepoint, unit.run)
+        if mine.dtype != theirs.dtype or mine.shape != theirs.shape or mine.tobytes() != theirs.tobytes():
+            relative = direct.files[(unit.well, unit.site, channel, z, unit.timepoint)]
+            raise DirectReadRefused(f"the file of {where} ({relative}) differs from what RawPixelsStore returns")
+    return len(planes)
+
+
+def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
+                settings: RepositorySettings | None = None) -> tuple[PixelSource, PixelAccess]:
+    """The plate's pixel source and how it reads. ``access`` is ``auto`` or ``server``
+    (:data:`ACCESS_CHOICES`); ``settings`` default to :func:`~.repository_settings.load_settings`.
+    Never raises for a plate whose files cannot be used: that plate reads through
+    RawPixelsStore, and :attr:`PixelAccess.reason` says why."""
+    if access not in ACCESS_CHOICES:
+        raise ValueError(f"pixel access must be one of {', '.join(ACCESS_CHOICES)}, not {access!r}")
+    server = OmeroPixelSource(conn, plate)
+    if access == "server":
+        return server, PixelAccess("server")
+    try:
+        settings = settings if settings is not None else load_settings()
+        found = find_plate_files(conn, plate, settings)
+        direct = DirectPixelSource(plate, found.root, found.files, conn=conn)
+        verified = verify(direct, server)
+    except (DirectReadRefused, SettingsError) as exc:
+        return server, PixelAccess("server", str(exc))
+    except SourceNotReady:
+        server.close()
+        raise
+    except Exception as exc:  # anything unexpected is a reason to read as before, not to fail
+        reason = getattr(exc, "message", None) or str(exc)
+        return server, PixelAccess("server", f"{type(exc).__name__}: {reason}".splitlines()[0])
+    server.close()  # its store served the checks; the run opens another only if it needs one
+    return direct, PixelAccess("direct", verified=verified)
+
+
+__all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "DirectPixelSource", "PixelAccess", "open_pixels", "verify"]
