@@ -255,10 +255,12 @@ def test_omero_plate_gives_the_worker_processes_rows(cluster, server, which, cap
     with gateway(server) as conn:
         session = server.session_of(conn.c)
         plate, bound = _prepared(conn, getattr(server, which))
-        processes = run_on_plate(conn, plate, bound, workers=2, attach_to=("plate",), outputs=("csv",))
+        processes = run_on_plate(conn, plate, bound, workers=2, attach_to=("plate",), outputs=("csv",),
+                                 pixel_access="server")
         before = collections.Counter(server.calls)
         with get_task_stream(client=cluster.client) as stream:
-            dask = run_on_plate(conn, plate, bound, backend=cluster, attach_to=("plate",), outputs=("csv",))
+            dask = run_on_plate(conn, plate, bound, backend=cluster, attach_to=("plate",), outputs=("csv",),
+                                pixel_access="server")
         delta = calls_since(server, before)
         key = session_key(conn)
         assert not session.closed
@@ -278,6 +280,26 @@ def test_omero_plate_gives_the_worker_processes_rows(cluster, server, which, cap
     ours = [r.getMessage() for r in caplog.records if not r.name.startswith("omero")]
     logs = ours + [str(cluster.client.get_scheduler_logs(n=10000)), str(cluster.client.get_worker_logs(n=10000))]
     assert [text for text in logs if key in text] == []
+
+
+def test_dask_workers_read_the_managed_repositorys_files_without_a_session(cluster, server):
+    """Pixel_Access auto on the cluster: the workers open the plate's files, join no
+    session and read no plane through RawPixelsStore beyond the one per channel that
+    was checked; the rows are those read through RawPixelsStore."""
+    from openhcs_omero_lib.omero.run import run_on_plate
+
+    _ready(cluster)
+    with gateway(server) as conn:
+        plate, bound = _prepared(conn, server.small_id)
+        through_server = run_on_plate(conn, plate, bound, workers=1, attach_to=("plate",), outputs=("csv",),
+                                      pixel_access="server")
+        before = collections.Counter(server.calls)
+        direct = run_on_plate(conn, plate, bound, backend=cluster, attach_to=("plate",), outputs=("csv",))
+        delta = calls_since(server, before)
+    pd.testing.assert_frame_equal(through_server.results.images, direct.results.images, check_exact=True)
+    assert direct.access.path == "direct" and direct.results.summary["executor"] == "dask"
+    assert delta["sessions.joined"] == 0
+    assert delta["RawPixelsStore.getPlane"] == len(plate.layout.channels)
 
 
 def test_cancel_releases_the_workers_stores_and_the_clusters_tasks(cluster, server):

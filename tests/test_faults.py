@@ -122,8 +122,11 @@ class Plate:
 
         self.server = server
         self.id = server.import_plate(folder)
+        # The faults are injected into RawPixelsStore reads and paced by its latency:
+        # the plate is read through it (direct reads have faults of their own, tested
+        # in test_omero_direct_reads).
         self.params = {"Data_Type": "Plate", "IDs": [self.id], "Workers": 1, "Attach_To": "Plate and wells",
-                       **params}
+                       "Pixel_Access": "server", **params}
         with server.gateway() as conn:  # in this process: one worker, no processes of its own
             outcome = run_pipeline_script(conn, {**self.params, "Workers": 1})
         assert outcome.ok, outcome.message
@@ -178,6 +181,8 @@ class Job:
             _PARAMS["params"] = parse_text(server, RUN_SCRIPT.name, text)
         inputs = {"Data_Type": rstring(params["Data_Type"]), "IDs": rlist([rlong(i) for i in params["IDs"]]),
                   "Workers": rint(params["Workers"]), "Attach_To": rstring(params["Attach_To"])}
+        if "Pixel_Access" in params:
+            inputs["Pixel_Access"] = rstring(params["Pixel_Access"])
         self.session = job_session(server, server.user)
         errors = validate(_PARAMS["params"], inputs, self.session)
         assert not errors, errors

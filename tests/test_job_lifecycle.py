@@ -69,7 +69,9 @@ def _status(server, job_id: int) -> str:
 
 
 def _run_inputs(conn, plate_id: int, workers: int) -> dict:
-    inputs = jobs.run_inputs([plate_id], workers=workers)
+    # Read through RawPixelsStore, whose latency paces the run (direct reads finish
+    # before the session can be closed under them).
+    inputs = jobs.run_inputs([plate_id], workers=workers, pixel_access="server")
     inputs.update(jobs.pipeline_inputs(conn, "nuclei_count"))
     return inputs
 

@@ -90,7 +90,7 @@ def test_launch_shows_live_progress_and_attaches_results(server, capsys, long_pl
     _use_long_plate(server, long_plate)
     started = time.monotonic()
     code = main(["launch", "--plate", str(server.plate_id), "--workers", "2", "--interval", "0.05",
-                 *server.args])
+                 "--pixel-access", "server", *server.args])  # paced by RawPixelsStore's latency
     seconds = time.monotonic() - started
     out, err = capsys.readouterr()
     assert code == 0, err
