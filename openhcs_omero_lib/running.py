@@ -47,7 +47,7 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
                  attach: Iterable[str] | str | None = None, outputs: Iterable[str] | str | None = None,
                  replace: bool = True, runs: Iterable[int] | None = None, handler: Any = None,
                  out: str | os.PathLike | None = None, progress: ProgressCallback | None = None,
-                 pixel_access: str = "auto", **params: Any) -> RunResult:
+                 pixel_access: str = "auto", dask: str | None = None, **params: Any) -> RunResult:
     """Run ``pipeline`` on every field of ``plate`` and return the measurements.
 
     Without ``conn``, ``plate`` is a local ImageXpress folder. With ``conn`` (a
@@ -65,6 +65,11 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
     ``pixel_access`` (OMERO): ``auto`` reads the plate's files from the server's
     managed repository where they are on this machine and pass the checks,
     ``server`` always through RawPixelsStore; the results are the same.
+    ``dask`` computes on a Dask cluster instead of worker processes: ``"local:N"``
+    starts N workers on this machine for the run, an address (``"tls://host:8786"``)
+    uses that scheduler, with the TLS files of the settings file (README: On a Dask
+    cluster); without it, a settings file's ``dask`` section is used as the command
+    line uses it, else ``workers`` processes.
 
     Bad input raises before any pixel is read: :class:`PipelineError` for the
     pipeline and its parameters, ValueError (an
@@ -78,20 +83,16 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
         workers = available_cores()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number of at least 1, not {workers!r}")
-    if conn is not None:
-        from openhcs_omero_lib.omero.python_api import run_plate
-
-        result = run_plate(conn, plate, spec, params, workers=workers,
-                           attach=_choices(attach, DEFAULT_ATTACH, "attach"),
-                           outputs=_choices(outputs, DEFAULT_OUTPUTS, "outputs"), replace=replace,
-                           runs=list(runs) if runs is not None else None, handler=handler, progress=progress,
-                           pixel_access=pixel_access)
-    else:
+    if dask is not None and not isinstance(dask, str):
+        raise ValueError(f"dask is a scheduler's address or local:N, not {type(dask).__name__}")
+    if conn is None:
         for name, value in (("attach", attach), ("outputs", outputs), ("runs", runs), ("handler", handler)):
             if value is not None:
                 raise ValueError(f"{name} is for OMERO plates (give conn=); a local folder's results are "
                                  "returned, and written with out=")
-        result = _run_folder(plate, spec, params, workers, progress)
+    with _open_backend(workers, dask) as backend:
+        result = _run(plate, spec, params, conn, backend, attach, outputs, replace, runs, handler, progress,
+                      pixel_access)
     if out is not None:
         from openhcs_omero_lib.results.sinks import LocalFolderSink
         from openhcs_omero_lib.results.tables import PlateResults
@@ -100,7 +101,28 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
     return result
 
 
-def _run_folder(folder: Any, spec: PipelineSpec, params: dict[str, Any], workers: int,
+def _open_backend(workers: int, dask: str | None):
+    """Who computes; a Dask cluster started for the run is stopped when it ends.
+    Raises ValueError (the settings) or RuntimeError (the cluster)."""
+    from openhcs_omero_lib.execution.backend import open_backend
+
+    return open_backend(workers, dask)
+
+
+def _run(plate, spec, params, conn, backend, attach, outputs, replace, runs, handler, progress,
+         pixel_access) -> RunResult:
+    if conn is not None:
+        from openhcs_omero_lib.omero.python_api import run_plate
+
+        return run_plate(conn, plate, spec, params, backend=backend,
+                         attach=_choices(attach, DEFAULT_ATTACH, "attach"),
+                         outputs=_choices(outputs, DEFAULT_OUTPUTS, "outputs"), replace=replace,
+                         runs=list(runs) if runs is not None else None, handler=handler, progress=progress,
+                         pixel_access=pixel_access)
+    return _run_folder(plate, spec, params, backend, progress)
+
+
+def _run_folder(folder: Any, spec: PipelineSpec, params: dict[str, Any], backend: Any,
                 progress: ProgressCallback | None) -> RunResult:
     from openhcs_omero_lib.engine import run_pipeline as run_source
     from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
@@ -110,7 +132,7 @@ def _run_folder(folder: Any, spec: PipelineSpec, params: dict[str, Any], workers
                          "(for an OMERO plate, pass conn=)")
     with ImageXpressSource(os.fspath(folder)) as source:
         tuned = tune(spec, params, [c.name for c in source.layout.channels])
-        results = run_source(source, tuned, workers=workers, progress=progress, source_label=str(Path(folder)))
+        results = run_source(source, tuned, backend=backend, progress=progress, source_label=str(Path(folder)))
     return RunResult(results.images, results.wells, results.summary)
 
 

@@ -217,6 +217,8 @@ def test_attach_nothing_computes_only_even_where_you_may_not_annotate(server, ti
     (dict(outputs="csv,pdf"), "ValueError", ["unknown outputs: pdf"]),
     (dict(attach="images", outputs="key_values"), "OmeroInputError", ["would attach nothing"]),
     (dict(workers=0), "ValueError", ["workers must be"]),
+    (dict(dask="local:0"), "ValueError", ["local:N needs N between 1 and 64"]),
+    (dict(dask=2), "ValueError", ["dask is a scheduler's address or local:N, not int"]),
     (dict(runs=[987654]), "OmeroInputError", ["run(s) 987654"]),
 ])
 def test_bad_input_is_refused_before_any_pixel_is_read(server, conn, kwargs, error, words):
@@ -230,6 +232,24 @@ def test_bad_input_is_refused_before_any_pixel_is_read(server, conn, kwargs, err
         assert word in str(err.value), str(err.value)
     assert calls_since(server, calls)["RawPixelsStore.getPlane"] == 0
     assert created_since(before, snapshot(server.store)) == {}
+
+
+def test_dask_computes_the_same_rows_on_a_folder_and_on_an_omero_plate(server, conn, tiny_plate, local):
+    """dask="local:2" starts a cluster for the run and stops it after; the rows are those
+    of worker processes, and the summary says who computed."""
+    import psutil
+
+    from openhcs_omero_lib.api import run_pipeline
+
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    on_folder = run_pipeline(tiny_plate, "nuclei_count", dask="local:2")
+    pd.testing.assert_frame_equal(on_folder.images, local.images, check_exact=True)
+    assert on_folder.summary["executor"] == "dask" and on_folder.summary["workers"] == 2
+    on_plate = run_pipeline(server.plate_id, "nuclei_count", conn=conn, attach=(), dask="local:1")
+    assert on_plate.summary["executor"] == "dask"
+    pd.testing.assert_frame_equal(on_plate.images.drop(columns=["image_id"]), local.images, check_exact=True)
+    left = {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()} - children
+    assert not left, "the run's cluster is still running"
 
 
 def test_a_bad_plate_or_a_local_option_without_conn(server, conn, tiny_plate):

@@ -17,6 +17,7 @@ import omero.model
 import pandas as pd
 
 from openhcs_omero_lib.engine import run_pipeline as run_source
+from openhcs_omero_lib.execution.backend import ExecutorBackend
 from openhcs_omero_lib.omero import annotations as A
 from openhcs_omero_lib.omero.direct_pixels import ACCESS_CHOICES, open_pixels
 from openhcs_omero_lib.omero.files import file_annotations, read_csv, read_file
@@ -35,7 +36,7 @@ TABLE_BATCH = 1000
 _FIELD_KEYS = ("Image", "well_id", "well_name", "field", "timepoint", *RUN_COLUMNS, "error")
 
 
-def run_plate(conn, plate: Any, spec: PipelineSpec, params: dict[str, Any], *, workers: int,
+def run_plate(conn, plate: Any, spec: PipelineSpec, params: dict[str, Any], *, backend: ExecutorBackend,
               attach: tuple[str, ...], outputs: tuple[str, ...], replace: bool, runs: list[int] | None,
               handler: OMEROMetadataHandler | None, progress, pixel_access: str = "auto") -> RunResult:
     """Check, compute, attach (unless ``attach`` is empty); see ``run_pipeline``."""
@@ -54,11 +55,11 @@ def run_plate(conn, plate: Any, spec: PipelineSpec, params: dict[str, Any], *, w
     if not attaching:
         source, access = open_pixels(conn, omero_plate, pixel_access)
         with source:
-            results = run_source(source, bound, workers=workers, progress=progress,
+            results = run_source(source, bound, backend=backend, progress=progress,
                                  source_label=f"omero plate {pid}")
         results.summary["pixel_access"] = access.summary()
         return RunResult(results.images, results.wells, results.summary, plate_id=pid)
-    run = run_on_plate(conn, omero_plate, bound, workers=workers, attach_to=attach, outputs=outputs,
+    run = run_on_plate(conn, omero_plate, bound, backend=backend, attach_to=attach, outputs=outputs,
                        replace=replace, progress=progress, pixel_access=pixel_access)
     report = run.report
     return RunResult(run.results.images, run.results.wells, run.results.summary, plate_id=pid,
