@@ -110,6 +110,33 @@ def test_launch_shows_live_progress_and_attaches_results(server, capsys, long_pl
     assert 1 <= server.calls["JobHandle.setMessage"] <= min(seconds / 0.5, 100 + seconds / 10) + 3
 
 
+def test_launch_saves_rois_capped_and_no_heat_map(server, capsys):
+    """--save-rois --max-rois N and --no-heatmap reach the script as its dialog's
+    Save_ROIs, Max_ROIs_Per_Image and Heat_Map."""
+    from omero_fixtures import file_name, gateway, plate_members
+
+    code = main(["launch", "--plate", str(server.plate_id), "--workers", "1", "--no-progress", "--save-rois",
+                 "--max-rois", "2", "--no-heatmap", *server.args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    names = {file_name(server.store, a) for a in _results_on_plate(server)}
+    assert "nuclei_count_images.csv" in names and not any(n.endswith(".png") for n in names), names
+    images = plate_members(server.store, server.plate_id)["Image"]
+    with gateway(server) as conn:
+        counts = [len(conn.getRoiService().findByImage(iid, None, conn.SERVICE_OPTS).rois) for iid in images]
+    assert max(counts) == 2 and min(counts) >= 1, counts  # every field has nuclei; none keeps more than 2
+
+
+def test_launch_refuses_max_rois_without_save_rois_and_an_unknown_heat_map(server, capsys):
+    assert main(["launch", "--plate", str(server.plate_id), "--max-rois", "5", *server.args]) == 2
+    assert "--max-rois needs --save-rois" in capsys.readouterr().err
+    assert main(["launch", "--plate", str(server.plate_id), "--workers", "1", "--no-progress",
+                 "--heatmap", "no_such_measurement", *server.args]) != 0
+    out, err = capsys.readouterr()
+    assert "Heat_Map_Measurement" in out + err and "no_such_measurement" in out + err
+    assert _results_on_plate(server) == []
+
+
 def test_launch_with_a_pipeline_file_uploads_it_once(server, capsys, tmp_path, normal_plate):
     assert main(["show-pipeline", "nuclei_count"]) == 0
     spec = tmp_path / "my_pipeline.yaml"

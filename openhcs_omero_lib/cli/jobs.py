@@ -32,6 +32,14 @@ def add_job_commands(sub, connection_arguments, positive) -> None:
                              "they pass the checks) or server (RawPixelsStore); default: the script's (auto)")
     launch.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="tune a parameter of the pipeline, e.g. nuclear_channel=2 (repeatable)")
+    pictures = launch.add_mutually_exclusive_group()
+    pictures.add_argument("--heatmap", metavar="MEASUREMENT",
+                          help="the well measurement the plate's heat map shows (default: the pipeline's first count)")
+    pictures.add_argument("--no-heatmap", action="store_true", help="attach no heat map")
+    launch.add_argument("--save-rois", action="store_true",
+                        help="save the measured objects as ROIs on each field's image")
+    launch.add_argument("--max-rois", type=positive, metavar="N",
+                        help="with --save-rois: at most N ROIs per image (default: the script's)")
     launch.add_argument("--no-wait", action="store_true", help="start the job, print its ID and return")
     launch.add_argument("--no-progress", action="store_true", help="no progress bar")
     launch.add_argument("--script", help="the script's server path or ID (default: /omero/openhcs/Run_HCS_Pipeline.py)")
@@ -63,13 +71,17 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from openhcs_omero_lib.omero.jobs import JobError, detach, find_script, pipeline_inputs, run_inputs, start_job
 
     attach = tuple(a for a in args.attach.split(",") if a)
+    if args.max_rois is not None and not args.save_rois:
+        raise _user_error(JobError("--max-rois needs --save-rois"))
     outputs = tuple(o for o in args.outputs.split(",") if o) if args.outputs else None
     tuning = _tuning_inputs(args)
     conn = omero_connection(args)
     try:
         try:
             inputs = run_inputs(args.plate, workers=args.workers, attach=attach, outputs=outputs,
-                                replace=not args.no_replace, runs=args.run, pixel_access=args.pixel_access)
+                                replace=not args.no_replace, runs=args.run, pixel_access=args.pixel_access,
+                                heatmap=not args.no_heatmap, heatmap_measurement=args.heatmap,
+                                save_rois=args.save_rois, max_rois=args.max_rois)
             script_id = find_script(conn, args.script)
             inputs.update(pipeline_inputs(conn, args.pipeline))
             inputs.update(tuning)

@@ -134,10 +134,14 @@ def upload_pipeline(conn, name: str, data: bytes) -> int:
 
 def run_inputs(plates: list[int], *, workers: int | None = None, attach: tuple[str, ...] = ("plate", "wells"),
                outputs: tuple[str, ...] | None = None, replace: bool = True,
-               runs: list[int] | None = None, pixel_access: str | None = None) -> dict[str, Any]:
+               runs: list[int] | None = None, pixel_access: str | None = None, heatmap: bool = True,
+               heatmap_measurement: str | None = None, save_rois: bool = False,
+               max_rois: int | None = None) -> dict[str, Any]:
     """The script's parameters (without the pipeline) for a run on ``plates``; ``runs``
     (PlateAcquisition IDs) measures only those acquisition runs; ``pixel_access``
-    (``auto``, ``server``) how the script reads pixels (default: the script's)."""
+    (``auto``, ``server``) how the script reads pixels (default: the script's);
+    ``heatmap`` and its measurement, ``save_rois`` with at most ``max_rois`` per image
+    (default: the script's)."""
     if not plates:
         raise JobError("give at least one plate")
     if attach not in ATTACH_TO:
@@ -150,6 +154,14 @@ def run_inputs(plates: list[int], *, workers: int | None = None, attach: tuple[s
         inputs["Runs"] = rlist([rlong(r) for r in runs])
     if pixel_access is not None:
         inputs["Pixel_Access"] = rstring(pixel_access)
+    if not heatmap:
+        inputs["Heat_Map"] = rbool(False)
+    elif heatmap_measurement:
+        inputs["Heat_Map_Measurement"] = rstring(heatmap_measurement)
+    if save_rois:
+        inputs["Save_ROIs"] = rbool(True)
+        if max_rois is not None:
+            inputs["Max_ROIs_Per_Image"] = rint(max_rois)
     if outputs is not None:
         unknown = set(outputs) - set(OUTPUT_PARAMS)
         if unknown:
