@@ -603,7 +603,7 @@ def test_a_tiff_is_read_by_its_strips_or_else_by_tifffile(tmp_path):
     """A baseline TIFF (MetaXpress's) is read by its header and one read into the
     array; others (compressed, tiled, big-endian included) the same through tifffile."""
     from openhcs_omero_lib.plates import imagexpress, synthetic
-    from openhcs_omero_lib.plates.tiff_plane import baseline_plane, read_tiff_plane
+    from openhcs_omero_lib.plates.tiff_plane import baseline_plane, baseline_tiff, read_tiff_plane
 
     plane = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 7
     layout = synthetic.layout_for(synthetic.SyntheticPlateConfig(wells=1, sites=1, channels=1, size=64))
@@ -618,6 +618,14 @@ def test_a_tiff_is_read_by_its_strips_or_else_by_tifffile(tmp_path):
             tifffile.imwrite(path, data, **how)
         with path.open("rb") as f:
             assert (baseline_plane(f.fileno(), data.shape, str(data.dtype)) is not None) == baseline, name
+            info = baseline_tiff(f.fileno())  # what a plate folder's check reads of every file
+            assert (info is not None) == baseline, name
+            if info is not None:
+                with tifffile.TiffFile(path) as tif:
+                    page = tif.pages[0]
+                    assert (info.shape, info.native_dtype, info.offset, info.end) == \
+                        (page.shape, str(page.dtype), page.dataoffsets[0],
+                         page.dataoffsets[-1] + page.databytecounts[-1]), name
             read = read_tiff_plane(f, data.shape, str(data.dtype))
         assert read.dtype == data.dtype and read.dtype.isnative and np.array_equal(read, data), name
         assert np.array_equal(read, tifffile.imread(path)), name

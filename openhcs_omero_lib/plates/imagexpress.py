@@ -26,6 +26,7 @@ import tifffile
 
 from openhcs_omero_lib.plates.layout import Channel, PlateLayout, Well, parse_well, plate_format, well_name
 from openhcs_omero_lib.plates.pixels import PixelSource, SourceSpec
+from openhcs_omero_lib.plates.tiff_plane import baseline_plane
 
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 _FILE_RE = re.compile(
@@ -263,7 +264,8 @@ def is_plate_folder(folder: str | os.PathLike) -> bool:
 
 
 class ImageXpressSource(PixelSource):
-    """Planes of a local ImageXpress folder, read one at a time with tifffile."""
+    """Planes of a local ImageXpress folder, read one at a time (baseline TIFFs by
+    their header, any other through tifffile)."""
 
     read_ahead = False
     fork_safe = True
@@ -291,7 +293,14 @@ class ImageXpressSource(PixelSource):
                    run: int | None = None) -> np.ndarray:
         if run is not None:
             raise FileNotFoundError(f"plate {self.layout.name!r} is a folder: it has no acquisition run {run}")
-        plane = tifffile.imread(self.path_of(well, site, channel, z, t), key=0)
+        path = self.path_of(well, site, channel, z, t)
+        with open(path, "rb") as handle:
+            # MetaXpress writes baseline TIFFs: read by their header and one read (tifffile
+            # parses every tag of every file, a large part of a small field's time).
+            plane = baseline_plane(handle.fileno(), self.layout.plane_shape, self.layout.dtype)
+            if plane is not None:
+                return plane
+            plane = tifffile.imread(handle, key=0)
         if plane.ndim != 2 or plane.shape != tuple(self.layout.plane_shape):
             raise ValueError(f"{self.path_of(well, site, channel, z, t).name}: expected a 2-D plane of "
                              f"{tuple(self.layout.plane_shape)}, got shape {plane.shape}")

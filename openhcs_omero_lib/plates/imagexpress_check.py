@@ -14,6 +14,7 @@ check reads each file's header only (a tenth of a millisecond per file).
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from openhcs_omero_lib.plates.imagexpress import (
     parse_htd,
 )
 from openhcs_omero_lib.plates.layout import PlateLayout, parse_well, well_name
+from openhcs_omero_lib.plates.tiff_plane import baseline_tiff
 
 
 def check_plate_folder(source: ImageXpressSource, tiffs: bool = True) -> None:
@@ -161,13 +163,23 @@ def _tiff_problem(path: Path, layout: PlateLayout) -> str | None:
     if size == 0:
         return "is empty (0 bytes)"
     try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            shape = tuple(int(s) for s in page.shape[-2:])
-            dtype = str(np.dtype(page.dtype))
-            end = max((o + n for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
-    except Exception as exc:  # tifffile raises many kinds for a damaged header
-        return f"is not a readable TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        # A baseline TIFF (MetaXpress's) by its header's few tags: a plate's every file is
+        # checked, and tifffile's parse of every tag costs more than reading the pixels.
+        with open(path, "rb") as handle:
+            info = baseline_tiff(handle.fileno())
+    except (OSError, ValueError, struct.error):
+        info = None  # tifffile says what is wrong with it
+    if info is not None:
+        shape, dtype, end = info.shape, info.native_dtype, info.end
+    else:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                shape = tuple(int(s) for s in page.shape[-2:])
+                dtype = str(np.dtype(page.dtype))
+                end = max((o + n for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
+        except Exception as exc:  # tifffile raises many kinds for a damaged header
+            return f"is not a readable TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
     if end > size:
         return f"is truncated ({size} of {end} bytes)"
     if shape != tuple(layout.plane_shape):

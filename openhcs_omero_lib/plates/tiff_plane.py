@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 import tifffile
@@ -42,10 +43,25 @@ def _read_into(fd: int, out: np.ndarray, offset: int) -> None:
         done += n
 
 
-def baseline_plane(fd: int, shape: tuple[int, int], dtype: str) -> np.ndarray | None:
-    """The plane of a baseline TIFF of ``shape`` and ``dtype`` whose image data are
-    uncompressed strips one after another, read into a new native array; None for
-    any other TIFF (the caller then asks tifffile)."""
+@dataclass(frozen=True)
+class BaselineTiff:
+    """Where a baseline TIFF's one plane lies: its pixels are the bytes from ``offset``
+    to ``end``, in the file's byte order (``dtype``)."""
+
+    shape: tuple[int, int]
+    dtype: np.dtype
+    offset: int
+    end: int
+
+    @property
+    def native_dtype(self) -> str:
+        return self.dtype.newbyteorder("=").name
+
+
+def baseline_tiff(fd: int) -> BaselineTiff | None:
+    """The plane of a baseline TIFF whose image data are uncompressed strips one after
+    another, from its header alone (no pixel is read); None for any other TIFF (the
+    caller then asks tifffile). ValueError when the header ends early."""
     head = _pread(fd, 8, 0)
     order = {b"II": "<", b"MM": ">"}.get(head[:2])
     if order is None or struct.unpack(order + "H", head[2:4])[0] != 42:
@@ -66,19 +82,30 @@ def baseline_plane(fd: int, shape: tuple[int, int], dtype: str) -> np.ndarray | 
             _pread(fd, size, struct.unpack(order + "I", entries[12 * i + 8:12 * i + 12])[0])
         tags[tag] = struct.unpack(f"{order}{n}{code}", raw)
     get = {**_DEFAULTS, **tags}.get
-    want = np.dtype(dtype)
-    if (get(_WIDTH), get(_LENGTH)) != ((shape[1],), (shape[0],)) or get(_SAMPLES) != (1,) or \
-            get(_COMPRESSION) != (1,) or get(_PREDICTOR) != (1,) or get(_FILL_ORDER) != (1,) or \
-            get(_BITS) != (want.itemsize * 8,) or _KINDS.get(get(_SAMPLE_FORMAT)[0]) != want.kind:
+    width, length, bits, kind = get(_WIDTH), get(_LENGTH), get(_BITS), _KINDS.get(get(_SAMPLE_FORMAT)[0])
+    if width is None or length is None or get(_SAMPLES) != (1,) or get(_COMPRESSION) != (1,) or \
+            get(_PREDICTOR) != (1,) or get(_FILL_ORDER) != (1,) or len(bits) != 1 or bits[0] not in (8, 16, 32, 64) \
+            or kind is None or (kind == "f" and bits[0] == 8):
         return None
+    dtype = np.dtype(f"{order}{kind}{bits[0] // 8}")
+    shape = (length[0], width[0])
     offsets, counts = get(_STRIP_OFFSETS), get(_STRIP_COUNTS)
     if not offsets or counts is None or len(offsets) != len(counts):
         return None
     if any(o + c != nxt for o, c, nxt in zip(offsets, counts, offsets[1:])) or \
-            sum(counts) != shape[0] * shape[1] * want.itemsize:
+            sum(counts) != shape[0] * shape[1] * dtype.itemsize:
         return None  # strips apart, or not exactly the plane
-    plane = np.empty(shape, want.newbyteorder(order))
-    _read_into(fd, plane, offsets[0])
+    return BaselineTiff(shape, dtype, offsets[0], offsets[0] + sum(counts))
+
+
+def baseline_plane(fd: int, shape: tuple[int, int], dtype: str) -> np.ndarray | None:
+    """The plane of a baseline TIFF of ``shape`` and ``dtype`` (see :func:`baseline_tiff`),
+    read with one read into a new native array; None for any other TIFF."""
+    info = baseline_tiff(fd)
+    if info is None or info.shape != tuple(shape) or info.native_dtype != np.dtype(dtype).name:
+        return None
+    plane = np.empty(info.shape, info.dtype)
+    _read_into(fd, plane, info.offset)
     return plane if plane.dtype.isnative else plane.byteswap().view(plane.dtype.newbyteorder("="))
 
 
@@ -103,4 +130,4 @@ def read_tiff_plane(handle, shape: tuple[int, int], dtype: str) -> np.ndarray:
         return page.asarray()
 
 
-__all__ = ["baseline_plane", "read_tiff_plane"]
+__all__ = ["BaselineTiff", "baseline_plane", "baseline_tiff", "read_tiff_plane"]
