@@ -174,6 +174,38 @@ def test_a_pool_that_breaks_before_any_future_says_so_hands_the_work_back(capfd)
     assert "a worker process failed" in capfd.readouterr().err
 
 
+def test_spawned_workers_do_not_run_the_main_program_again(tmp_path):
+    """A script that starts workers: each new interpreter imports the executor, not
+    the script (which, on OMERO, imports omero.scripts and every model class)."""
+    marks = tmp_path / "imported.txt"
+    script = tmp_path / "a_script.py"
+    script.write_text(f"""
+import os
+with open({str(marks)!r}, "a") as f:
+    f.write(f"{{os.getpid()}}\\n")
+
+if __name__ == "__main__":
+    from concurrent.futures import ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    from openhcs_omero_lib.execution.executor import _SharedRun
+    from openhcs_omero_lib.plates.layout import SiteUnit
+
+    run = _SharedRun([SiteUnit("A01", 1, 1)], 1, None, helpers=2,
+                     open_pool=lambda: ProcessPoolExecutor(2, mp_context=get_context("spawn")))
+    run.start_helpers()
+    pids = [f.result() for f in wait(run.starting).done]
+    run.pool.shutdown()
+    print(sorted(pids), os.getpid(), __file__)
+""")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    workers, parent, main_file = done.stdout.split(" ", 2)[0], done.stdout.split()[-2], done.stdout.split()[-1]
+    assert main_file == str(script)  # the parent's __file__ is back
+    assert marks.read_text().split() == [parent], (marks.read_text(), workers)
+
+
 @pytest.fixture
 def broken_plate(small_plate, tmp_path):
     """A copy of the small plate with one TIFF (well A02, site 2, channel 2) deleted."""

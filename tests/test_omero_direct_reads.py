@@ -636,3 +636,19 @@ def test_a_tiff_is_read_by_its_strips_or_else_by_tifffile(tmp_path):
         with pytest.raises(ValueError, match="not uint16 \\(64, 64\\)"):
             read_tiff_plane(f, (64, 64), "uint16")
         assert baseline_plane(f.fileno(), (64, 80), "int16") is None
+
+
+def test_a_worker_reading_files_loads_no_omero_client():
+    """What a worker imports to read a plate's files (the executor and the direct source,
+    unpickling the plate) leaves omero-py's client and model classes unloaded: they
+    cost a third of a second of every worker's start, and only a fallback needs them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, openhcs_omero_lib.execution.executor, openhcs_omero_lib.omero.direct_pixels; "
+            "print(sorted(m for m in ('omero.clients', 'omero.gateway') if m in sys.modules), "
+            "len([m for m in sys.modules if m.startswith('omero_model_')]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded, model_classes = done.stdout.rsplit(" ", 1)
+    assert loaded == "[]" and int(model_classes) < 10, done.stdout  # omero.gateway loads some 350

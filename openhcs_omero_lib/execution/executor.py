@@ -251,6 +251,28 @@ def _ready() -> int:
     return os.getpid()
 
 
+@contextlib.contextmanager
+def _main_left_out():
+    """Spawned workers without the program that started them: by default each new
+    interpreter first runs the parent's main module again (an OMERO script imports
+    omero.scripts and with it every omero.model class: half a second per worker),
+    though a worker needs nothing from it (its initializer and tasks are this
+    module's). multiprocessing decides from ``__main__``'s ``__file__`` and
+    ``__spec__`` when it starts a process; they are put back at once."""
+    main = sys.modules.get("__main__")
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if main and name in main.__dict__}
+    try:
+        for name in saved:
+            if name == "__spec__":
+                main.__spec__ = None  # type: ignore[union-attr]
+            else:
+                del main.__dict__[name]  # type: ignore[union-attr]
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+
+
 def _can_fork(source: PixelSource) -> bool:
     """Whether workers may be forked: the source's workers read only local files, and
     this process runs no other thread, since a fork copies only the calling thread and
@@ -279,7 +301,8 @@ class _SharedRun:
 
     def start_helpers(self) -> None:
         self.pool = self._open_pool()  # type: ignore[misc]
-        self.starting = {self.pool.submit(_ready) for _ in range(self.helpers)}
+        with _main_left_out():  # the processes start here, at the first submits
+            self.starting = {self.pool.submit(_ready) for _ in range(self.helpers)}
 
     def _worth_helpers(self, done_here: int, seconds_here: float, margin: float = 1.0) -> bool:
         """Whether the work left, at this process's pace so far, outlasts ``margin``

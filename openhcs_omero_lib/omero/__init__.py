@@ -8,4 +8,6 @@
 - :mod:`.run`, :mod:`.script_support`: what the CLI and the OMERO scripts call.
 """
 
-import omero.gateway  # noqa: F401  (registers every omero.model class, as BlitzGateway users expect)
+# Each module imports the parts of omero-py it uses (omero.gateway, which loads every
+# omero.model class, costs a third of a second): a worker that reads the managed
+# repository's files needs none of it.

@@ -17,6 +17,7 @@ import omero
 import omero.clients
 from omero.gateway import BlitzGateway
 
+from openhcs_omero_lib.omero.address import ServerAddress
 from openhcs_omero_lib.redact import add_secret
 
 log = logging.getLogger(__name__)
@@ -24,20 +25,6 @@ log = logging.getLogger(__name__)
 
 class OmeroConnectionError(RuntimeError):
     """Could not connect or log in; the message says why, without secrets."""
-
-
-@dataclass(frozen=True)
-class ServerAddress:
-    """Where a server is, as a worker needs it to join a session."""
-
-    host: str
-    port: int = 4064
-    router: str | None = None
-    """``Ice.Default.Router``, when not the standard one for host and port"""
-
-    def new_client(self) -> omero.client:
-        pmap = [f"--Ice.Default.Router={self.router}"] if self.router else None
-        return omero.client(host=self.host, port=self.port, pmap=pmap)
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,20 @@ from __future__ import annotations
 import io
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 
-from openhcs_omero_lib.omero.connection import ServerAddress, address_of, join_session, session_key
-from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+from openhcs_omero_lib.omero.address import ServerAddress
 from openhcs_omero_lib.omero.plate import OmeroPlate
 from openhcs_omero_lib.omero.repository import DirectReadRefused, PlaneKey, find_plate_files, open_inside
 from openhcs_omero_lib.omero.repository_settings import RepositorySettings, SettingsError, load_settings
 from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec
 from openhcs_omero_lib.plates.tiff_plane import read_tiff_plane
+
+if TYPE_CHECKING:
+    from openhcs_omero_lib.omero.pixels import OmeroPixelSource
 
 DIRECT_KIND = "omero-direct"
 """The :class:`~..plates.pixels.SourceSpec` kind of :class:`DirectPixelSource`"""
@@ -75,8 +78,11 @@ class DirectPixelSource(PixelSource):
         self.root = root
         self.files = files
         self._conn = conn
-        self._address = address or (address_of(conn) if conn is not None else None)
-        self._key = key or (session_key(conn) if conn is not None else None)
+        if conn is not None:
+            from openhcs_omero_lib.omero.connection import address_of, session_key
+
+            address, key = address or address_of(conn), key or session_key(conn)
+        self._address, self._key = address, key
         self._server: OmeroPixelSource | None = None
         self._folders: dict[str, str] = {}  # real paths of the folders resolved so far
         self.fell_back: str | None = None
@@ -124,6 +130,10 @@ class DirectPixelSource(PixelSource):
                   file=sys.stderr, flush=True)
 
     def _server_source(self) -> OmeroPixelSource:
+        # Imported here: a worker that reads only files never loads omero-py's client.
+        from openhcs_omero_lib.omero.connection import join_session
+        from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+
         if self._server is None:
             if self._conn is not None:
                 self._server = OmeroPixelSource(self._conn, self.plate)
@@ -176,6 +186,8 @@ def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
     RawPixelsStore, and :attr:`PixelAccess.reason` says why."""
     if access not in ACCESS_CHOICES:
         raise ValueError(f"pixel access must be one of {', '.join(ACCESS_CHOICES)}, not {access!r}")
+    from openhcs_omero_lib.omero.pixels import OmeroPixelSource
+
     server = OmeroPixelSource(conn, plate)
     if access == "server":
         return server, PixelAccess("server")

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 import omero
+import omero.sys
 from omero.rtypes import unwrap
 
 from openhcs_omero_lib.omero import queries as Q
