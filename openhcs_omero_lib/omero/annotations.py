@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 import omero
+import omero.clients  # noqa: F401  (before omero.cmd, which fails without the omero.model classes it loads)
 import omero.cmd
 import omero.grid
 import omero.model

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import omero
+import omero.gateway  # noqa: F401  (it loads the omero.model classes used here)
 import omero.model
 import pandas as pd
 

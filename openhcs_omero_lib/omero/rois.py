@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
+import omero.gateway  # noqa: F401  (it loads the omero.model classes used here)
 import omero.model
 from omero.rtypes import rint, rstring
 
