@@ -14,6 +14,8 @@ fixtures, and importing this module must stay cheap for the engine-only tests.
   plate, its wells and its images, read from the stand-in's store (not via the adapter).
 - :func:`write_fake_imagexpress`: a large ImageXpress folder in a fraction of a second
   (one real TIFF per channel, hard links for the other fields).
+- :func:`use_long_plate`, :func:`results_on_plate`, :func:`wait_for_progress`,
+  :func:`script_descendants`: following a script job on a stand-in (launch, cancel).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import csv
 import io
 import os
 import signal
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -242,3 +245,43 @@ def as_from_a_shell() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# ---- script jobs ------------------------------------------------------------------------------
+
+def use_long_plate(server, folder) -> None:
+    """Run on ``folder`` from now on, with every server call slowed enough for a run to be
+    caught half-way."""
+    server.plate_id = server.import_plate(folder)
+    server.latency = 0.03
+
+
+def results_on_plate(server) -> list:
+    """The annotations of this package's results on ``server.plate_id``."""
+    from openhcs_omero_lib.omero.sink import NS_PREFIX as ours
+
+    return [a for a in server.store.annotations_on("Plate", server.plate_id)
+            if a.getNs() is not None and a.getNs().getValue().startswith(ours)]
+
+
+def wait_for_progress(conn, job_id: int, timeout: float = 60):
+    """The job's state once it has reported a computed field; fails if it ends first."""
+    from openhcs_omero_lib.omero.jobs import JobWatch
+
+    with JobWatch(conn, job_id) as watch:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = watch.state()
+            if state.progress is not None and state.progress.fields_done > 0:
+                return state
+            assert state.outcome is None, f"the job ended before showing progress: {state}"
+            time.sleep(0.05)
+    raise AssertionError("no progress within the timeout")
+
+
+def script_descendants(server, job_id: int) -> list:
+    """The script's descendants. The script itself is waited for through its job only:
+    a wait on its PID here would take the exit status the Processor reads."""
+    import psutil
+
+    return psutil.Process(server.jobs[job_id].pid).children(recursive=True)

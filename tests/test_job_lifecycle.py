@@ -19,10 +19,19 @@ import time
 import psutil
 import pytest
 
-from omero_fixtures import DESCRIBE_SCRIPT, RUN_SCRIPT, gateway, standin, write_fake_imagexpress
+from omero_fixtures import (
+    DESCRIBE_SCRIPT,
+    RUN_SCRIPT,
+    gateway,
+    results_on_plate,
+    script_descendants,
+    standin,
+    use_long_plate,
+    wait_for_progress,
+    write_fake_imagexpress,
+)
 from openhcs_omero_lib.cli.app import main
 from openhcs_omero_lib.omero import jobs
-from openhcs_omero_lib.omero.sink import NS_PREFIX
 from openhcs_omero_lib.testing.processor import run_script
 
 # omero-py src/omero/processor.py, ProcessI.make_env: all a script finds in its environment
@@ -54,16 +63,6 @@ def server(tiny_plate, monkeypatch):
         yield server
 
 
-def _use_long_plate(server, folder) -> None:
-    server.plate_id = server.import_plate(folder)
-    server.latency = 0.03
-
-
-def _results_on_plate(server) -> list:
-    return [a for a in server.store.annotations_on("Plate", server.plate_id)
-            if a.getNs() is not None and a.getNs().getValue().startswith(NS_PREFIX)]
-
-
 def _status(server, job_id: int) -> str:
     return server.store.get("ScriptJob", job_id).getStatus().getValue().getValue()
 
@@ -82,36 +81,18 @@ def _describe_inputs(plate_id: int) -> dict:
     return {"Data_Type": rstring("Plate"), "IDs": rlist([rlong(plate_id)])}
 
 
-def _wait_for_progress(conn, job_id: int, timeout: float = 60) -> None:
-    with jobs.JobWatch(conn, job_id) as watch:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = watch.state()
-            if state.progress is not None and state.progress.fields_done > 0:
-                return
-            assert state.outcome is None, f"the job ended before showing progress: {state}"
-            time.sleep(0.05)
-    raise AssertionError("no progress within the timeout")
-
-
-def _workers(server, job_id: int) -> list[psutil.Process]:
-    """The script's descendants. The script itself is waited for through its job only:
-    a wait on its PID here would take the exit status the Processor reads."""
-    return psutil.Process(server.jobs[job_id].pid).children(recursive=True)
-
-
 # ---- the launching session ------------------------------------------------------------------
 
 def test_a_job_not_detached_stops_when_its_session_ends(server, long_plate):
     """Closing the launching session closes its InteractiveProcessor, which shuts the
     script down (SIGTERM, then SIGKILL of its group) and ends the job's session; the
     script attaches nothing and leaves no worker behind."""
-    _use_long_plate(server, long_plate)
+    use_long_plate(server, long_plate)
     server.shutdown_wait = 1.0
     conn = server.gateway()
     job_id, _ = jobs.start_job(conn, server.run_id, _run_inputs(conn, server.plate_id, 2))
-    _wait_for_progress(conn, job_id)
-    workers = _workers(server, job_id)
+    wait_for_progress(conn, job_id)
+    workers = script_descendants(server, job_id)
     assert len(workers) >= 2
     conn.close()
     process = server.jobs[job_id]
@@ -120,7 +101,7 @@ def test_a_job_not_detached_stops_when_its_session_ends(server, long_plate):
     assert not alive, "worker processes still running"
     assert process.orphans == 0
     assert process.session.closed
-    assert _results_on_plate(server) == []
+    assert results_on_plate(server) == []
     # The Processor writes the status through the job's session, which is gone.
     assert process.wait(10) is not None and _status(server, job_id) == "Running"
 
@@ -136,7 +117,7 @@ def test_launch_no_wait_detaches_the_job(server, capsys):
     assert process.returncode is None and _status(server, job_id) == "Running"  # not polled yet
     assert main(["status", str(job_id), *server.args]) == 0  # the script's own outcome says it
     assert capsys.readouterr().out.startswith(f"job {job_id}: finished: nuclei_count on 1 plate")
-    assert _results_on_plate(server) != []
+    assert results_on_plate(server) != []
     assert not process.session.closed
 
 
@@ -162,7 +143,7 @@ def test_launch_reports_a_job_whose_session_timed_out(server, capsys, long_plate
     """At ``omero.scripts.timeout`` the job's session ends (keep-alive does not extend
     it) and the Processor shuts the script down: nothing can report an outcome or
     give the results, and launch says so instead of failing with a traceback."""
-    _use_long_plate(server, long_plate)
+    use_long_plate(server, long_plate)
     server.scripts_timeout = 3.0
     server.shutdown_wait = 1.0
     code = main(["launch", "--plate", str(server.plate_id), "--workers", "1", "--no-progress", *server.args])
@@ -172,7 +153,7 @@ def test_launch_reports_a_job_whose_session_timed_out(server, capsys, long_plate
     assert f"job {job_id} ended without an outcome (status Running)" in out
     assert "omero.scripts.timeout" in err and "Traceback" not in err
     assert server.jobs[job_id].session.closed
-    assert _results_on_plate(server) == []
+    assert results_on_plate(server) == []
 
 
 # ---- results and status ---------------------------------------------------------------------
@@ -198,7 +179,7 @@ def test_results_are_read_once_after_polling(server):
 
 
 def test_a_still_running_job_has_no_results_yet(server, long_plate):
-    _use_long_plate(server, long_plate)
+    use_long_plate(server, long_plate)
     with gateway(server) as conn:
         job_id, proc = jobs.start_job(conn, server.run_id, _run_inputs(conn, server.plate_id, 1))
         with pytest.raises(jobs.JobError, match="still running"):

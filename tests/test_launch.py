@@ -18,10 +18,18 @@ import time
 import psutil
 import pytest
 
-from omero_fixtures import RUN_SCRIPT, as_from_a_shell, standin, write_fake_imagexpress
+from omero_fixtures import (
+    RUN_SCRIPT,
+    as_from_a_shell,
+    results_on_plate,
+    script_descendants,
+    standin,
+    use_long_plate,
+    wait_for_progress,
+    write_fake_imagexpress,
+)
 from openhcs_omero_lib.cli.app import main
-from openhcs_omero_lib.omero.jobs import PIPELINE_NS, JobWatch
-from openhcs_omero_lib.omero.sink import NS_PREFIX
+from openhcs_omero_lib.omero.jobs import PIPELINE_NS
 from openhcs_omero_lib.plates.synthetic import read_ground_truth
 
 
@@ -46,37 +54,8 @@ def long_plate(tmp_path_factory):
     return folder
 
 
-def _use_long_plate(server, folder) -> None:
-    server.plate_id = server.import_plate(folder)
-    server.latency = 0.03
-
-
-def _results_on_plate(server) -> list:
-    store = server.store
-    return [a for a in store.annotations_on("Plate", server.plate_id)
-            if a.getNs() is not None and a.getNs().getValue().startswith(NS_PREFIX)]
-
-
 def _jobs(server) -> list:
     return server.store.all("ScriptJob")
-
-
-def _wait_for_progress(server, job_id: int, timeout: float = 60):
-    with server.gateway() as conn, JobWatch(conn, job_id) as watch:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = watch.state()
-            if state.progress is not None and state.progress.fields_done > 0:
-                return state
-            assert state.outcome is None, f"the job ended before showing progress: {state}"
-            time.sleep(0.05)
-    raise AssertionError("no progress within the timeout")
-
-
-def _workers(server, job_id: int) -> list[psutil.Process]:
-    """The script's descendants. The script itself is waited for through its job only:
-    a wait on its PID here would take the exit status the Processor reads."""
-    return psutil.Process(server.jobs[job_id].pid).children(recursive=True)
 
 
 def _gone(processes: list[psutil.Process], timeout: float) -> bool:
@@ -87,7 +66,7 @@ def _gone(processes: list[psutil.Process], timeout: float) -> bool:
 # ---- launch, waiting --------------------------------------------------------------------------
 
 def test_launch_shows_live_progress_and_attaches_results(server, capsys, long_plate):
-    _use_long_plate(server, long_plate)
+    use_long_plate(server, long_plate)
     started = time.monotonic()
     code = main(["launch", "--plate", str(server.plate_id), "--workers", "2", "--interval", "0.05",
                  "--pixel-access", "server", *server.args])  # paced by RawPixelsStore's latency
@@ -101,7 +80,7 @@ def test_launch_shows_live_progress_and_attaches_results(server, capsys, long_pl
     assert "nuclei_count on 1 plate with 2 workers" in out
     ids = {int(i) for line in out.splitlines() if line.startswith("attached FileAnnotation:")
            for i in line.split(":")[1].split(",")}
-    on_plate = {a.getId().getValue() for a in _results_on_plate(server)}
+    on_plate = {a.getId().getValue() for a in results_on_plate(server)}
     assert on_plate and on_plate <= ids
     (job,) = _jobs(server)
     assert job.getStatus().getValue().getValue() == "Finished"
@@ -119,7 +98,7 @@ def test_launch_saves_rois_capped_and_no_heat_map(server, capsys):
                  "--max-rois", "2", "--no-heatmap", *server.args])
     out, err = capsys.readouterr()
     assert code == 0, err
-    names = {file_name(server.store, a) for a in _results_on_plate(server)}
+    names = {file_name(server.store, a) for a in results_on_plate(server)}
     assert "nuclei_count_images.csv" in names and not any(n.endswith(".png") for n in names), names
     images = plate_members(server.store, server.plate_id)["Image"]
     with gateway(server) as conn:
@@ -134,7 +113,7 @@ def test_launch_refuses_max_rois_without_save_rois_and_an_unknown_heat_map(serve
                  "--heatmap", "no_such_measurement", *server.args]) != 0
     out, err = capsys.readouterr()
     assert "Heat_Map_Measurement" in out + err and "no_such_measurement" in out + err
-    assert _results_on_plate(server) == []
+    assert results_on_plate(server) == []
 
 
 def test_launch_with_a_pipeline_file_uploads_it_once(server, capsys, tmp_path, normal_plate):
@@ -147,7 +126,7 @@ def test_launch_with_a_pipeline_file_uploads_it_once(server, capsys, tmp_path, n
         assert code == 0
     uploads = [a for a in server.store.all("FileAnnotation") if a.getNs() and a.getNs().getValue() == PIPELINE_NS]
     assert len(uploads) == 1
-    assert len(_results_on_plate(server)) == 5  # the re-run replaced the first run's CSVs, JSON, field table, heat map
+    assert len(results_on_plate(server)) == 5  # the re-run replaced the first run's CSVs, JSON, field table, heat map
     truth = sum(read_ground_truth(normal_plate.folder).values())
     total = int(re.search(r"nuclei_count total (\d+)", capsys.readouterr().out).group(1))
     assert abs(total - truth) <= 0.05 * truth
@@ -156,10 +135,11 @@ def test_launch_with_a_pipeline_file_uploads_it_once(server, capsys, tmp_path, n
 # ---- no-wait, status, cancel ----------------------------------------------------------------
 
 def test_no_wait_then_status_while_running_and_after(server, capsys, long_plate):
-    _use_long_plate(server, long_plate)
+    use_long_plate(server, long_plate)
     assert main(["launch", "--plate", str(server.plate_id), "--workers", "1", "--no-wait", *server.args]) == 0
     job_id = int(capsys.readouterr().out.strip())
-    _wait_for_progress(server, job_id)
+    with server.gateway() as conn:
+        wait_for_progress(conn, job_id)
     assert main(["status", str(job_id), *server.args]) == 4
     assert re.search(r"running: wells \d+/96, fields \d+/192, errors 0", capsys.readouterr().out)
     assert server.jobs[job_id].wait(120) == 0
@@ -169,14 +149,15 @@ def test_no_wait_then_status_while_running_and_after(server, capsys, long_plate)
 
 @pytest.mark.parametrize("server_signals", [False, True], ids=["script-notices", "server-signals"])
 def test_cancel_by_id_stops_workers_and_attaches_nothing(server, capsys, server_signals, long_plate):
-    _use_long_plate(server, long_plate)
+    use_long_plate(server, long_plate)
     server.cancel_job_signals = server_signals
     # through RawPixelsStore, which the server's latency makes slow enough for workers to start
     assert main(["launch", "--plate", str(server.plate_id), "--workers", "2", "--no-wait", "--pixel-access", "server",
                  *server.args]) == 0
     job_id = int(capsys.readouterr().out.strip())
-    _wait_for_progress(server, job_id)
-    workers = _workers(server, job_id)
+    with server.gateway() as conn:
+        wait_for_progress(conn, job_id)
+    workers = script_descendants(server, job_id)
     assert len(workers) >= 2
     started = time.monotonic()
     assert main(["cancel", str(job_id), "--timeout", "30", *server.args]) == 0
@@ -186,14 +167,14 @@ def test_cancel_by_id_stops_workers_and_attaches_nothing(server, capsys, server_
     assert _gone(workers, timeout=10), "worker processes still running"
     assert time.monotonic() - started < 15
     assert server.jobs[job_id].orphans == 0
-    assert _results_on_plate(server) == []
+    assert results_on_plate(server) == []
     assert server.store.annotations_on("Well", server.store.children("Well", "plate", server.plate_id)[0]
                                        .getId().getValue()) == []
     assert main(["status", str(job_id), *server.args]) == 3
 
 
 def test_ctrl_c_while_waiting_cancels_the_job_on_the_server(server, long_plate):
-    _use_long_plate(server, long_plate)
+    use_long_plate(server, long_plate)
     env = {**os.environ, "OMERO_USER": server.user.name, "OMERO_PASSWORD": server.password}
     proc = subprocess.Popen([sys.executable, "-m", "openhcs_omero_lib.cli", "launch", "--plate",
                              str(server.plate_id), "--workers", "2", "--no-progress", *server.args],
@@ -204,8 +185,9 @@ def test_ctrl_c_while_waiting_cancels_the_job_on_the_server(server, long_plate):
         while not server.jobs and time.monotonic() < deadline:
             time.sleep(0.05)
         (job_id,) = server.jobs
-        _wait_for_progress(server, job_id)
-        workers = _workers(server, job_id)
+        with server.gateway() as conn:
+            wait_for_progress(conn, job_id)
+        workers = script_descendants(server, job_id)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -215,7 +197,7 @@ def test_ctrl_c_while_waiting_cancels_the_job_on_the_server(server, long_plate):
     assert server.jobs[job_id].exited(10) and _gone(workers, timeout=10)
     (job,) = _jobs(server)
     assert job.getStatus().getValue().getValue() == "Cancelled"
-    assert _results_on_plate(server) == []
+    assert results_on_plate(server) == []
 
 
 def test_cancel_of_an_ended_job_says_so(server, capsys):
@@ -224,7 +206,7 @@ def test_cancel_of_an_ended_job_says_so(server, capsys):
     capsys.readouterr()
     assert main(["cancel", str(job.getId().getValue()), *server.args]) == 0
     assert "has already ended: finished" in capsys.readouterr().out
-    assert len(_results_on_plate(server)) == 5  # CSVs, JSON, the field table and the heat map
+    assert len(results_on_plate(server)) == 5  # CSVs, JSON, the field table and the heat map
 
 
 # ---- bad input: one line, nothing started or uploaded ------------------------------------------
