@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import tifffile
@@ -29,7 +30,7 @@ from openhcs_omero_lib.plates.imagexpress import (
     find_htd,
     parse_htd,
 )
-from openhcs_omero_lib.plates.layout import PlateLayout, parse_well, well_name
+from openhcs_omero_lib.plates.layout import PlateLayout, SiteUnit, parse_well, well_name
 from openhcs_omero_lib.plates.tiff_plane import baseline_tiff
 
 
@@ -126,16 +127,22 @@ def _int(values: list[str] | None) -> int:
         return 0
 
 
-def _check_complete(folder: Path, source: ImageXpressSource) -> None:
-    layout = source.layout
-    missing = []
+def _planes(layout: PlateLayout) -> Iterator[tuple[SiteUnit, int, int]]:
+    """Every plane of the plate as (unit, channel index, z), in plate order."""
     for unit in layout.units():
         for c in layout.channels:
             for z in range(1, layout.z_planes + 1):
-                try:
-                    source.path_of(unit.well, unit.site, c.index, z, unit.timepoint)
-                except FileNotFoundError:
-                    missing.append((unit, c.index, z))
+                yield unit, c.index, z
+
+
+def _check_complete(folder: Path, source: ImageXpressSource) -> None:
+    layout = source.layout
+    missing = []
+    for unit, c, z in _planes(layout):
+        try:
+            source.path_of(unit.well, unit.site, c, z, unit.timepoint)
+        except FileNotFoundError:
+            missing.append((unit, c, z))
     if missing:
         unit, c, z = missing[0]
         total = layout.n_units * len(layout.channels) * layout.z_planes
@@ -147,13 +154,11 @@ def _check_complete(folder: Path, source: ImageXpressSource) -> None:
 def _check_tiffs(folder: Path, source: ImageXpressSource) -> None:
     layout = source.layout
     problems = []
-    for unit in layout.units():
-        for c in layout.channels:
-            for z in range(1, layout.z_planes + 1):
-                path = source.path_of(unit.well, unit.site, c.index, z, unit.timepoint)
-                problem = _tiff_problem(path, layout)
-                if problem:
-                    problems.append(f"{_rel(folder, path)} {problem}")
+    for unit, c, z in _planes(layout):
+        path = source.path_of(unit.well, unit.site, c, z, unit.timepoint)
+        problem = _tiff_problem(path, layout)
+        if problem:
+            problems.append(f"{_rel(folder, path)} {problem}")
     if problems:
         raise NotAPlateError(f"{folder}: {len(problems)} unusable image file(s): {problems[0]}")
 
