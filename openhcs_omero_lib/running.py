@@ -90,36 +90,26 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
             if value is not None:
                 raise ValueError(f"{name} is for OMERO plates (give conn=); a local folder's results are "
                                  "returned, and written with out=")
-    with _open_backend(workers, dask) as backend:
-        result = _run(plate, spec, params, conn, backend, attach, outputs, replace, runs, handler, progress,
-                      pixel_access)
+    else:  # checked before a cluster is started for nothing
+        attach, outputs = _choices(attach, DEFAULT_ATTACH, "attach"), _choices(outputs, DEFAULT_OUTPUTS, "outputs")
+    from openhcs_omero_lib.execution.backend import open_backend
+
+    # A Dask cluster started for the call is stopped when it ends.
+    with open_backend(workers, dask) as backend:
+        if conn is None:
+            result = _run_folder(plate, spec, params, backend, progress)
+        else:
+            from openhcs_omero_lib.omero.python_api import run_plate
+
+            result = run_plate(conn, plate, spec, params, backend=backend, attach=attach, outputs=outputs,
+                               replace=replace, runs=list(runs) if runs is not None else None, handler=handler,
+                               progress=progress, pixel_access=pixel_access)
     if out is not None:
         from openhcs_omero_lib.results.sinks import LocalFolderSink
         from openhcs_omero_lib.results.tables import PlateResults
 
         result.files = LocalFolderSink(out).write(PlateResults(result.images, result.wells, result.summary))
     return result
-
-
-def _open_backend(workers: int, dask: str | None):
-    """Who computes; a Dask cluster started for the run is stopped when it ends.
-    Raises ValueError (the settings) or RuntimeError (the cluster)."""
-    from openhcs_omero_lib.execution.backend import open_backend
-
-    return open_backend(workers, dask)
-
-
-def _run(plate, spec, params, conn, backend, attach, outputs, replace, runs, handler, progress,
-         pixel_access) -> RunResult:
-    if conn is not None:
-        from openhcs_omero_lib.omero.python_api import run_plate
-
-        return run_plate(conn, plate, spec, params, backend=backend,
-                         attach=_choices(attach, DEFAULT_ATTACH, "attach"),
-                         outputs=_choices(outputs, DEFAULT_OUTPUTS, "outputs"), replace=replace,
-                         runs=list(runs) if runs is not None else None, handler=handler, progress=progress,
-                         pixel_access=pixel_access)
-    return _run_folder(plate, spec, params, backend, progress)
 
 
 def _run_folder(folder: Any, spec: PipelineSpec, params: dict[str, Any], backend: Any,
