@@ -72,7 +72,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     attach = tuple(a for a in args.attach.split(",") if a)
     if args.max_rois is not None and not args.save_rois:
-        raise _user_error(JobError("--max-rois needs --save-rois"))
+        raise _user_error(ValueError("--max-rois needs --save-rois"))
     outputs = tuple(o for o in args.outputs.split(",") if o) if args.outputs else None
     tuning = _tuning_inputs(args)
     conn = omero_connection(args)

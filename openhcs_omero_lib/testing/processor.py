@@ -297,25 +297,20 @@ class JobProcess:
 
     def cancel(self) -> bool:
         """ProcessI.cancel: SIGTERM to the script's process; True once it has ended."""
-        if self._done.is_set():
-            return True
-        self.final_status = "Cancelled"
-        if not self._exited.is_set():
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        return self.poll() is not None
+        return self._stop(os.kill, signal.SIGTERM)
 
     def kill(self) -> bool:
         """ProcessI.kill: SIGKILL to the script's whole process group; True only if
         the end was already there to see (the Processor does not wait for it)."""
+        return self._stop(os.killpg, signal.SIGKILL)
+
+    def _stop(self, send: Callable[[int, int], None], sig: int) -> bool:
         if self._done.is_set():
             return True
         self.final_status = "Cancelled"
         if not self._exited.is_set():
             try:
-                os.killpg(self.pid, signal.SIGKILL)
+                send(self.pid, sig)
             except ProcessLookupError:
                 pass
         return self.poll() is not None
