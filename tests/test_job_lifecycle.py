@@ -146,7 +146,9 @@ def test_launch_reports_a_job_whose_session_timed_out(server, capsys, long_plate
     use_long_plate(server, long_plate)
     server.scripts_timeout = 3.0
     server.shutdown_wait = 1.0
-    code = main(["launch", "--plate", str(server.plate_id), "--workers", "1", "--no-progress", *server.args])
+    # paced by RawPixelsStore's latency, so that the run outlasts the timeout
+    code = main(["launch", "--plate", str(server.plate_id), "--workers", "1", "--no-progress",
+                 "--pixel-access", "server", *server.args])
     out, err = capsys.readouterr()
     assert code == 1, out + err
     (job_id,) = server.jobs

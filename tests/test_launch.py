@@ -136,7 +136,9 @@ def test_launch_with_a_pipeline_file_uploads_it_once(server, capsys, tmp_path, n
 
 def test_no_wait_then_status_while_running_and_after(server, capsys, long_plate):
     use_long_plate(server, long_plate)
-    assert main(["launch", "--plate", str(server.plate_id), "--workers", "1", "--no-wait", *server.args]) == 0
+    # paced by RawPixelsStore's latency, so that the job is still running when asked
+    assert main(["launch", "--plate", str(server.plate_id), "--workers", "1", "--no-wait", "--pixel-access", "server",
+                 *server.args]) == 0
     job_id = int(capsys.readouterr().out.strip())
     with server.gateway() as conn:
         wait_for_progress(conn, job_id)
@@ -177,7 +179,9 @@ def test_ctrl_c_while_waiting_cancels_the_job_on_the_server(server, long_plate):
     use_long_plate(server, long_plate)
     env = {**os.environ, "OMERO_USER": server.user.name, "OMERO_PASSWORD": server.password}
     proc = subprocess.Popen([sys.executable, "-m", "openhcs_omero_lib.cli", "launch", "--plate",
-                             str(server.plate_id), "--workers", "2", "--no-progress", *server.args],
+                             str(server.plate_id), "--workers", "2", "--no-progress",
+                             # paced by RawPixelsStore's latency: direct reads may end before the Ctrl-C
+                             "--pixel-access", "server", *server.args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=as_from_a_shell)
     try:
