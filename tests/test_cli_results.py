@@ -283,3 +283,36 @@ def test_show_pipeline_prints_the_preset(capsys):
     assert main(["show-pipeline", "nope"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "unknown preset 'nope'" in err[0]
+
+
+def test_a_run_checks_the_files_of_the_channels_it_reads(small_plate, tmp_path, capsys, monkeypatch):
+    """The file check runs while two workers compute: a damaged file of a channel the
+    pipeline never reads does not stop its run; one of a channel it reads stops it in
+    one line, and nothing is written."""
+    import shutil
+
+    from openhcs_omero_lib.bench.plain_loop import SIMPLE_PIPELINE  # reads channel 1 only
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "plate"
+    shutil.copytree(small_plate.folder, folder)
+    damaged = sorted(folder.rglob("*_w2.TIF"))[-1]
+    damaged.write_bytes(damaged.read_bytes()[:2000])
+    spec = tmp_path / "channel1.yaml"
+    spec.write_text(SIMPLE_PIPELINE)
+    capsys.readouterr()
+
+    code = main(["run", str(folder), "--pipeline", str(spec), "--workers", "2", "--out", str(tmp_path / "ch1"),
+                 "--no-progress", "--no-heatmap"])
+    assert code == 0, capsys.readouterr().err
+    images = pd.read_csv(tmp_path / "ch1" / "images.csv", keep_default_na=False)
+    assert len(images) == small_plate.config.wells * small_plate.config.sites
+    assert (images["error"] == "").all()
+
+    capsys.readouterr()
+    code = main(["run", str(folder), "--pipeline", "nuclei_count", "--workers", "2",
+                 "--out", str(tmp_path / "both"), "--no-progress", "--no-heatmap"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()] and f"{damaged.name} is truncated" in err
+    assert not (tmp_path / "both").exists()

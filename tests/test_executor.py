@@ -69,7 +69,10 @@ def test_results_identical_whoever_computes(small_plate, monkeypatch, who):
 
 
 class _NoWorkerSource(ImageXpressSource):
-    """A source that worker processes cannot open (its spec names no known kind)."""
+    """A source that worker processes cannot open (its spec names no known kind).
+    Spawned: a forked worker would be handed this process's source, not its spec."""
+
+    fork_safe = False
 
     def spec(self):
         from openhcs_omero_lib.plates.pixels import SourceSpec
@@ -283,6 +286,78 @@ def test_run_units_subset_keeps_order(small_plate):
     assert [r.unit for r in results] == units
     assert [r.index for r in results] == [0, 1, 2]
     assert all(r.error is None and r.measurements["nuclei_count"] > 0 for r in results)
+
+
+# ---- the caller's preparation (meanwhile) ------------------------------------------
+
+def _wait_for(condition, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_the_preparation_runs_while_a_forked_worker_computes(small_plate):
+    """``meanwhile`` (the caller's own work, a file check say) runs while the forked
+    worker computes the first units; the results are those of one worker."""
+    with ImageXpressSource(small_plate.folder) as source:
+        spec = engine.bind(_spec(), source.layout)
+        expected = run_units(spec, source, workers=1)
+        done: list[int] = []
+        seen: list[bool] = []
+
+        def meanwhile():  # returns only once a unit has come back from the worker
+            seen.append(_wait_for(lambda: bool(done)))
+
+        got = run_units(spec, source, workers=2, meanwhile=meanwhile,
+                        progress=lambda d, total, errors: done.append(d) if d else None)
+    assert seen == [True], "no unit was computed while the preparation ran"
+    assert [(r.unit, r.measurements, r.error) for r in got] == \
+        [(r.unit, r.measurements, r.error) for r in expected]
+
+
+def test_with_one_worker_the_preparation_comes_before_any_unit(small_plate):
+    with ImageXpressSource(small_plate.folder) as source:
+        spec = engine.bind(_spec(), source.layout)
+        done: list[int] = []
+        at_preparation: list[list[int]] = []
+        run_units(spec, source, workers=1, meanwhile=lambda: at_preparation.append([d for d in done if d]),
+                  progress=lambda d, total, errors: done.append(d))
+    assert at_preparation == [[]]
+    assert done[-1] == small_plate.config.wells * small_plate.config.sites
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_preparation_stops_the_run_its_workers_and_its_progress(small_plate, workers):
+    """What the preparation raises is the run's end: raised to the caller, every
+    worker stopped, and no progress shown before it (engine.run_pipeline)."""
+
+    class Refused(Exception):
+        pass
+
+    def meanwhile():
+        time.sleep(0.3)  # the worker has started and computes meanwhile
+        raise Refused("A01_s1_w1.TIF is truncated")
+
+    calls: list[tuple] = []
+    with ImageXpressSource(small_plate.folder) as source:
+        with pytest.raises(Refused, match="truncated"):
+            engine.run_pipeline(source, _spec(), workers=workers, meanwhile=meanwhile,
+                                progress=lambda *a: calls.append(a))
+    assert calls == []
+    assert _wait_for(lambda: not psutil.Process().children(recursive=True), 10), \
+        psutil.Process().children(recursive=True)
+
+
+def test_progress_held_during_the_preparation_starts_at_zero_and_rises(small_plate):
+    calls: list[tuple] = []
+    with ImageXpressSource(small_plate.folder) as source:
+        total = source.layout.n_units
+        engine.run_pipeline(source, _spec(), workers=2, meanwhile=lambda: time.sleep(0.3),
+                            progress=lambda *a: calls.append(a))
+    assert calls[0] == (0, total, 0) and calls[-1] == (total, total, 0)
+    dones = [c[0] for c in calls]
+    assert all(a < b for a, b in zip(dones, dones[1:])), dones
 
 
 # ---- Ctrl-C ------------------------------------------------------------------------

@@ -50,10 +50,9 @@ def check_output(folder: Path) -> None:
 
 
 def open_local_plate(folder: str, check: bool = False, tiffs: bool = True):
-    """The plate in ``folder``; with ``check``, every file checked before a run
-    reads any (:mod:`.imagexpress_check`), their contents too unless not ``tiffs``."""
+    """The plate in ``folder``; with ``check``, every file checked
+    (:func:`check_local_plate`)."""
     from openhcs_omero_lib.plates.imagexpress import ImageXpressSource, NotAPlateError
-    from openhcs_omero_lib.plates.imagexpress_check import check_plate_folder
 
     try:
         source = ImageXpressSource(folder)
@@ -61,11 +60,24 @@ def open_local_plate(folder: str, check: bool = False, tiffs: bool = True):
         raise UserError(str(exc)) from None
     if check:
         try:
-            check_plate_folder(source, tiffs=tiffs)
-        except NotAPlateError as exc:
+            check_local_plate(source, tiffs)
+        except UserError:
             source.close()
-            raise UserError(str(exc)) from None
+            raise
     return source
+
+
+def check_local_plate(source, tiffs: bool = True, channels=None) -> None:
+    """Every file of an opened local plate present and readable
+    (:mod:`.imagexpress_check`), their contents too unless not ``tiffs`` (only
+    ``channels``', if given)."""
+    from openhcs_omero_lib.plates.imagexpress import NotAPlateError
+    from openhcs_omero_lib.plates.imagexpress_check import check_plate_folder
+
+    try:
+        check_plate_folder(source, tiffs=tiffs, channels=channels)
+    except NotAPlateError as exc:
+        raise UserError(str(exc)) from None
 
 
 def load_pipeline(name_or_path: str):

@@ -10,6 +10,7 @@ from pathlib import Path
 from openhcs_omero_lib.cli.common import (
     RunFailed,
     UserError,
+    check_local_plate,
     check_output,
     load_pipeline,
     open_backend,
@@ -74,7 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         check_output(out)
-    source = open_local_plate(str(folder), check=True, tiffs=not args.allow_bad_files)
+    # The plate's files are checked while the first fields compute (run_pipeline's
+    # meanwhile): nothing is said or written before the check has passed.
+    source = open_local_plate(str(folder))
     try:
         spec = tuned(spec, values, source.layout)
         bind(spec, source.layout)  # a channel the plate lacks fails here, before any output
@@ -96,11 +99,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         except UserError:
             source.close()
             raise
-    print(source.layout.describe(), file=sys.stderr)
-    print(f"pipeline {spec.name}, {backend.describe()}, {source.layout.n_units} units", file=sys.stderr)
+    read = bind(spec, source.layout).channels_read()
+
+    def check_then_describe() -> None:  # a plate refused is said in one line
+        check_local_plate(source, not args.allow_bad_files, read)
+        print(source.layout.describe(), file=sys.stderr)
+        print(f"pipeline {spec.name}, {backend.describe()}, {source.layout.n_units} units", file=sys.stderr)
+
     try:
         results = run_pipeline(source, spec, backend=backend, progress=progress_bar(args.no_progress),
-                               source_label=str(folder), outlines=args.qc)
+                               source_label=str(folder), outlines=args.qc, meanwhile=check_then_describe)
         pictures = local_pictures(args, results, source, bind(spec, source.layout), measurement)
     finally:
         source.close()

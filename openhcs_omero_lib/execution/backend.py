@@ -14,7 +14,7 @@ otherwise the server's settings file, otherwise the worker processes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from openhcs_omero_lib.execution.executor import ProgressCallback, UnitResult, run_units
 from openhcs_omero_lib.execution.settings import ClusterError, DaskSettings, ServerSettings, dask_option, load_settings
@@ -33,9 +33,12 @@ class ExecutorBackend(Protocol):
 
     def run_units(self, spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit] | None = None,
                   progress: ProgressCallback | None = None, outlines: bool = False,
-                  notes: list[str] | None = None) -> list[UnitResult]:
+                  notes: list[str] | None = None, meanwhile: Callable[[], None] | None = None) -> list[UnitResult]:
         """Every unit's result (default: every unit of the plate), in plate order;
-        ``notes`` receives a line for what the caller should hear of (workers lost)."""
+        ``notes`` receives a line for what the caller should hear of (workers lost).
+        ``meanwhile`` is the caller's preparation that no unit needs, run while the
+        first units compute where the backend can (else first); what it raises stops
+        the run and is re-raised."""
 
     def describe(self) -> str:
         """Who computes, for messages: ``2 workers``, ``a Dask cluster of 8 workers``."""
@@ -57,9 +60,9 @@ class ProcessPool:
 
     def run_units(self, spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit] | None = None,
                   progress: ProgressCallback | None = None, outlines: bool = False,
-                  notes: list[str] | None = None) -> list[UnitResult]:
+                  notes: list[str] | None = None, meanwhile: Callable[[], None] | None = None) -> list[UnitResult]:
         return run_units(spec, source, units, workers=self.workers, progress=progress, outlines=outlines,
-                         notes=notes)
+                         notes=notes, meanwhile=meanwhile)
 
     def describe(self) -> str:
         return f"{self.workers} worker{'s' if self.workers != 1 else ''}"

@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 import dask
@@ -294,8 +294,10 @@ class DaskBackend:
 
     def run_units(self, spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit] | None = None,
                   progress: ProgressCallback | None = None, outlines: bool = False,
-                  notes: list[str] | None = None) -> list[UnitResult]:
+                  notes: list[str] | None = None, meanwhile: Callable[[], None] | None = None) -> list[UnitResult]:
         units = list(source.layout.units()) if units is None else list(units)
+        if meanwhile is not None:  # the cluster's workers are remote: nothing to overlap here
+            meanwhile()
         if progress:
             progress(0, len(units), 0)
         if not units:

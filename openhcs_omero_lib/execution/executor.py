@@ -87,7 +87,7 @@ def _run_one(compute: Unit, read: Reader, index: int, unit: SiteUnit, outlines: 
 _worker: dict[str, object] = {}
 
 
-def _init_worker(source_spec: SourceSpec, pipeline: dict, outlines: bool = False,
+def _init_worker(source_spec: SourceSpec | PixelSource, pipeline: dict, outlines: bool = False,
                  parent: int | None = None, forked: bool = False) -> None:
     keep_freed_memory()
     # The parent decides about Ctrl-C; workers must not die half-way on their own.
@@ -96,7 +96,10 @@ def _init_worker(source_spec: SourceSpec, pipeline: dict, outlines: bool = False
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # First, and by the parent's own word: it may be gone before this worker is ready.
     _watch_parent(parent or os.getppid())
-    source = _worker["source"] = open_source(source_spec)
+    # A forked worker is handed the parent's own source (fork copies it, nothing is
+    # pickled): no second scan of the plate before its first unit.
+    source = source_spec if isinstance(source_spec, PixelSource) else open_source(source_spec)
+    _worker["source"] = source
     spec = PipelineSpec.model_validate(pipeline)
     _worker["compute"] = compile_unit(spec)
     _worker["outlines"] = outlines
@@ -201,7 +204,7 @@ def _sigterm_cancels():
 def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit] | None = None,
               workers: int = 1, progress: ProgressCallback | None = None,
               chunk_size: int | None = None, outlines: bool = False,
-              notes: list[str] | None = None) -> list[UnitResult]:
+              notes: list[str] | None = None, meanwhile: Callable[[], None] | None = None) -> list[UnitResult]:
     """Run a bound pipeline over ``units`` (default: every unit of the plate).
 
     With ``workers == 1`` the work runs in this process on ``source``; otherwise
@@ -210,7 +213,10 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
     (KeyboardInterrupt) or SIGTERM (:class:`Cancelled`) stops the workers and is
     re-raised, as is :class:`~.pixels.SourceNotReady` from any unit. With ``outlines``
     each result also carries its objects' outlines. ``notes``, if given, receives a
-    line for what the caller should hear of (a worker that died).
+    line for what the caller should hear of (a worker that died). ``meanwhile`` is
+    this process's own preparation that no unit needs (checking the plate's files,
+    importing what the results need): it runs while forked workers compute the first
+    units, else before any unit; what it raises stops the run and is re-raised.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -219,9 +225,11 @@ def run_units(spec: PipelineSpec, source: PixelSource, units: Sequence[SiteUnit]
     if progress:
         progress(0, len(units), 0)
     if workers == 1 or len(units) <= 1:
+        if meanwhile is not None:
+            meanwhile()
         return _run_here(spec, source, units, progress, outlines)
     with _sigterm_cancels():
-        return _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines, notes)
+        return _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines, notes, meanwhile)
 
 
 def _run_here(spec, source, units, progress, outlines=False) -> list[UnitResult]:
@@ -240,6 +248,10 @@ WORKER_START_SECONDS = 1.0
 """About what a worker needs before its first unit: a new interpreter importing
 numpy, scipy, scikit-image and omero (most of it) and joining the session."""
 
+
+MEANWHILE_POLL_SECONDS = 0.005
+"""How often this process looks for finished chunks while its own preparation runs
+on a thread: two chunks wait with each worker, so a few milliseconds starve none."""
 
 JUDGE_UNITS, JUDGE_SECONDS = 8, 0.25
 """The pace that decides on workers is taken over at least this many units after the
@@ -412,6 +424,36 @@ class _SharedRun:
                 if self.progress:
                     self.progress(len(self.results), self.total, self.errors)
 
+    def meanwhile(self, work: Callable[[], None]) -> None:
+        """Run ``work`` while the workers compute: on a thread, this one handing them
+        chunks (it waits, so the two do not contend for the interpreter). Without
+        workers yet, it simply runs. What ``work`` raises is raised here. Then the
+        progress so far is reported (a caller may hold it back until ``work`` is done)."""
+        if self.pool is None:
+            work()
+            self._report()
+            return
+        failed: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                work()
+            except BaseException as exc:  # re-raised in the run's own thread
+                failed.append(exc)
+
+        thread = threading.Thread(target=target, name="openhcs-meanwhile", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            self.collect(timeout=0)
+            thread.join(MEANWHILE_POLL_SECONDS)
+        if failed:
+            raise failed[0]
+        self._report()
+
+    def _report(self) -> None:
+        if self.progress:
+            self.progress(len(self.results), self.total, self.errors)
+
     def finish(self) -> None:
         """Wait for the chunks out with workers (and, with no one computing here, for
         workers to start and take the rest)."""
@@ -420,14 +462,14 @@ class _SharedRun:
 
 
 def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines=False,
-                    notes=None) -> list[UnitResult]:
+                    notes=None, meanwhile=None) -> list[UnitResult]:
     fork = _can_fork(source)
 
     def open_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=helpers, mp_context=get_context("fork" if fork else "spawn"),
                                    initializer=_init_worker,
-                                   initargs=(source.spec(), spec.model_dump(mode="json"), outlines, os.getpid(),
-                                             fork))
+                                   initargs=(source if fork else source.spec(), spec.model_dump(mode="json"),
+                                             outlines, os.getpid(), fork))
 
     helpers = workers - 1 if PARENT_COMPUTES else workers
     run = _SharedRun(units, _largest_chunk(len(units), workers, chunk_size), progress, helpers, open_pool)
@@ -437,6 +479,8 @@ def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines
             # Now, before reading ahead starts its threads; cheap enough to need no
             # judging whether the plate is worth it.
             run.start_helpers()
+        if meanwhile is not None:
+            run.meanwhile(meanwhile)
         if PARENT_COMPUTES:
             while True:
                 run.compute_here(spec, source)

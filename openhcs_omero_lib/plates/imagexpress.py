@@ -202,13 +202,15 @@ def _float(value: str | None) -> float | None:
         return None
 
 
-def read_layout(folder: str | os.PathLike) -> tuple[PlateLayout, dict[_FileKey, Path]]:
-    """Layout of an ImageXpress folder and the index of its files."""
+def read_layout(folder: str | os.PathLike, notes: ScanNotes | None = None
+                ) -> tuple[PlateLayout, dict[_FileKey, Path]]:
+    """Layout of an ImageXpress folder and the index of its files; ``notes``, if
+    given, receives what the scan set aside."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NotAPlateError(f"{folder} is not a folder")
     htd_path = find_htd(folder)
-    notes = ScanNotes([], [])
+    notes = notes if notes is not None else ScanNotes([], [])
     files = _scan(folder, notes)
     if not files:
         why = "it has an .HTD file but no images" if htd_path else \
@@ -272,7 +274,9 @@ class ImageXpressSource(PixelSource):
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder).resolve()
-        self.layout, self._files = read_layout(self.folder)
+        # Kept for the check of the folder (:mod:`.imagexpress_check`): no second scan.
+        self.scan_notes = ScanNotes([], [])
+        self.layout, self._files = read_layout(self.folder, self.scan_notes)
 
     @classmethod
     def from_spec(cls, spec: SourceSpec) -> ImageXpressSource:

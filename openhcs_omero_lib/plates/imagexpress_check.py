@@ -1,14 +1,16 @@
-"""Checking an ImageXpress folder's files before a run reads any pixels.
+"""Checking an ImageXpress folder's files before a run's results are written.
 
 Reading a folder (:mod:`.imagexpress`) takes its layout from the file names and the
 first image; a run reads each file only when its site comes. A broken file found
 then costs that site (an error row) after everything before it was computed. The
-command line checks the whole folder first instead, and refuses it with one line
-naming the first problem: image names of several prefixes, two files for one
-image, image files whose names this version cannot read, an HTD that disagrees with the images (sites, wells,
+command line checks the whole folder instead, while the first fields compute (before
+anything is said or written), and refuses it with one line naming the first problem:
+image names of several prefixes, two files for one image, image files whose names
+this version cannot read, an HTD that disagrees with the images (sites, wells,
 wavelengths, timepoints), images missing from the layout, and TIFFs that are empty,
-truncated, unreadable, or of another size or pixel type than the plate's. The TIFF
-check reads each file's header only (a tenth of a millisecond per file).
+truncated, unreadable, or of another size or pixel type than the plate's (of the
+channels the run reads, when it says which). The TIFF check reads each file's
+header only (a few hundredths of a millisecond per file).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 import numpy as np
 import tifffile
@@ -25,8 +27,6 @@ from openhcs_omero_lib.plates.imagexpress import (
     _FILE_RE,
     ImageXpressSource,
     NotAPlateError,
-    ScanNotes,
-    _scan,
     find_htd,
     parse_htd,
 )
@@ -34,13 +34,13 @@ from openhcs_omero_lib.plates.layout import PlateLayout, SiteUnit, parse_well, w
 from openhcs_omero_lib.plates.tiff_plane import baseline_tiff
 
 
-def check_plate_folder(source: ImageXpressSource, tiffs: bool = True) -> None:
+def check_plate_folder(source: ImageXpressSource, tiffs: bool = True,
+                       channels: Collection[int] | None = None) -> None:
     """Raise :class:`NotAPlateError` (one line) at the first problem found; without
     ``tiffs``, the files' contents are left for the run (a field whose file cannot be
-    read becomes an error row)."""
-    folder, layout = source.folder, source.layout
-    notes = ScanNotes([], [])
-    _scan(folder, notes)
+    read becomes an error row). ``channels``: only these channels' files' contents
+    are checked (a run's, which reads no other); every file must be there all the same."""
+    folder, layout, notes = source.folder, source.layout, source.scan_notes
     # An instrument names every image of a plate with one prefix. Several mean several
     # plates in one folder, or names read wrongly: a newer naming's extra token can look
     # like a well ("..._w1_z01_p01.TIF" reads as well P01 with prefix "..._w1_z01").
@@ -64,7 +64,7 @@ def check_plate_folder(source: ImageXpressSource, tiffs: bool = True) -> None:
         _check_htd(folder, htd_path, layout)
     _check_complete(folder, source)
     if tiffs:
-        _check_tiffs(folder, source)
+        _check_tiffs(folder, source, channels)
 
 
 def _rel(folder: Path, path: Path) -> str:
@@ -151,10 +151,12 @@ def _check_complete(folder: Path, source: ImageXpressSource) -> None:
                              + (f" timepoint {unit.timepoint}" if layout.timepoints > 1 else ""))
 
 
-def _check_tiffs(folder: Path, source: ImageXpressSource) -> None:
+def _check_tiffs(folder: Path, source: ImageXpressSource, channels: Collection[int] | None) -> None:
     layout = source.layout
     problems = []
     for unit, c, z in _planes(layout):
+        if channels is not None and c not in channels:
+            continue
         path = source.path_of(unit.well, unit.site, c, z, unit.timepoint)
         problem = _tiff_problem(path, layout)
         if problem:

@@ -7,8 +7,10 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from openhcs_omero_lib.results.tables import PlateResults
+if TYPE_CHECKING:  # pandas (a tenth of a second) is not imported to check a folder
+    from openhcs_omero_lib.results.tables import PlateResults
 
 
 class ResultSink(ABC):
