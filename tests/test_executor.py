@@ -3,11 +3,13 @@ progress reports, and Ctrl-C that stops every worker and writes nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -297,56 +299,97 @@ def _wait_for(condition, seconds: float = 30.0) -> bool:
     return condition()
 
 
+def _in_a_fresh_process(body: str, folder: Path) -> dict:
+    """Run ``body`` (which sets ``result``) in a new interpreter, where no other
+    thread runs and workers of a local plate are forked, as on the command line.
+    This process's threads (other tests' servers) would make them spawned."""
+    script = f"""
+import json, time
+import psutil
+from openhcs_omero_lib import engine
+from openhcs_omero_lib.execution import executor
+from openhcs_omero_lib.execution.executor import run_units
+from openhcs_omero_lib.pipeline.loading import parse_spec, preset_text
+from openhcs_omero_lib.plates.imagexpress import ImageXpressSource
+
+def wait_for(condition, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+if __name__ == "__main__":
+    source = ImageXpressSource({str(folder)!r})
+    spec = engine.bind(parse_spec(preset_text("nuclei_count"), "nuclei_count"), source.layout)
+    result = {{"forked": executor._can_fork(source)}}
+{textwrap.indent(textwrap.dedent(body), "    ")}
+    print(json.dumps(result))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result.pop("forked"), "the workers would not have been forked"
+    return result
+
+
 def test_the_preparation_runs_while_a_forked_worker_computes(small_plate):
     """``meanwhile`` (the caller's own work, a file check say) runs while the forked
     worker computes the first units; the results are those of one worker."""
-    with ImageXpressSource(small_plate.folder) as source:
-        spec = engine.bind(_spec(), source.layout)
+    result = _in_a_fresh_process("""
         expected = run_units(spec, source, workers=1)
-        done: list[int] = []
-        seen: list[bool] = []
+        done, seen = [], []
 
         def meanwhile():  # returns only once a unit has come back from the worker
-            seen.append(_wait_for(lambda: bool(done)))
+            seen.append(wait_for(lambda: bool(done)))
 
         got = run_units(spec, source, workers=2, meanwhile=meanwhile,
                         progress=lambda d, total, errors: done.append(d) if d else None)
-    assert seen == [True], "no unit was computed while the preparation ran"
-    assert [(r.unit, r.measurements, r.error) for r in got] == \
-        [(r.unit, r.measurements, r.error) for r in expected]
+        result["seen"] = seen
+        result["same"] = [(r.unit, r.measurements, r.error) for r in got] == \\
+            [(r.unit, r.measurements, r.error) for r in expected]
+    """, small_plate.folder)
+    assert result == {"seen": [True], "same": True}, "no unit was computed while the preparation ran"
 
 
-def test_with_one_worker_the_preparation_comes_before_any_unit(small_plate):
-    with ImageXpressSource(small_plate.folder) as source:
-        spec = engine.bind(_spec(), source.layout)
-        done: list[int] = []
-        at_preparation: list[list[int]] = []
-        run_units(spec, source, workers=1, meanwhile=lambda: at_preparation.append([d for d in done if d]),
-                  progress=lambda d, total, errors: done.append(d))
-    assert at_preparation == [[]]
-    assert done[-1] == small_plate.config.wells * small_plate.config.sites
+def test_a_failing_preparation_stops_the_forked_worker(small_plate):
+    """What the preparation raises ends the run while the worker computes: raised to
+    the caller, the worker stopped, and no progress shown before it."""
+    result = _in_a_fresh_process("""
+        calls = []
+
+        def meanwhile():
+            wait_for(lambda: psutil.Process().children())  # the worker computes meanwhile
+            raise RuntimeError("A01_s1_w1.TIF is truncated")
+
+        try:
+            engine.run_pipeline(source, spec, workers=2, meanwhile=meanwhile, progress=lambda *a: calls.append(a))
+            result["raised"] = None
+        except RuntimeError as exc:
+            result["raised"] = str(exc)
+        result["calls"] = calls
+        result["workers left"] = not wait_for(lambda: not psutil.Process().children(recursive=True), 10)
+    """, small_plate.folder)
+    assert result == {"raised": "A01_s1_w1.TIF is truncated", "calls": [], "workers left": False}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_failing_preparation_stops_the_run_its_workers_and_its_progress(small_plate, workers):
-    """What the preparation raises is the run's end: raised to the caller, every
-    worker stopped, and no progress shown before it (engine.run_pipeline)."""
-
+def test_a_failing_preparation_stops_the_run_and_shows_no_progress(small_plate, workers):
     class Refused(Exception):
         pass
 
     def meanwhile():
-        time.sleep(0.3)  # the worker has started and computes meanwhile
+        time.sleep(0.3)
         raise Refused("A01_s1_w1.TIF is truncated")
 
     calls: list[tuple] = []
+    before = set(psutil.Process().children(recursive=True))
     with ImageXpressSource(small_plate.folder) as source:
         with pytest.raises(Refused, match="truncated"):
             engine.run_pipeline(source, _spec(), workers=workers, meanwhile=meanwhile,
                                 progress=lambda *a: calls.append(a))
     assert calls == []
-    assert _wait_for(lambda: not psutil.Process().children(recursive=True), 10), \
-        psutil.Process().children(recursive=True)
+    assert _wait_for(lambda: not set(psutil.Process().children(recursive=True)) - before, 10)
 
 
 def test_progress_held_during_the_preparation_starts_at_zero_and_rises(small_plate):
