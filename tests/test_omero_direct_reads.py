@@ -508,6 +508,58 @@ def _image_ids(server, pid) -> list[int]:
             for ws in store.children("WellSample", "well", w.getId().getValue())]
 
 
+def test_the_server_planes_to_compare_are_read_while_the_files_are_looked_up(server):
+    """The checks' round-trips overlap: RawPixelsStore's planes are on their way while
+    the query for the plate's files is still open (it holds until one is read)."""
+    import threading
+
+    from openhcs_omero_lib.omero.direct_pixels import open_pixels
+
+    read, overlapped = threading.Event(), []
+    with gateway(server) as conn:
+        plate = _plate(conn, server.small_id)
+        server.fail("RawPixelsStore.getPlane", read.set, times=1)
+        server.fail("IQuery.projection", lambda: overlapped.append(read.wait(10)), times=1)
+        try:
+            source, access = open_pixels(conn, plate)
+            source.close()
+        finally:
+            server.clear_failures()
+    assert access.path == "direct", access.reason
+    assert overlapped == [True]
+
+
+def test_every_repository_is_asked_at_once(server):
+    """Which repository is the managed one: one question to each, sent together
+    (checkedCast would ask them in turn)."""
+    import threading
+
+    from openhcs_omero_lib.omero.repository import managed_repository
+
+    asked: list[str] = []
+    answered_together: list[bool] = []
+    all_asked = threading.Event()
+    with gateway(server) as conn:
+        count = len([p for p in conn.c.sf.sharedResources().repositories().proxies if p is not None])
+
+        def hold(kind):
+            def held():
+                asked.append(kind)
+                if len(asked) == count:
+                    all_asked.set()
+                answered_together.append(all_asked.wait(5))  # no answer before every question has come
+            return held
+
+        for kind in ("Repository", "ManagedRepository"):
+            server.fail(f"{kind}.ice_isA", hold(kind))
+        try:
+            found = managed_repository(conn)
+        finally:
+            server.clear_failures()
+    assert count >= 2 and len(asked) == count and answered_together == [True] * count
+    assert found is not None and found.root.rstrip("/") == str(server.managed_repository).rstrip("/")
+
+
 def test_a_repository_not_on_this_machine_costs_no_query(server, tmp_path, settings_dir):
     from openhcs_omero_lib.omero.direct_pixels import open_pixels
 

@@ -1,7 +1,7 @@
 """Planes read straight from a plate's files in the managed repository.
 
 :func:`open_pixels` chooses how a plate's pixels are read. With ``auto`` it finds the
-plate's files (:func:`~.repository.find_plate_files`), then reads one plane per
+plate's files (:func:`~.repository.find_plate_files`'s two steps), then reads one plane per
 channel, spread over the plate's fields, both from its file and through
 RawPixelsStore, and compares them byte for byte; only when all of that holds are the
 plate's planes read from its files (:class:`DirectPixelSource`). Otherwise, and with
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,13 @@ import tifffile
 
 from openhcs_omero_lib.omero.address import ServerAddress
 from openhcs_omero_lib.omero.plate import OmeroPlate
-from openhcs_omero_lib.omero.repository import DirectReadRefused, PlaneKey, find_plate_files, open_inside
+from openhcs_omero_lib.omero.repository import (
+    DirectReadRefused,
+    PlaneKey,
+    find_files_under,
+    open_inside,
+    repository_here,
+)
 from openhcs_omero_lib.omero.repository_settings import RepositorySettings, SettingsError, load_settings
 from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec
 from openhcs_omero_lib.plates.tiff_plane import read_tiff_plane
@@ -164,14 +171,20 @@ def _verification_planes(plate: OmeroPlate) -> list[tuple]:
     return planes
 
 
-def verify(direct: DirectPixelSource, server: OmeroPixelSource) -> int:
-    """Compare :func:`_verification_planes` read both ways, byte for byte; returns how
-    many, or raises :class:`~.repository.DirectReadRefused` at the first difference."""
+def _server_planes(server: OmeroPixelSource) -> list[np.ndarray]:
+    """:func:`_verification_planes` as RawPixelsStore returns them."""
+    return [server.read_plane(unit.well, unit.site, channel, z, unit.timepoint, unit.run)
+            for unit, channel, z in _verification_planes(server.plate)]
+
+
+def verify(direct: DirectPixelSource, server_planes: list[np.ndarray]) -> int:
+    """Compare :func:`_verification_planes` read from their files with
+    ``server_planes`` (:func:`_server_planes`), byte for byte; returns how many, or
+    raises :class:`~.repository.DirectReadRefused` at the first difference."""
     planes = _verification_planes(direct.plate)
-    for unit, channel, z in planes:
+    for (unit, channel, z), theirs in zip(planes, server_planes, strict=True):
         where = f"well {unit.well} field {unit.site} channel {channel} z {z} t {unit.timepoint}"
         mine = direct.read_file(unit.well, unit.site, channel, z, unit.timepoint)
-        theirs = server.read_plane(unit.well, unit.site, channel, z, unit.timepoint, unit.run)
         if mine.dtype != theirs.dtype or mine.shape != theirs.shape or mine.tobytes() != theirs.tobytes():
             relative = direct.files[(unit.well, unit.site, channel, z, unit.timepoint)]
             raise DirectReadRefused(f"the file of {where} ({relative}) differs from what RawPixelsStore returns")
@@ -191,19 +204,26 @@ def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
     server = OmeroPixelSource(conn, plate)
     if access == "server":
         return server, PixelAccess("server")
-    try:
-        settings = settings if settings is not None else load_settings()
-        found = find_plate_files(conn, plate, settings)
-        direct = DirectPixelSource(plate, found.root, found.files, conn=conn)
-        verified = verify(direct, server)
-    except (DirectReadRefused, SettingsError) as exc:
-        return server, PixelAccess("server", str(exc))
-    except SourceNotReady:
-        server.close()
-        raise
-    except Exception as exc:  # anything unexpected is a reason to read as before, not to fail
-        reason = getattr(exc, "message", None) or str(exc)
-        return server, PixelAccess("server", f"{type(exc).__name__}: {reason}".splitlines()[0])
+    # The server's copies of the planes to compare are read while the plate's files are
+    # looked up and checked: neither waits for the other's round-trips. Not before the
+    # repository is known to be here (elsewhere, nothing is read twice), and both are
+    # done before this returns (the store is the server source's, which the run may use).
+    with ThreadPoolExecutor(1, thread_name_prefix="openhcs-verify") as pool:
+        try:
+            settings = settings if settings is not None else load_settings()
+            root = repository_here(conn, plate, settings)
+            theirs = pool.submit(_server_planes, server)
+            found = find_files_under(conn, plate, root)
+            direct = DirectPixelSource(plate, found.root, found.files, conn=conn)
+            verified = verify(direct, theirs.result())
+        except (DirectReadRefused, SettingsError) as exc:
+            return server, PixelAccess("server", str(exc))
+        except SourceNotReady:
+            server.close()
+            raise
+        except Exception as exc:  # anything unexpected is a reason to read as before, not to fail
+            reason = getattr(exc, "message", None) or str(exc)
+            return server, PixelAccess("server", f"{type(exc).__name__}: {reason}".splitlines()[0])
     server.close()  # its store served the checks; the run opens another only if it needs one
     return direct, PixelAccess("direct", verified=verified)
 

@@ -77,17 +77,21 @@ def managed_repository(conn) -> ManagedRepository | None:
     import omero.grid
 
     repos = conn.c.sf.sharedResources().repositories()
-    for description, proxy in zip(repos.descriptions, repos.proxies):
-        if proxy is None:
-            continue
+    # checkedCast's question (ice_isA), asked of every repository at once: one
+    # round-trip to the server instead of one per repository in turn.
+    managed_type = omero.grid.ManagedRepositoryPrx.ice_staticId()
+    asked = [(description, proxy, proxy.begin_ice_isA(managed_type))
+             for description, proxy in zip(repos.descriptions, repos.proxies) if proxy is not None]
+    found = None
+    for description, proxy, call in asked:
         try:
-            managed = omero.grid.ManagedRepositoryPrx.checkedCast(proxy)
+            managed = proxy.end_ice_isA(call)
         except Ice.LocalException:  # a repository that is down: as the server skips it
             continue
-        if managed is not None:
-            return ManagedRepository(unwrap(description.getHash()) or "",
-                                     (unwrap(description.getPath()) or "") + (unwrap(description.getName()) or ""))
-    return None
+        if managed and found is None:
+            found = ManagedRepository(unwrap(description.getHash()) or "",
+                                      (unwrap(description.getPath()) or "") + (unwrap(description.getName()) or ""))
+    return found
 
 
 def plate_files(conn, plate: OmeroPlate) -> list[RepoFile]:
@@ -166,6 +170,13 @@ def find_plate_files(conn, plate: OmeroPlate, settings: RepositorySettings) -> P
     :class:`DirectReadRefused`. Costs a few calls (the repositories, then one query
     for the plate's files) whatever the plate's size; a machine without the
     repository is told apart before the files are asked for."""
+    return find_files_under(conn, plate, repository_here(conn, plate, settings))
+
+
+def repository_here(conn, plate: OmeroPlate, settings: RepositorySettings) -> str:
+    """The managed repository's real path on this machine, where direct reads of
+    ``plate`` may be tried; else :class:`DirectReadRefused`. Asks the server for its
+    repositories only (two calls and one round-trip of questions to them)."""
     if not settings.direct_reads:
         raise DirectReadRefused(f"direct reads are switched off ({settings.path})")
     if len(plate.all_runs) > 1:
@@ -174,7 +185,12 @@ def find_plate_files(conn, plate: OmeroPlate, settings: RepositorySettings) -> P
     repository = managed_repository(conn)
     if repository is None:
         raise DirectReadRefused("the server has no managed repository")
-    root = local_root(repository, settings)
+    return local_root(repository, settings)
+
+
+def find_files_under(conn, plate: OmeroPlate, root: str) -> PlateFiles:
+    """Every plane of ``plate``'s layout mapped to its checked file under ``root``
+    (:func:`repository_here`), in one query; else :class:`DirectReadRefused`."""
     rows = plate_files(conn, plate)
     if not rows:
         raise DirectReadRefused("its images have no original files in the repository")
@@ -230,5 +246,5 @@ def _check(root: str, planes: dict[PlaneKey, RepoFile]) -> dict[PlaneKey, str]:
     return checked
 
 
-__all__ = ["DirectReadRefused", "ManagedRepository", "PlateFiles", "RepoFile", "find_plate_files",
+__all__ = ["DirectReadRefused", "ManagedRepository", "PlateFiles", "RepoFile", "find_files_under", "find_plate_files",
            "managed_repository", "open_inside", "plate_files", "relative_path", "resolve_inside"]
