@@ -560,6 +560,34 @@ def test_every_repository_is_asked_at_once(server):
     assert found is not None and found.root.rstrip("/") == str(server.managed_repository).rstrip("/")
 
 
+@pytest.mark.parametrize("access, settings, asked", [("auto", "direct_reads: true\n", 1),
+                                                     ("server", "direct_reads: true\n", 0),
+                                                     ("auto", "direct_reads: false\n", 0)])
+def test_the_repository_is_looked_up_while_the_plates_load_and_once(server, settings_dir, access, settings, asked):
+    """A run that may read files starts finding the managed repository when it loads
+    its plates (prepare), and checking the files then asks nothing more of it; one
+    that reads through RawPixelsStore, or where direct reads are off, asks nothing."""
+    from openhcs_omero_lib.omero import repository
+    from openhcs_omero_lib.omero.direct_pixels import open_pixels
+    from openhcs_omero_lib.omero.repository import start_repository_lookup
+    from openhcs_omero_lib.omero.run import prepare
+    from openhcs_omero_lib.pipeline.loading import resolve_pipeline
+
+    write_settings(settings_dir, settings)
+    with gateway(server) as conn:
+        before = collections.Counter(server.calls)
+        [(plate, _)] = prepare(conn, "Plate", [server.small_id], resolve_pipeline("nuclei_count")[0],
+                               pixel_access=access)
+        assert (conn in repository._lookups) == bool(asked)  # begun by prepare
+        if asked:
+            start_repository_lookup(conn).result(timeout=30)
+            assert calls_since(server, before)["SharedResources.repositories"] == 1
+        source, found = open_pixels(conn, plate, access)
+        source.close()
+    assert calls_since(server, before)["SharedResources.repositories"] == asked
+    assert found.path == ("direct" if asked else "server")
+
+
 def test_a_repository_not_on_this_machine_costs_no_query(server, tmp_path, settings_dir):
     from openhcs_omero_lib.omero.direct_pixels import open_pixels
 

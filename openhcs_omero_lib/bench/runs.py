@@ -105,7 +105,7 @@ def run_ours(request: dict[str, Any]) -> dict[str, Any]:
             wire_before = control.request("wire")["wire"] if request.get("wire") else {}
             cpu_before = _cpu_with_children()
             start = time.perf_counter()
-            [(plate, bound)] = prepare(conn, "Plate", [request["plate_id"]], spec)
+            [(plate, bound)] = prepare(conn, "Plate", [request["plate_id"]], spec, pixel_access=access)
             laid_out = control.snapshot()
             after_layout = peak_rss_mb()
             run = run_on_plate(conn, plate, bound, workers=request["workers"], attach_to=("plate",),

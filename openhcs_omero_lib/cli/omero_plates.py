@@ -54,7 +54,8 @@ def run_omero(args: argparse.Namespace) -> int:
     backend = None
     try:
         try:
-            prepared = prepare(conn, "Plate", args.omero_plate, spec, runs=args.run, outputs=outputs, params=values)
+            prepared = prepare(conn, "Plate", args.omero_plate, spec, runs=args.run, outputs=outputs, params=values,
+                               pixel_access=args.pixel_access)
         except OmeroInputError as exc:
             raise UserError(str(exc)) from None
         except Exception as exc:

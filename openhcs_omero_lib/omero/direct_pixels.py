@@ -29,6 +29,7 @@ from openhcs_omero_lib.omero.repository import (
     find_files_under,
     open_inside,
     repository_here,
+    start_repository_lookup,
 )
 from openhcs_omero_lib.omero.repository_settings import RepositorySettings, SettingsError, load_settings
 from openhcs_omero_lib.plates.pixels import PixelSource, SourceNotReady, SourceSpec
@@ -191,6 +192,20 @@ def verify(direct: DirectPixelSource, server_planes: list[np.ndarray]) -> int:
     return len(planes)
 
 
+def look_ahead(conn, access: str = "auto") -> None:
+    """Where direct reads may be tried, start finding the server's managed repository
+    now (:func:`~.repository.start_repository_lookup`): a run calls this before it
+    loads its plates, whose round-trips then cover the lookup's."""
+    if access != "auto":
+        return
+    try:
+        if not load_settings().direct_reads:
+            return
+    except SettingsError:
+        return  # open_pixels says what is wrong with the settings
+    start_repository_lookup(conn)
+
+
 def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
                 settings: RepositorySettings | None = None) -> tuple[PixelSource, PixelAccess]:
     """The plate's pixel source and how it reads. ``access`` is ``auto`` or ``server``
@@ -228,4 +243,5 @@ def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
     return direct, PixelAccess("direct", verified=verified)
 
 
-__all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "DirectPixelSource", "PixelAccess", "open_pixels", "verify"]
+__all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "DirectPixelSource", "PixelAccess", "look_ahead", "open_pixels",
+           "verify"]

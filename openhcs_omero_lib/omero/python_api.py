@@ -49,7 +49,7 @@ def run_plate(conn, plate: Any, spec: PipelineSpec, params: dict[str, Any], *, b
         raise OmeroInputError(f"attach={','.join(attach)} with outputs={','.join(outputs) or 'none'} would attach "
                               "nothing: key-value pairs go on wells, per-field CSVs on images")
     prepared = prepare(conn, "Plate", [pid], spec, handler, runs, outputs if attaching else (), params,
-                       annotate=attaching)
+                       annotate=attaching, pixel_access=pixel_access)
     if not prepared:
         raise OmeroInputError(f"plate {pid} has none of the runs {', '.join(map(str, runs or []))}")
     omero_plate, bound = prepared[0]

@@ -24,6 +24,9 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
+import weakref
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from omero.rtypes import unwrap
@@ -92,6 +95,41 @@ def managed_repository(conn) -> ManagedRepository | None:
             found = ManagedRepository(unwrap(description.getHash()) or "",
                                       (unwrap(description.getPath()) or "") + (unwrap(description.getName()) or ""))
     return found
+
+
+_lookups: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_lookups_lock = threading.Lock()
+
+
+def start_repository_lookup(conn) -> Future:
+    """:func:`managed_repository` on a thread of its own, once per connection: a run
+    starts it while it loads the plates, and finds the answer waiting when it checks
+    their files. A lookup that failed is asked again next time."""
+    with _lookups_lock:
+        future = _lookups.get(conn)
+        if future is None:
+            future = _lookups[conn] = Future()
+
+            def look() -> None:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(managed_repository(conn))
+                    except BaseException as exc:  # raised to whoever waits for it
+                        future.set_exception(exc)
+
+            threading.Thread(target=look, name="openhcs-repository", daemon=True).start()
+    return future
+
+
+def _repository_of(conn) -> ManagedRepository | None:
+    future = start_repository_lookup(conn)
+    try:
+        return future.result()
+    except BaseException:
+        with _lookups_lock:
+            if _lookups.get(conn) is future:
+                del _lookups[conn]
+        raise
 
 
 def plate_files(conn, plate: OmeroPlate) -> list[RepoFile]:
@@ -182,7 +220,7 @@ def repository_here(conn, plate: OmeroPlate, settings: RepositorySettings) -> st
     if len(plate.all_runs) > 1:
         raise DirectReadRefused(f"the plate has {len(plate.all_runs)} acquisition runs; files are mapped to the "
                                 "fields of plates of one run only")
-    repository = managed_repository(conn)
+    repository = _repository_of(conn)
     if repository is None:
         raise DirectReadRefused("the server has no managed repository")
     return local_root(repository, settings)
@@ -247,4 +285,5 @@ def _check(root: str, planes: dict[PlaneKey, RepoFile]) -> dict[PlaneKey, str]:
 
 
 __all__ = ["DirectReadRefused", "ManagedRepository", "PlateFiles", "RepoFile", "find_files_under", "find_plate_files",
-           "managed_repository", "open_inside", "plate_files", "relative_path", "resolve_inside"]
+           "managed_repository", "open_inside", "plate_files", "relative_path", "repository_here", "resolve_inside",
+           "start_repository_lookup"]

@@ -12,7 +12,7 @@ from openhcs_omero_lib.execution.executor import ProgressCallback
 from openhcs_omero_lib.omero import rois as R
 from openhcs_omero_lib.omero.annotations import read_file_annotation
 from openhcs_omero_lib.omero.connection import session_key
-from openhcs_omero_lib.omero.direct_pixels import DirectPixelSource, PixelAccess, open_pixels
+from openhcs_omero_lib.omero.direct_pixels import DirectPixelSource, PixelAccess, look_ahead, open_pixels
 from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
 from openhcs_omero_lib.omero.plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
 from openhcs_omero_lib.omero.preflight import check_alike, check_can_annotate, check_ready, check_tables
@@ -55,7 +55,7 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
             runs: list[int] | None = None,
             outputs: tuple[str, ...] = (),
             params: Mapping[str, Any] | None = None,
-            annotate: bool = True) -> list[tuple[OmeroPlate, PipelineSpec]]:
+            annotate: bool = True, pixel_access: str = "server") -> list[tuple[OmeroPlate, PipelineSpec]]:
     """Every plate's layout and the spec bound to it, before anything runs: a bad ID,
     a channel a plate lacks, a plate the user may not annotate, a plate whose images
     are not alike, a table among the ``outputs`` without OMERO.tables, or images the
@@ -69,8 +69,10 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
     ``params`` tunes the spec (its declared parameters, :mod:`..pipeline.params`) for
     each plate; a channel given by name is looked up among that plate's channels.
     ``annotate=False`` (a run that attaches nothing) skips the check that the user
-    may annotate the plates."""
+    may annotate the plates. ``pixel_access`` is the run's (``auto``: the managed
+    repository is looked up meanwhile, for :func:`run_on_plate`)."""
     add_secret(session_key(conn))  # masked in this process's log lines from now on
+    look_ahead(conn, pixel_access)
     if "table" in outputs:
         check_tables(conn)
     chosen = frozenset(runs) if runs else None

@@ -116,7 +116,8 @@ def run_pipeline_script(conn, params: dict[str, Any], job=None) -> ScriptOutcome
         if int(p["Max_ROIs_Per_Image"]) < 1:
             raise OmeroInputError(f"Max_ROIs_Per_Image must be at least 1, got {p['Max_ROIs_Per_Image']}")
         prepared = prepare(conn, p["Data_Type"], list(p.get("IDs") or []), spec,
-                           runs=list(p.get("Runs") or []), outputs=outputs, params=tuning)
+                           runs=list(p.get("Runs") or []), outputs=outputs, params=tuning,
+                           pixel_access=p["Pixel_Access"])
         measurement = _heatmap_measurement(p, prepared)
     except Exception as exc:
         return _failure(exc, "Nothing attached")
