@@ -588,6 +588,23 @@ def test_the_repository_is_looked_up_while_the_plates_load_and_once(server, sett
     assert found.path == ("direct" if asked else "server")
 
 
+def test_a_repository_that_fails_to_answer_is_passed_over(server):
+    """Another repository that is down (its question fails) does not hide the managed
+    one, as the server's own lookup skips it."""
+    import Ice
+
+    from openhcs_omero_lib.omero.repository import managed_repository
+
+    with gateway(server) as conn:
+        server.fail("Repository.ice_isA", Ice.SocketException())
+        try:
+            found = managed_repository(conn)
+        finally:
+            server.clear_failures()
+        assert calls_since(server, collections.Counter())["Repository.ice_isA"] >= 1
+    assert found is not None and found.root.rstrip("/") == str(server.managed_repository).rstrip("/")
+
+
 def test_a_repository_not_on_this_machine_costs_no_query(server, tmp_path, settings_dir):
     from openhcs_omero_lib.omero.direct_pixels import open_pixels
 

@@ -83,8 +83,14 @@ def managed_repository(conn) -> ManagedRepository | None:
     # checkedCast's question (ice_isA), asked of every repository at once: one
     # round-trip to the server instead of one per repository in turn.
     managed_type = omero.grid.ManagedRepositoryPrx.ice_staticId()
-    asked = [(description, proxy, proxy.begin_ice_isA(managed_type))
-             for description, proxy in zip(repos.descriptions, repos.proxies) if proxy is not None]
+    asked = []
+    for description, proxy in zip(repos.descriptions, repos.proxies):
+        if proxy is None:
+            continue
+        try:
+            asked.append((description, proxy, proxy.begin_ice_isA(managed_type)))
+        except Ice.LocalException:  # a repository that cannot be asked: as the server skips it
+            continue
     found = None
     for description, proxy, call in asked:
         try:
