@@ -151,6 +151,37 @@ def test_workers_start_only_when_the_work_left_outlasts_their_start_up():
     assert run._worth_helpers(done_here=1, seconds_here=pace * 2, margin=3.0)  # four start-ups' worth
 
 
+class _SpawnedWorkersSource(ImageXpressSource):
+    """Workers spawned, as for an OMERO plate (whose script runs Ice's threads)."""
+
+    fork_safe = False
+
+
+@pytest.mark.parametrize("threshold, before_any_unit", [(0, True), (10**12, False)])
+def test_spawned_workers_of_a_large_plate_start_with_the_run(small_plate, monkeypatch, threshold,
+                                                              before_any_unit):
+    """A plate of more pixels than PIXELS_WORTH_WORKERS starts its spawned workers
+    before its first field; a smaller one once its pace says they are worth it."""
+    from openhcs_omero_lib.execution import executor
+
+    monkeypatch.setattr(executor, "PIXELS_WORTH_WORKERS", threshold)
+    monkeypatch.setattr(executor, "WORKER_START_SECONDS", 0.0)  # the small plate's pace: worth it too
+    done_at_start: list[int] = []
+    start = executor._SharedRun.start_helpers
+
+    def start_helpers(self):
+        done_at_start.append(len(self.results))
+        return start(self)
+
+    monkeypatch.setattr(executor._SharedRun, "start_helpers", start_helpers)
+    with _SpawnedWorkersSource(small_plate.folder) as source:
+        spec = engine.bind(_spec(), source.layout)
+        expected = run_units(spec, source, workers=1)
+        got = run_units(spec, source, workers=2)
+    assert len(done_at_start) == 1 and (done_at_start[0] == 0) == before_any_unit, done_at_start
+    assert [(r.unit, r.measurements, r.error) for r in got] == [(r.unit, r.measurements, r.error) for r in expected]
+
+
 def test_a_pool_that_breaks_before_any_future_says_so_hands_the_work_back(capfd):
     """A worker killed between the wait for results and the next hand-out: the pool
     refuses ``submit`` itself. The chunk goes back to the queue for this process."""

@@ -249,6 +249,20 @@ WORKER_START_SECONDS = 1.0
 numpy, scipy, scikit-image and omero (most of it) and joining the session."""
 
 
+PIXELS_WORTH_WORKERS = 200_000_000
+"""A plate with more pixels than this to read starts its spawned workers with the run,
+before its first field is timed: at 5 ns a pixel, about the cheapest a pipeline gets
+(one pass over each plane), that is a second of work, as long as a worker's start.
+Smaller plates are judged on their pace (:data:`WORKER_START_SECONDS`)."""
+
+
+def _plainly_worth_workers(source: PixelSource, spec: PipelineSpec, units: int) -> bool:
+    layout = source.layout
+    height, width = layout.plane_shape
+    pixels = units * len(spec.channels_read()) * layout.z_planes * height * width
+    return pixels > PIXELS_WORTH_WORKERS
+
+
 MEANWHILE_POLL_SECONDS = 0.005
 """How often this process looks for finished chunks while its own preparation runs
 on a thread: two chunks wait with each worker, so a few milliseconds starve none."""
@@ -475,9 +489,9 @@ def _run_in_workers(spec, source, units, workers, progress, chunk_size, outlines
     run = _SharedRun(units, _largest_chunk(len(units), workers, chunk_size), progress, helpers, open_pool)
     run.outlines = outlines
     try:
-        if fork:
-            # Now, before reading ahead starts its threads; cheap enough to need no
-            # judging whether the plate is worth it.
+        if fork or _plainly_worth_workers(source, spec, len(units)):
+            # Forked: now, before reading ahead starts its threads; cheap enough to need
+            # no judging whether the plate is worth it. Spawned: a plate this large is.
             run.start_helpers()
         if meanwhile is not None:
             run.meanwhile(meanwhile)
