@@ -234,6 +234,7 @@ def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
         except (DirectReadRefused, SettingsError) as exc:
             return server, PixelAccess("server", str(exc))
         except SourceNotReady:
+            pool.shutdown(wait=True)  # no read left on the store that closes now
             server.close()
             raise
         except Exception as exc:  # anything unexpected is a reason to read as before, not to fail
