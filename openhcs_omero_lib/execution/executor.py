@@ -375,8 +375,8 @@ class _SharedRun:
                 self._workers_failed(exc)
                 break
             self.running[future] = chunk
-        if len(self.results) > before and self.progress:
-            self.progress(len(self.results), self.total, self.errors)
+        if len(self.results) > before:
+            self._report()
 
     def _result_or_none(self, future):
         """The future's result, or None if its worker process failed (it could not
@@ -435,8 +435,7 @@ class _SharedRun:
                         worth = False
                     if worth:
                         self.start_helpers()
-                if self.progress:
-                    self.progress(len(self.results), self.total, self.errors)
+                self._report()
 
     def meanwhile(self, work: Callable[[], None]) -> None:
         """Run ``work`` while the workers compute: on a thread, this one handing them
@@ -465,6 +464,7 @@ class _SharedRun:
         self._report()
 
     def _report(self) -> None:
+        """The progress so far, to the caller's callback."""
         if self.progress:
             self.progress(len(self.results), self.total, self.errors)
 
