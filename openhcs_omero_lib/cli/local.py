@@ -80,14 +80,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     source = open_local_plate(str(folder))
     try:
         spec = tuned(spec, values, source.layout)
-        bind(spec, source.layout)  # a channel the plate lacks fails here, before any output
+        bound = bind(spec, source.layout)  # a channel the plate lacks fails here, before any output
     except (ValueError, UserError) as exc:
         source.close()
         raise UserError(str(exc)) from None
     try:
         # Without pictures to draw, matplotlib (half a second) is not imported at all.
         wanted = args.heatmap or not args.no_heatmap or args.qc
-        measurement = picture_measurement(args, bind(spec, source.layout)) if wanted else ""
+        measurement = picture_measurement(args, bound) if wanted else ""
         backend = open_backend(args)
     except UserError:
         source.close()
@@ -99,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except UserError:
             source.close()
             raise
-    read = bind(spec, source.layout).channels_read()
+    read = bound.channels_read()
 
     def check_then_describe() -> None:  # a plate refused is said in one line
         check_local_plate(source, not args.allow_bad_files, read)
@@ -109,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         results = run_pipeline(source, spec, backend=backend, progress=progress_bar(args.no_progress),
                                source_label=str(folder), outlines=args.qc, meanwhile=check_then_describe)
-        pictures = local_pictures(args, results, source, bind(spec, source.layout), measurement)
+        pictures = local_pictures(args, results, source, bound, measurement)
     finally:
         source.close()
         backend.close()
