@@ -157,6 +157,15 @@ class DirectPixelSource(PixelSource):
             server.close()
 
 
+def access_after_run(source: PixelSource, access: PixelAccess) -> PixelAccess:
+    """How a finished run read: ``access``, with the reason where some of this
+    process's reads of a plate's files fell back to RawPixelsStore."""
+    if isinstance(source, DirectPixelSource) and source.fell_back:  # this process's reads only
+        return PixelAccess("direct", f"some planes were read through RawPixelsStore: {source.fell_back}",
+                           access.verified)
+    return access
+
+
 def _verification_planes(plate: OmeroPlate) -> list[tuple]:
     """One plane per channel, each of another field spread over the plate (and the
     last z where there are several), so that a file mapped to the wrong well, field
@@ -244,5 +253,5 @@ def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
     return direct, PixelAccess("direct", verified=verified)
 
 
-__all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "DirectPixelSource", "PixelAccess", "look_ahead", "open_pixels",
-           "verify"]
+__all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "DirectPixelSource", "PixelAccess", "access_after_run", "look_ahead",
+           "open_pixels", "verify"]

@@ -20,7 +20,7 @@ import pandas as pd
 from openhcs_omero_lib.engine import run_pipeline as run_source
 from openhcs_omero_lib.execution.backend import ExecutorBackend
 from openhcs_omero_lib.omero import annotations as A
-from openhcs_omero_lib.omero.direct_pixels import ACCESS_CHOICES, open_pixels
+from openhcs_omero_lib.omero.direct_pixels import ACCESS_CHOICES, access_after_run, open_pixels
 from openhcs_omero_lib.omero.files import file_annotations, read_csv, read_file
 from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
 from openhcs_omero_lib.omero.plate import OmeroInputError, in_group, load_plate
@@ -58,7 +58,7 @@ def run_plate(conn, plate: Any, spec: PipelineSpec, params: dict[str, Any], *, b
         with source:
             results = run_source(source, bound, backend=backend, progress=progress,
                                  source_label=f"omero plate {pid}")
-        results.summary["pixel_access"] = access.summary()
+        results.summary["pixel_access"] = access_after_run(source, access).summary()
         return RunResult(results.images, results.wells, results.summary, plate_id=pid)
     run = run_on_plate(conn, omero_plate, bound, backend=backend, attach_to=attach, outputs=outputs,
                        replace=replace, progress=progress, pixel_access=pixel_access)

@@ -12,7 +12,7 @@ from openhcs_omero_lib.execution.executor import ProgressCallback
 from openhcs_omero_lib.omero import rois as R
 from openhcs_omero_lib.omero.annotations import read_file_annotation
 from openhcs_omero_lib.omero.connection import session_key
-from openhcs_omero_lib.omero.direct_pixels import DirectPixelSource, PixelAccess, look_ahead, open_pixels
+from openhcs_omero_lib.omero.direct_pixels import PixelAccess, access_after_run, look_ahead, open_pixels
 from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
 from openhcs_omero_lib.omero.plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
 from openhcs_omero_lib.omero.preflight import check_alike, check_can_annotate, check_ready, check_tables
@@ -124,9 +124,7 @@ def run_on_plate(conn, plate: OmeroPlate, bound: PipelineSpec, *, workers: int =
         units = backend.run_units(bound, source, progress=progress, outlines=save_rois, notes=notes)
     finally:
         source.close()
-    if isinstance(source, DirectPixelSource) and source.fell_back:  # this process's reads only
-        access = PixelAccess("direct", f"some planes were read through RawPixelsStore: {source.fell_back}",
-                             access.verified)
+    access = access_after_run(source, access)
     results = collect(plate.layout, bound, units, source=f"omero plate {plate.id}",
                       started=started, finished=time.time(), workers=backend.workers, executor=backend.kind)
     results.summary["pixel_access"] = access.summary()
