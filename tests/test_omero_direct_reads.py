@@ -30,11 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def server(small_plate, multi_plate):
-    with standin() as server:
-        server.small_id = server.import_plate(small_plate.folder)
-        server.multi_id = server.import_plate(multi_plate.folder)
-        yield server
+def server(small_and_multi_server):
+    return small_and_multi_server
 
 
 @pytest.fixture(autouse=True)
