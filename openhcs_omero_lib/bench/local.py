@@ -36,13 +36,10 @@ def _cpu_of_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _counts_ours(folder: Path) -> dict[tuple[str, int], int]:
-    with open(folder / "images.csv", newline="") as fh:
-        return {(r["well"], int(r["site"])): int(r["nuclei_count"]) for r in csv.DictReader(fh)}
-
-
-def _counts_plain(path: Path) -> dict[tuple[str, int], int]:
-    with open(path, newline="") as fh:
+def _counts(csv_path: Path) -> dict[tuple[str, int], int]:
+    """Nuclei per (well, site) from a CSV with those columns: ``images.csv`` of
+    ``openhcs-omero run``, or the plain loop's."""
+    with open(csv_path, newline="") as fh:
         return {(r["well"], int(r["site"])): int(r["nuclei_count"]) for r in csv.DictReader(fh)}
 
 
@@ -64,7 +61,7 @@ def _one_run(runner: str, workers: int, plate: Path, spec: Path, tmp: Path, env:
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-8:])
         raise RuntimeError(f"{runner} with {workers} worker(s) failed (status {done.returncode}):\n{tail}")
-    counts = _counts_ours(out) if runner == OURS else _counts_plain(out)
+    counts = _counts(out / "images.csv" if runner == OURS else out)
     return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "counts": counts}
 
 
