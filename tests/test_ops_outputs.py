@@ -446,13 +446,69 @@ def test_every_lazily_imported_module_is_listed_for_its_operation():
                 for alias in node.names:  # "from scipy import fft" imports scipy.fft
                     lazy.setdefault(func.name, []).append({module, f"{module}.{alias.name}"})
     ops_of = {"median": "median", "_blur_fft": "subtract_background", "subtract_background": "subtract_background",
-              "open_mask": "open", "watershed_split": "watershed_split", "relabel": "filter_objects",
+              "open_mask": "open", "watershed_split": "watershed_split",
               "filter_objects": "filter_objects", "expand": "expand_labels", "_histogram": None}
     assert lazy
     for func, imports in lazy.items():
         op = ops_of[func]
         if op is None:  # numpy's error path only
             continue
-        listed = {m for key, modules in ops.IMPORTS.items() if key.split(":")[0] == op for m in modules}
+        listed = {m.replace(":", ".") for key, names in ops.IMPORTS.items() if key.split(":")[0] == op
+                  for m in names}
         for candidates in imports:
             assert candidates & listed, (func, candidates)
+
+
+FIRST_UNIT_SPEC = """
+name: every_lazy_import
+load: {channels: [1, 2], z: max}
+steps:
+  - {op: subtract_background, input: ch1, output: flat, radius: 20, method: tophat}
+  - {op: subtract_background, input: ch2, output: flat2, radius: 20}
+  - {op: median, input: flat, output: smooth, radius: 1}
+  - {op: threshold, input: smooth, output: mask}
+  - {op: open, input: mask, output: mask, radius: 1}
+  - {op: watershed_split, input: mask, output: nuclei, intensity: smooth}
+  - {op: filter_objects, input: nuclei, output: nuclei, min_area: 5, exclude_border: true}
+  - {op: expand_labels, input: nuclei, output: cells, distance: 3}
+  - {op: measure_objects, labels: cells, intensity: [flat2]}
+"""
+
+
+def test_a_runs_first_unit_imports_nothing(tmp_path):
+    """What the steps import is imported when the run compiles its spec, functions
+    that scikit-image loads on first use included: the first unit, which decides
+    whether workers are worth starting, imports no module (checked in a fresh
+    interpreter, where nothing was imported before)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+import numpy as np
+from openhcs_omero_lib.pipeline.loading import parse_spec
+from openhcs_omero_lib.pipeline.run import compile_unit
+spec = parse_spec({FIRST_UNIT_SPEC!r}, "test")
+rng = np.random.default_rng(0)
+planes = {{c: (rng.random((1, 96, 96)) * 1000).astype(np.uint16) for c in (1, 2)}}
+unit = compile_unit(spec)
+before = set(sys.modules)
+row = unit(planes.__getitem__)
+print(sorted(set(sys.modules) - before))
+print(len(row))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    imported, columns = out.stdout.strip().splitlines()[-2:]
+    assert imported == "[]" and int(columns) > 0
+
+
+@pytest.mark.parametrize("labels", [
+    np.array([[0, 7, 7], [300, 0, 2], [2, 2, 41]], dtype=np.int32),
+    np.zeros((4, 5), dtype=np.int32),
+    np.random.default_rng(3).choice([0, 5, 9, 1000, 65537], size=(64, 64)).astype(np.int32),
+])
+def test_relabel_numbers_as_relabel_sequential(labels):
+    expected, _, _ = segmentation.relabel_sequential(labels)
+    got = ops.relabel(labels)
+    assert got.dtype == np.int32 and np.array_equal(got, expected)

@@ -19,25 +19,32 @@ from openhcs_omero_lib.pipeline.distances import distance_inside, nearest_labels
 # peaks) are imported by the operations that use them: together they take longer to
 # import than a small plate takes to compute, and many pipelines need none of them.
 # A run imports what its steps need before its first unit (:func:`import_for`), so
-# that no unit's time includes an import.
+# that no unit's time includes an import. scikit-image loads a package's functions
+# from their modules on first use (lazy_loader): the functions are named here, not
+# only their package, or the first unit would still load watershed's (8 ms).
 IMPORTS = {
-    "median": ("skimage.morphology",),
-    "open": ("skimage.morphology",),
+    "median": ("skimage.morphology:disk",),
+    "open": ("skimage.morphology:disk",),
     "subtract_background": ("scipy.fft",),
-    "subtract_background:tophat": ("skimage.morphology",),
-    "watershed_split": ("skimage.segmentation", "openhcs_omero_lib.pipeline.peaks"),
-    "filter_objects": ("skimage.segmentation",),
-    "expand_labels": ("skimage.segmentation",),
+    "subtract_background:tophat": ("skimage.morphology:disk", "skimage.morphology:white_tophat"),
+    "watershed_split": ("skimage.segmentation:watershed", "openhcs_omero_lib.pipeline.peaks"),
+    "filter_objects": ("skimage.segmentation:clear_border",),
+    "expand_labels": ("skimage.segmentation:expand_labels",),
 }
-"""Modules each operation (``op`` or ``op:method``) imports when it first runs."""
+"""Modules (``module``) and functions (``module:name``) each operation (``op`` or
+``op:method``) imports when it first runs."""
 
 
 def import_for(op: str, method: str | None = None) -> None:
     """Import now what operation ``op`` (with ``method``) imports when it first runs."""
     import importlib
 
-    for module in IMPORTS.get(op, ()) + IMPORTS.get(f"{op}:{method}", ()):
-        importlib.import_module(module)
+    for name in IMPORTS.get(op, ()) + IMPORTS.get(f"{op}:{method}", ()):
+        module, _, attribute = name.partition(":")
+        imported = importlib.import_module(module)
+        if attribute:
+            getattr(imported, attribute)
+
 
 THRESHOLD_METHODS = {
     "otsu": filters.threshold_otsu,
@@ -287,11 +294,14 @@ def watershed_split(mask: np.ndarray, min_distance: int = 5, smoothing: float = 
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
-    """Labels renumbered 1..N in scan order."""
-    from skimage.segmentation import relabel_sequential
-
-    out, _, _ = relabel_sequential(labels)
-    return out.astype(np.int32)
+    """Non-negative labels renumbered 1..N in the order of their values, 0 staying
+    background: ``skimage.segmentation.relabel_sequential``'s numbering, by one
+    lookup table (it loads a module of its own on first use)."""
+    present = np.flatnonzero(np.bincount(labels.ravel()))
+    objects = present[present > 0]
+    table = np.zeros(int(present[-1]) + 1 if present.size else 1, dtype=np.int32)
+    table[objects] = np.arange(1, objects.size + 1, dtype=np.int32)
+    return table[labels]
 
 
 def filter_objects(labels: np.ndarray, min_area: int = 0, max_area: int | None = None,
