@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +180,7 @@ def test_a_plates_files_cost_one_query_whatever_its_size(fake_384_plate, small_p
             before = collections.Counter(server.calls)
             rows = plate_files(conn, plate)
             assert +calls_since(server, before) == {"IQuery.projection": 1}
-            assert len(rows) == planes + 1 and len({r.file_id for r in rows}) == len(rows)
+            assert len(rows) == planes + 1 and len({(r.path, r.name) for r in rows}) == len(rows)
             assert {r.fileset_images for r in rows} == {len(plate.all_image_ids)}
 
 
@@ -583,6 +584,77 @@ def test_the_repository_is_looked_up_while_the_plates_load_and_once(server, sett
         source.close()
     assert calls_since(server, before)["SharedResources.repositories"] == asked
     assert found.path == ("direct" if asked else "server")
+
+
+def test_a_plates_files_are_checked_while_the_run_prepares(server, monkeypatch):
+    """prepare begins each plate's checks once the plate is loaded: its files are asked
+    for while prepare's own last check (the plate's readiness) is still to come, and
+    the run then finds them done, with nothing more to ask."""
+    import threading
+
+    from openhcs_omero_lib.omero import repository
+    from openhcs_omero_lib.omero import run as R
+    from openhcs_omero_lib.omero.direct_pixels import open_pixels
+    from openhcs_omero_lib.pipeline.loading import resolve_pipeline
+
+    asked, queries = threading.Event(), []
+    real_files, real_ready = repository.plate_files, R.check_ready
+    monkeypatch.setattr(repository, "plate_files", lambda *a: (asked.set(), queries.append(1), real_files(*a))[2])
+    waited = []
+    monkeypatch.setattr(R, "check_ready", lambda *a: (waited.append(asked.wait(10)), real_ready(*a))[1])
+    with gateway(server) as conn:
+        before = collections.Counter(server.calls)
+        [(plate, _)] = R.prepare(conn, "Plate", [server.small_id], resolve_pipeline("nuclei_count")[0],
+                                 pixel_access="auto")
+        source, access = open_pixels(conn, plate)
+        source.close()
+        calls = calls_since(server, before)
+    assert waited == [True]
+    assert access.path == "direct" and access.verified == 2, access.reason
+    assert queries == [1] and calls["RawPixelsStore.getPlane"] == 2  # checked once, ahead
+
+
+def test_checks_begun_for_a_request_that_fails_are_dropped(server, monkeypatch):
+    """A request that fails after its plates' checks began leaves no store open on the
+    server and no check behind for a later run to pick up."""
+    from openhcs_omero_lib.omero import direct_pixels
+    from openhcs_omero_lib.omero import run as R
+    from openhcs_omero_lib.omero.plate import OmeroInputError
+    from openhcs_omero_lib.pipeline.loading import resolve_pipeline
+
+    def refuse(conn, plates):
+        raise OmeroInputError("refused for the test")
+
+    monkeypatch.setattr(R, "check_ready", refuse)
+    with gateway(server) as conn:
+        with pytest.raises(OmeroInputError, match="refused for the test"):
+            R.prepare(conn, "Plate", [server.small_id, server.multi_id], resolve_pipeline("nuclei_count")[0],
+                      pixel_access="auto")
+        assert not direct_pixels._started.get(conn)
+        assert server.open_stateful["RawPixelsStore"] == 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("openhcs-checks")]
+
+
+def test_checks_begun_for_another_load_of_the_plate_are_not_used(server):
+    """open_pixels uses checks begun for that very plate object only: a plate loaded
+    again (its runs or channels may differ) is checked again."""
+    from openhcs_omero_lib.omero.direct_pixels import open_pixels
+    from openhcs_omero_lib.omero.run import prepare
+    from openhcs_omero_lib.pipeline.loading import resolve_pipeline
+
+    with gateway(server) as conn:
+        [(plate, _)] = prepare(conn, "Plate", [server.small_id], resolve_pipeline("nuclei_count")[0],
+                               pixel_access="auto")
+        again = _plate(conn, server.small_id)
+        before = collections.Counter(server.calls)
+        source, access = open_pixels(conn, again)
+        source.close()
+        calls = calls_since(server, before)
+        assert access.path == "direct" and calls["IQuery.projection"] == 1 and calls["RawPixelsStore.getPlane"] == 2
+        before = collections.Counter(server.calls)
+        source, access = open_pixels(conn, plate)  # its own were dropped: checked now
+        source.close()
+        assert calls_since(server, before)["IQuery.projection"] == 1
 
 
 def test_a_repository_that_fails_to_answer_is_passed_over(server):

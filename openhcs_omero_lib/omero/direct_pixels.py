@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,7 @@ from openhcs_omero_lib.omero.plate import OmeroPlate
 from openhcs_omero_lib.omero.repository import (
     DirectReadRefused,
     PlaneKey,
+    PlateFiles,
     find_files_under,
     open_inside,
     repository_here,
@@ -215,12 +218,93 @@ def look_ahead(conn, access: str = "auto") -> None:
     start_repository_lookup(conn)
 
 
+_started: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""conn -> {plate id: (plate, Future of :func:`_files_ahead`)}; what the futures hold
+refers to no connection, so that a connection's entries go with it"""
+_started_lock = threading.Lock()
+
+
+class ChecksAhead:
+    """The first half of :func:`open_pixels`'s checks of each plate a run prepares
+    (where the repository is, the plate's files, each file checked), begun on a thread
+    of their own as soon as the plate is loaded (:meth:`start`): they make their
+    round-trips while the run's other checks make theirs, and :func:`open_pixels`
+    finds the answer waiting. Pixels are compared only then, once the request has
+    passed every check: a refused request reads none. One plate is looked up at a
+    time, in the order they were started. Used as a context manager, an error inside
+    the ``with`` cancels them (:meth:`cancel`)."""
+
+    def __init__(self, conn, access: str = "auto"):
+        self._conn = conn
+        self._pool: ThreadPoolExecutor | None = None
+        self._plates: list[int] = []
+        if access == "auto":
+            look_ahead(conn, access)
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="openhcs-checks")
+
+    def start(self, plate: OmeroPlate) -> None:
+        if self._pool is None:
+            return
+        future = self._pool.submit(_files_ahead, self._conn, plate)
+        with _started_lock:
+            _started.setdefault(self._conn, {})[plate.id] = (plate, future)
+        self._plates.append(plate.id)
+
+    def cancel(self) -> None:
+        """Forget the lookups begun here, waiting for the one under way."""
+        if self._pool is None:
+            return
+        with _started_lock:
+            started = _started.get(self._conn, {})
+            for pid in self._plates:
+                entry = started.pop(pid, None)
+                if entry is not None:
+                    entry[1].cancel()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> ChecksAhead:
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        if kind is not None:
+            self.cancel()
+        elif self._pool is not None:
+            self._pool.shutdown(wait=False)  # the thread ends after the last plate's lookup
+
+
+def _files_ahead(conn, plate: OmeroPlate) -> PlateFiles | PixelAccess:
+    """The plate's checked files, or how it is read instead and why (not an exception:
+    one kept would keep its frames, and the connection in them)."""
+    try:
+        return find_files_under(conn, plate, repository_here(conn, plate, load_settings()))
+    except Exception as exc:
+        return _refused(exc)
+
+
+def _refused(exc: Exception) -> PixelAccess:
+    if isinstance(exc, (DirectReadRefused, SettingsError)):
+        return PixelAccess("server", str(exc))
+    # anything unexpected is a reason to read as before, not to fail
+    reason = getattr(exc, "message", None) or str(exc)
+    return PixelAccess("server", f"{type(exc).__name__}: {reason}".splitlines()[0])
+
+
+def _take_started(conn, plate: OmeroPlate) -> Future | None:
+    with _started_lock:
+        started = _started.get(conn)
+        entry = started.pop(plate.id, None) if started else None
+    if entry is None or entry[0] is not plate:  # begun for another load of the plate
+        return None
+    return entry[1]
+
+
 def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
                 settings: RepositorySettings | None = None) -> tuple[PixelSource, PixelAccess]:
     """The plate's pixel source and how it reads. ``access`` is ``auto`` or ``server``
     (:data:`ACCESS_CHOICES`); ``settings`` default to :func:`~.repository_settings.load_settings`.
     Never raises for a plate whose files cannot be used: that plate reads through
-    RawPixelsStore, and :attr:`PixelAccess.reason` says why."""
+    RawPixelsStore, and :attr:`PixelAccess.reason` says why. A plate whose files
+    :class:`ChecksAhead` looked up is not looked up again."""
     if access not in ACCESS_CHOICES:
         raise ValueError(f"pixel access must be one of {', '.join(ACCESS_CHOICES)}, not {access!r}")
     from openhcs_omero_lib.omero.pixels import OmeroPixelSource
@@ -228,30 +312,32 @@ def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
     server = OmeroPixelSource(conn, plate)
     if access == "server":
         return server, PixelAccess("server")
-    # The server's copies of the planes to compare are read while the plate's files are
-    # looked up and checked: neither waits for the other's round-trips. Not before the
-    # repository is known to be here (elsewhere, nothing is read twice), and both are
-    # done before this returns (the store is the server source's, which the run may use).
-    with ThreadPoolExecutor(1, thread_name_prefix="openhcs-verify") as pool:
-        try:
-            settings = settings if settings is not None else load_settings()
-            root = repository_here(conn, plate, settings)
-            theirs = pool.submit(_server_planes, server)
-            found = find_files_under(conn, plate, root)
-            direct = DirectPixelSource(plate, found.root, found.files, conn=conn)
-            verified = verify(direct, theirs.result())
-        except (DirectReadRefused, SettingsError) as exc:
-            return server, PixelAccess("server", str(exc))
-        except SourceNotReady:
-            pool.shutdown(wait=True)  # no read left on the store that closes now
-            server.close()
-            raise
-        except Exception as exc:  # anything unexpected is a reason to read as before, not to fail
-            reason = getattr(exc, "message", None) or str(exc)
-            return server, PixelAccess("server", f"{type(exc).__name__}: {reason}".splitlines()[0])
-    server.close()  # its store served the checks; the run opens another only if it needs one
-    return direct, PixelAccess("direct", verified=verified)
+    started = _take_started(conn, plate) if settings is None else None
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="openhcs-verify") as pool:
+            if started is not None:
+                found = started.result()
+                if isinstance(found, PixelAccess):
+                    return server, found
+                theirs = _server_planes(server)
+            else:
+                settings = settings if settings is not None else load_settings()
+                root = repository_here(conn, plate, settings)
+                # Not before the repository is known to be here (elsewhere, nothing is
+                # read twice); then the server's copies of the planes to compare are
+                # read while the plate's files are looked up and checked.
+                looking = pool.submit(find_files_under, conn, plate, root)
+                theirs = _server_planes(server)
+                found = looking.result()
+            verified = verify(DirectPixelSource(plate, found.root, found.files, conn=conn), theirs)
+    except SourceNotReady:
+        server.close()
+        raise
+    except Exception as exc:
+        return server, _refused(exc)  # its store stays open: the run reads through it
+    server.close(wait=False)  # its store served the checks; the run opens another only if it needs one
+    return DirectPixelSource(plate, found.root, found.files, conn=conn), PixelAccess("direct", verified=verified)
 
 
-__all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "DirectPixelSource", "PixelAccess", "access_after_run", "look_ahead",
+__all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "ChecksAhead", "DirectPixelSource", "PixelAccess", "access_after_run", "look_ahead",
            "open_pixels", "verify"]

@@ -121,11 +121,13 @@ class OmeroPixelSource(PixelSource):
         buffer = store.getStack(channel - 1, unit.timepoint - 1, self._opts)
         return decode_plane(buffer, self.layout.dtype, (self.layout.z_planes, *self.layout.plane_shape))
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Close the store (and a session this source joined). ``wait=False`` sends the
+        store's close without waiting for its answer, where nothing depends on it."""
         store, self._store = self._store, None
         if store is not None:
             try:
-                store.close()
+                store.close() if wait else store.begin_close()
             except Exception:  # the session may already be gone; nothing is left to release
                 pass
         client, self._client = self._client, None

@@ -51,8 +51,7 @@ PIXELS_CHANNELS = (
 # subquery is the one omero-py's `omero fs sets` sends), so that a plate with images in
 # no fileset or in several can be told apart. Permission-checked like every query.
 PLATE_FILESET_FILES = (
-    "select fs.id, fs.templatePrefix, (select size(f2.images) from Fileset f2 where f2.id = fs.id), "
-    "f.id, f.path, f.name, f.size "
+    "select fs.id, (select size(f2.images) from Fileset f2 where f2.id = fs.id), f.path, f.name, f.size "
     "from Fileset fs join fs.usedFiles fe join fe.originalFile f "
     "where fs.id in (select i.fileset.id from WellSample ws join ws.image i where ws.well.plate.id = :id) "
     "order by fs.id, f.path, f.name"

@@ -54,9 +54,7 @@ class ManagedRepository:
 @dataclass(frozen=True)
 class RepoFile:
     fileset_id: int
-    template_prefix: str
     fileset_images: int
-    file_id: int
     path: str
     name: str
     size: int | None

@@ -12,7 +12,7 @@ from openhcs_omero_lib.execution.executor import ProgressCallback
 from openhcs_omero_lib.omero import rois as R
 from openhcs_omero_lib.omero.annotations import read_file_annotation
 from openhcs_omero_lib.omero.connection import session_key
-from openhcs_omero_lib.omero.direct_pixels import PixelAccess, access_after_run, look_ahead, open_pixels
+from openhcs_omero_lib.omero.direct_pixels import ChecksAhead, PixelAccess, access_after_run, open_pixels
 from openhcs_omero_lib.omero.metadata import OMEROMetadataHandler
 from openhcs_omero_lib.omero.plate import OmeroInputError, OmeroPlate, load_plate, plate_ids_for
 from openhcs_omero_lib.omero.preflight import check_alike, check_can_annotate, check_ready, check_tables
@@ -70,33 +70,35 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
     each plate; a channel given by name is looked up among that plate's channels.
     ``annotate=False`` (a run that attaches nothing) skips the check that the user
     may annotate the plates. ``pixel_access`` is the run's (``auto``: the managed
-    repository is looked up meanwhile, for :func:`run_on_plate`)."""
+    repository is looked up meanwhile, and each plate's files are checked once it is
+    loaded, for :func:`run_on_plate`: :class:`~.direct_pixels.ChecksAhead`)."""
     add_secret(session_key(conn))  # masked in this process's log lines from now on
-    look_ahead(conn, pixel_access)
-    if "table" in outputs:
-        check_tables(conn)
-    chosen = frozenset(runs) if runs else None
-    prepared, found = [], set()
-    for pid in plate_ids_for(conn, data_type, ids):
-        plate = load_plate(conn, pid, handler, runs=chosen)
-        if chosen is not None:
-            found |= chosen & {r.id for r in plate.all_runs}
-            if plate.layout.n_units == 0:
-                continue
-        try:
-            tuned = tune(spec, params or {}, [c.name for c in plate.layout.channels])
-            bound = bind(tuned, plate.layout)
-        except ValueError as exc:
-            raise OmeroInputError(f"plate {pid} ({plate.layout.name}): {exc}") from None
-        if annotate:
-            check_can_annotate(conn, plate)
-        prepared.append((plate, bound))
-    if chosen is not None and chosen - found:
-        missing = ", ".join(str(r) for r in sorted(chosen - found))
-        raise OmeroInputError(f"no chosen plate has the run(s) {missing} (Runs takes the IDs of a plate's "
-                              "acquisition runs, its PlateAcquisitions)")
-    check_alike(conn, [plate for plate, _ in prepared])
-    check_ready(conn, [plate for plate, _ in prepared])
+    with ChecksAhead(conn, pixel_access) as ahead:
+        if "table" in outputs:
+            check_tables(conn)
+        chosen = frozenset(runs) if runs else None
+        prepared, found = [], set()
+        for pid in plate_ids_for(conn, data_type, ids):
+            plate = load_plate(conn, pid, handler, runs=chosen)
+            if chosen is not None:
+                found |= chosen & {r.id for r in plate.all_runs}
+                if plate.layout.n_units == 0:
+                    continue
+            try:
+                tuned = tune(spec, params or {}, [c.name for c in plate.layout.channels])
+                bound = bind(tuned, plate.layout)
+            except ValueError as exc:
+                raise OmeroInputError(f"plate {pid} ({plate.layout.name}): {exc}") from None
+            ahead.start(plate)
+            if annotate:
+                check_can_annotate(conn, plate)
+            prepared.append((plate, bound))
+        if chosen is not None and chosen - found:
+            missing = ", ".join(str(r) for r in sorted(chosen - found))
+            raise OmeroInputError(f"no chosen plate has the run(s) {missing} (Runs takes the IDs of a plate's "
+                                  "acquisition runs, its PlateAcquisitions)")
+        check_alike(conn, [plate for plate, _ in prepared])
+        check_ready(conn, [plate for plate, _ in prepared])
     return prepared
 
 

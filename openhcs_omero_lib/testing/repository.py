@@ -214,10 +214,9 @@ def project(query_service, text: str, params, current) -> list[list[Any]] | None
             ofile = store.resolve(entry.getOriginalFile())
             if not (visible(entry) and visible(ofile)):
                 continue
-            rows.append([rlong(fsid), rstring(fileset.getTemplatePrefix().getValue()), rint(images),
-                         rlong(ofile.getId().getValue()), rstring(ofile.getPath().getValue()),
+            rows.append([rlong(fsid), rint(images), rstring(ofile.getPath().getValue()),
                          rstring(ofile.getName().getValue()), rlong(ofile.getSize().getValue())])
-    rows.sort(key=lambda r: (r[0].getValue(), r[4].getValue(), r[5].getValue()))
+    rows.sort(key=lambda r: (r[0].getValue(), r[2].getValue(), r[3].getValue()))
     return rows
 
 
