@@ -339,5 +339,5 @@ def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
     return DirectPixelSource(plate, found.root, found.files, conn=conn), PixelAccess("direct", verified=verified)
 
 
-__all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "ChecksAhead", "DirectPixelSource", "PixelAccess", "access_after_run", "look_ahead",
-           "open_pixels", "verify"]
+__all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "ChecksAhead", "DirectPixelSource", "PixelAccess", "access_after_run",
+           "look_ahead", "open_pixels", "verify"]
