@@ -742,6 +742,27 @@ def test_paths_from_the_server_must_be_inside_their_repository():
             relative_path(path, name)
 
 
+def test_a_link_into_a_folder_named_like_the_repository_is_outside(tmp_path):
+    """Inside is below the root by whole names: a neighbour whose name begins with
+    the root's (``ManagedRepository2``) is outside, and so is the root itself."""
+    from openhcs_omero_lib.omero.repository import DirectReadRefused, open_inside, resolve_inside
+
+    root = tmp_path / "ManagedRepository"
+    (root / "u").mkdir(parents=True)
+    neighbour = tmp_path / "ManagedRepository2"
+    neighbour.mkdir()
+    (neighbour / "x.TIF").write_bytes(b"II*\0")
+    (root / "u" / "x.TIF").symlink_to(neighbour / "x.TIF")
+    (root / "u" / "up").symlink_to(root)
+    (root / "u" / "y.TIF").write_bytes(b"II*\0")
+    real = str(root.resolve())
+    for relative in ("u/x.TIF", "u/up"):
+        with pytest.raises(DirectReadRefused, match="leads outside the repository"):
+            resolve_inside(real, relative)
+    assert resolve_inside(real, "u/y.TIF") == str(root.resolve() / "u" / "y.TIF")
+    os.close(open_inside(real, "u/y.TIF"))
+
+
 def test_a_folders_files_are_indexed_as_its_listing_is(multi_plate, zt_plate, small_plate):
     """The rules a fileset's paths are mapped with are the folder reader's."""
     from openhcs_omero_lib.plates.imagexpress import _scan, index_files
