@@ -210,6 +210,39 @@ def test_a_pool_that_breaks_before_any_future_says_so_hands_the_work_back(capfd)
     assert "a worker process failed" in capfd.readouterr().err
 
 
+def test_a_starting_worker_finds_its_first_chunk_waiting():
+    """Each worker's first chunk is queued behind its start: a worker that becomes
+    ready while this process is inside a long unit of its own starts on it at once
+    (units are otherwise handed out between this process's units). More follow once
+    workers are ready, two waiting for each."""
+    from concurrent.futures import Future
+
+    from openhcs_omero_lib.execution.executor import _SharedRun
+    from openhcs_omero_lib.plates.layout import SiteUnit
+
+    submitted: list[tuple[str, Future]] = []
+
+    class Pool:
+        def submit(self, fn, *args):
+            submitted.append((fn.__name__, Future()))
+            return submitted[-1][1]
+
+    units = [SiteUnit("A01", s, 1) for s in range(1, 41)]
+    run = _SharedRun(units, 4, None, helpers=2, open_pool=Pool)
+    run.start_helpers()
+    assert [name for name, _ in submitted] == ["_ready", "_ready", "_run_chunk", "_run_chunk"]
+    handed = [u for chunk in run.running.values() for u in chunk]
+    assert handed + list(run.todo) == list(enumerate(units))
+    run.collect(timeout=0)
+    assert len(submitted) == 4  # nobody is ready yet: nothing more
+    submitted[0][1].set_result(4242)
+    run.collect(timeout=0)
+    assert len(submitted) == 4  # one ready: two chunks wait for it already
+    submitted[1][1].set_result(4243)
+    run.collect(timeout=0)
+    assert [name for name, _ in submitted[4:]] == ["_run_chunk", "_run_chunk"]  # two per ready worker
+
+
 def test_spawned_workers_do_not_run_the_main_program_again(tmp_path):
     """A script that starts workers: each new interpreter imports the executor, not
     the script (which, on OMERO, imports omero.scripts and every model class)."""

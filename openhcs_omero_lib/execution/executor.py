@@ -329,6 +329,12 @@ class _SharedRun:
         self.pool = self._open_pool()  # type: ignore[misc]
         with _main_left_out():  # the processes start here, at the first submits
             self.starting = {self.pool.submit(_ready) for _ in range(self.helpers)}
+        # A first chunk each, queued behind: a worker starts on it as soon as it is
+        # ready, not when this process next looks up from a unit of its own.
+        for _ in range(self.helpers):
+            if not self.todo:
+                break
+            self._submit([self.todo.popleft() for _ in range(self._next_chunk_size())])
 
     def _worth_helpers(self, done_here: int, seconds_here: float, margin: float = 1.0) -> bool:
         """Whether the work left, at this process's pace so far, outlasts ``margin``
@@ -365,18 +371,24 @@ class _SharedRun:
                     self.add(batch)
         # Two chunks per ready worker: one computing, one waiting, so none idles.
         while self.todo and self.broken is None and len(self.running) < 2 * self.ready:
-            chunk = [self.todo.popleft() for _ in range(self._next_chunk_size())]
-            try:
-                future = self.pool.submit(_run_chunk, chunk)  # type: ignore[union-attr]
-            except BrokenExecutor as exc:
-                # A worker died after the wait above: the pool refuses new work before
-                # any future of ours has said so.
-                self.todo.extendleft(reversed(chunk))
-                self._workers_failed(exc)
+            if not self._submit([self.todo.popleft() for _ in range(self._next_chunk_size())]):
                 break
-            self.running[future] = chunk
         if len(self.results) > before:
             self._report()
+
+    def _submit(self, chunk: list[tuple[int, SiteUnit]]) -> bool:
+        """Hand ``chunk`` to the workers; False (the chunk back in the queue) when the
+        pool refuses it."""
+        try:
+            future = self.pool.submit(_run_chunk, chunk)  # type: ignore[union-attr]
+        except BrokenExecutor as exc:
+            # A worker died after the last wait: the pool refuses new work before any
+            # future of ours has said so.
+            self.todo.extendleft(reversed(chunk))
+            self._workers_failed(exc)
+            return False
+        self.running[future] = chunk
+        return True
 
     def _result_or_none(self, future):
         """The future's result, or None if its worker process failed (it could not
