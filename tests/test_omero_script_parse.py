@@ -57,6 +57,7 @@ def test_run_script_parameters(omero_sandbox):
     from omero.rtypes import rlist, rlong, rstring, unwrap
 
     from omero_helpers import validation_errors
+    from openhcs_omero_lib.omero.direct_pixels import ACCESS_CHOICES
     from openhcs_omero_lib.pipeline.presets import names
 
     params = parse_script_file(ROOT / "scripts" / "omero" / "openhcs" / "Run_HCS_Pipeline.py")
@@ -65,6 +66,10 @@ def test_run_script_parameters(omero_sandbox):
     assert unwrap(inputs["Workers"].min) == 1 and unwrap(inputs["Workers"].max) >= 2
     assert unwrap(inputs["Attach_To"].values) == ["Plate", "Plate and wells", "Plate, wells and images"]
     assert inputs["Pipeline_File_Annotation"].optional is True
+    # written out in the script (which imports nothing of the library's core) and in the
+    # command line: the same choices as the library's, the first the default
+    assert tuple(unwrap(inputs["Pixel_Access"].values)) == ACCESS_CHOICES
+    assert unwrap(inputs["Pixel_Access"].prototype) == ACCESS_CHOICES[0]
     # a selection alone (every other input at its default) is valid
     assert validation_errors(params, {"Data_Type": rstring("Plate"), "IDs": rlist([rlong(1)])}) == ""
 
@@ -118,3 +123,18 @@ def test_most_official_scripts_parse(official_outcomes):
     # most official scripts take the same selection parameters as ours
     with_selection = [p for p in parsed if {"Data_Type", "IDs"} <= set(official_outcomes[p].inputs)]
     assert len(with_selection) >= len(parsed) // 2
+
+
+def test_the_command_lines_pixel_access_is_the_librarys():
+    """``run`` and ``launch`` spell the choices out (the command line does not import
+    omero-py to start): they are the library's, ``auto`` the default."""
+    import argparse
+
+    from openhcs_omero_lib.cli.app import build_parser
+    from openhcs_omero_lib.omero.direct_pixels import ACCESS_CHOICES
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in ("run", "launch"):
+        [option] = [a for a in commands[name]._actions if "--pixel-access" in a.option_strings]
+        assert tuple(option.choices) == ACCESS_CHOICES, name
+        assert option.default in (None, ACCESS_CHOICES[0]), name
