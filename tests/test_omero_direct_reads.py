@@ -630,14 +630,45 @@ def test_checks_begun_for_a_request_that_fails_are_dropped(server, monkeypatch):
         with pytest.raises(OmeroInputError, match="refused for the test"):
             R.prepare(conn, "Plate", [server.small_id, server.multi_id], resolve_pipeline("nuclei_count")[0],
                       pixel_access="auto")
-        assert not direct_pixels._started.get(conn)
+        assert conn not in direct_pixels._lookups
         assert server.open_stateful["RawPixelsStore"] == 0
     assert not [t for t in threading.enumerate() if t.name.startswith("openhcs-checks")]
 
 
+def test_a_screens_plates_are_looked_up_one_ahead(server, monkeypatch):
+    """Of several plates, prepare looks up the first one's files; each next plate's are
+    looked up when the run opens the one before (while it computes), not all at once:
+    no plate's files wait in memory long before its turn. Each plate's once."""
+    from openhcs_omero_lib.omero import repository
+    from openhcs_omero_lib.omero import run as R
+    from openhcs_omero_lib.omero.direct_pixels import _lookups, open_pixels
+    from openhcs_omero_lib.pipeline.loading import resolve_pipeline
+
+    looked_up: list[int] = []
+    real_files = repository.plate_files
+    monkeypatch.setattr(repository, "plate_files", lambda conn, plate: (looked_up.append(plate.id),
+                                                                        real_files(conn, plate))[1])
+    with gateway(server) as conn:
+        prepared = R.prepare(conn, "Plate", [server.small_id, server.multi_id], resolve_pipeline("nuclei_count")[0],
+                             pixel_access="auto")
+        [first, second] = [plate for plate, _ in prepared]
+        _lookups[conn].begun[1].result(timeout=30)
+        assert looked_up == [first.id]
+        source, access = open_pixels(conn, first)
+        source.close()
+        assert access.path == "direct", access.reason
+        _lookups[conn].begun[1].result(timeout=30)
+        assert looked_up == [first.id, second.id]  # begun as the first plate was opened
+        source, access = open_pixels(conn, second)
+        source.close()
+        assert access.path == "direct", access.reason
+    assert looked_up == [first.id, second.id]
+
+
 def test_checks_begun_for_another_load_of_the_plate_are_not_used(server):
     """open_pixels uses checks begun for that very plate object only: a plate loaded
-    again (its runs or channels may differ) is checked again."""
+    again (its runs or channels may differ) is checked again, and the lookup begun
+    for the first object still waits for it."""
     from openhcs_omero_lib.omero.direct_pixels import open_pixels
     from openhcs_omero_lib.omero.run import prepare
     from openhcs_omero_lib.pipeline.loading import resolve_pipeline
@@ -652,9 +683,9 @@ def test_checks_begun_for_another_load_of_the_plate_are_not_used(server):
         calls = calls_since(server, before)
         assert access.path == "direct" and calls["IQuery.projection"] == 1 and calls["RawPixelsStore.getPlane"] == 2
         before = collections.Counter(server.calls)
-        source, access = open_pixels(conn, plate)  # its own were dropped: checked now
+        source, access = open_pixels(conn, plate)  # its own lookup waited for it
         source.close()
-        assert calls_since(server, before)["IQuery.projection"] == 1
+        assert access.path == "direct" and calls_since(server, before)["IQuery.projection"] == 0
 
 
 def test_a_repository_that_fails_to_answer_is_passed_over(server):

@@ -12,12 +12,13 @@ through RawPixelsStore instead, and so is every later one of that process.
 
 from __future__ import annotations
 
+import collections
 import io
 import sys
 import threading
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -218,49 +219,62 @@ def look_ahead(conn, access: str = "auto") -> None:
     start_repository_lookup(conn)
 
 
-_started: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"""conn -> {plate id: (plate, Future of :func:`_files_ahead`)}; what the futures hold
-refers to no connection, so that a connection's entries go with it"""
-_started_lock = threading.Lock()
+@dataclass
+class _Lookups:
+    """A request's plates whose files :class:`ChecksAhead` looks up: the one begun
+    (and not yet taken by :func:`open_pixels`), then those still to come, in order."""
+
+    begun: tuple[OmeroPlate, Future] | None = None
+    waiting: collections.deque = field(default_factory=collections.deque)
+
+
+_lookups: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""conn -> :class:`_Lookups` of its latest request; nothing in them refers to the
+connection, so that a connection's entry goes with it"""
+_lookups_lock = threading.Lock()
 
 
 class ChecksAhead:
-    """The first half of :func:`open_pixels`'s checks of each plate a run prepares
+    """The first half of :func:`open_pixels`'s checks of the plates a run prepares
     (where the repository is, the plate's files, each file checked), begun on a thread
-    of their own as soon as the plate is loaded (:meth:`start`): they make their
-    round-trips while the run's other checks make theirs, and :func:`open_pixels`
-    finds the answer waiting. Pixels are compared only then, once the request has
-    passed every check: a refused request reads none. One plate is looked up at a
-    time, in the order they were started. Used as a context manager, an error inside
-    the ``with`` cancels them (:meth:`cancel`)."""
+    of their own: the first plate's as soon as it is loaded, so that they make their
+    round-trips while the run's other checks make theirs, and each next plate's when
+    :func:`open_pixels` takes the one before (while that plate computes). Pixels are
+    compared only in :func:`open_pixels`, once the request has passed every check: a
+    refused request reads none. Used as a context manager, an error inside the
+    ``with`` cancels them (:meth:`cancel`)."""
 
     def __init__(self, conn, access: str = "auto"):
         self._conn = conn
-        self._pool: ThreadPoolExecutor | None = None
-        self._plates: list[int] = []
+        self._lookups: _Lookups | None = None
         if access == "auto":
             look_ahead(conn, access)
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="openhcs-checks")
+            self._lookups = _Lookups()
+            with _lookups_lock:
+                _lookups[conn] = self._lookups  # a new request: an earlier one's are dropped
 
     def start(self, plate: OmeroPlate) -> None:
-        if self._pool is None:
+        lookups = self._lookups
+        if lookups is None:
             return
-        future = self._pool.submit(_files_ahead, self._conn, plate)
-        with _started_lock:
-            _started.setdefault(self._conn, {})[plate.id] = (plate, future)
-        self._plates.append(plate.id)
+        with _lookups_lock:
+            if lookups.begun is None and not lookups.waiting:
+                lookups.begun = (plate, _begin(self._conn, plate))
+            else:
+                lookups.waiting.append(plate)
 
     def cancel(self) -> None:
-        """Forget the lookups begun here, waiting for the one under way."""
-        if self._pool is None:
+        """Forget the lookups, waiting for the one under way."""
+        lookups = self._lookups
+        if lookups is None:
             return
-        with _started_lock:
-            started = _started.get(self._conn, {})
-            for pid in self._plates:
-                entry = started.pop(pid, None)
-                if entry is not None:
-                    entry[1].cancel()
-        self._pool.shutdown(wait=True)
+        with _lookups_lock:
+            begun, lookups.begun = lookups.begun, None
+            lookups.waiting.clear()
+            if _lookups.get(self._conn) is lookups:
+                del _lookups[self._conn]
+        if begun is not None:
+            wait([begun[1]])
 
     def __enter__(self) -> ChecksAhead:
         return self
@@ -268,8 +282,22 @@ class ChecksAhead:
     def __exit__(self, kind, *_) -> None:
         if kind is not None:
             self.cancel()
-        elif self._pool is not None:
-            self._pool.shutdown(wait=False)  # the thread ends after the last plate's lookup
+
+
+def _begin(conn, plate: OmeroPlate) -> Future:
+    """:func:`_files_ahead` on a thread of its own."""
+    future: Future = Future()
+
+    def look() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                found = _files_ahead(conn, plate)
+            except BaseException as exc:  # never leave open_pixels waiting for an answer
+                found = PixelAccess("server", f"{type(exc).__name__}: {exc}".splitlines()[0])
+            future.set_result(found)
+
+    threading.Thread(target=look, name="openhcs-checks", daemon=True).start()
+    return future
 
 
 def _files_ahead(conn, plate: OmeroPlate) -> PlateFiles | PixelAccess:
@@ -290,12 +318,22 @@ def _refused(exc: Exception) -> PixelAccess:
 
 
 def _take_started(conn, plate: OmeroPlate) -> Future | None:
-    with _started_lock:
-        started = _started.get(conn)
-        entry = started.pop(plate.id, None) if started else None
-    if entry is None or entry[0] is not plate:  # begun for another load of the plate
-        return None
-    return entry[1]
+    """The lookup :class:`ChecksAhead` began for this very plate object, if any; the
+    next plate's lookup begins now. A plate still waiting is taken out of the queue
+    (it is looked up by the caller)."""
+    with _lookups_lock:
+        lookups = _lookups.get(conn)
+        if lookups is None:
+            return None
+        taken = None
+        if lookups.begun is not None and lookups.begun[0] is plate:
+            taken, lookups.begun = lookups.begun[1], None
+        else:
+            lookups.waiting = collections.deque(p for p in lookups.waiting if p is not plate)
+        if lookups.begun is None and lookups.waiting:
+            following = lookups.waiting.popleft()
+            lookups.begun = (following, _begin(conn, following))
+    return taken
 
 
 def open_pixels(conn, plate: OmeroPlate, access: str = "auto",

@@ -70,8 +70,8 @@ def prepare(conn, data_type: str, ids: list[int], spec: PipelineSpec,
     each plate; a channel given by name is looked up among that plate's channels.
     ``annotate=False`` (a run that attaches nothing) skips the check that the user
     may annotate the plates. ``pixel_access`` is the run's (``auto``: the managed
-    repository is looked up meanwhile, and each plate's files are checked once it is
-    loaded, for :func:`run_on_plate`: :class:`~.direct_pixels.ChecksAhead`)."""
+    repository is looked up meanwhile, and the first plate's files are checked once it
+    is loaded, for :func:`run_on_plate`: :class:`~.direct_pixels.ChecksAhead`)."""
     add_secret(session_key(conn))  # masked in this process's log lines from now on
     with ChecksAhead(conn, pixel_access) as ahead:
         if "table" in outputs:
