@@ -31,6 +31,7 @@ from openhcs_omero_lib.omero.repository import (
     PlaneKey,
     PlateFiles,
     find_files_under,
+    on_a_thread,
     open_inside,
     repository_here,
     start_repository_lookup,
@@ -286,30 +287,20 @@ class ChecksAhead:
 
 def _begin(conn, plate: OmeroPlate) -> Future:
     """:func:`_files_ahead` on a thread of its own."""
-    future: Future = Future()
-
-    def look() -> None:
-        if future.set_running_or_notify_cancel():
-            try:
-                found = _files_ahead(conn, plate)
-            except BaseException as exc:  # never leave open_pixels waiting for an answer
-                found = PixelAccess("server", f"{type(exc).__name__}: {exc}".splitlines()[0])
-            future.set_result(found)
-
-    threading.Thread(target=look, name="openhcs-checks", daemon=True).start()
-    return future
+    return on_a_thread(lambda: _files_ahead(conn, plate), "openhcs-checks")
 
 
 def _files_ahead(conn, plate: OmeroPlate) -> PlateFiles | PixelAccess:
-    """The plate's checked files, or how it is read instead and why (not an exception:
-    one kept would keep its frames, and the connection in them)."""
+    """The plate's checked files, or how it is read instead and why: whatever goes
+    wrong is an answer, not an exception (one kept would keep its frames, and the
+    connection in them)."""
     try:
         return find_files_under(conn, plate, repository_here(conn, plate, load_settings()))
-    except Exception as exc:
+    except BaseException as exc:
         return _refused(exc)
 
 
-def _refused(exc: Exception) -> PixelAccess:
+def _refused(exc: BaseException) -> PixelAccess:
     if isinstance(exc, (DirectReadRefused, SettingsError)):
         return PixelAccess("server", str(exc))
     # anything unexpected is a reason to read as before, not to fail

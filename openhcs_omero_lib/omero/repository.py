@@ -28,6 +28,7 @@ import threading
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from omero.rtypes import unwrap
 
@@ -105,6 +106,23 @@ _lookups: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _lookups_lock = threading.Lock()
 
 
+def on_a_thread(work: Callable[[], Any], name: str) -> Future:
+    """``work()`` on a daemon thread of its own: its answer, or what it raised, comes
+    in the returned future (a lookup whose caller may be gone by then keeps nobody
+    waiting at exit)."""
+    future: Future = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(work())
+            except BaseException as exc:  # raised to whoever waits for it
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
 def start_repository_lookup(conn) -> Future:
     """:func:`managed_repository` on a thread of its own, once per connection: a run
     starts it while it loads the plates, and finds the answer waiting when it checks
@@ -112,16 +130,7 @@ def start_repository_lookup(conn) -> Future:
     with _lookups_lock:
         future = _lookups.get(conn)
         if future is None:
-            future = _lookups[conn] = Future()
-
-            def look() -> None:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(managed_repository(conn))
-                    except BaseException as exc:  # raised to whoever waits for it
-                        future.set_exception(exc)
-
-            threading.Thread(target=look, name="openhcs-repository", daemon=True).start()
+            future = _lookups[conn] = on_a_thread(lambda: managed_repository(conn), "openhcs-repository")
     return future
 
 
@@ -296,5 +305,5 @@ def _check(root: str, planes: dict[PlaneKey, RepoFile]) -> dict[PlaneKey, str]:
 
 
 __all__ = ["DirectReadRefused", "ManagedRepository", "PlateFiles", "RepoFile", "find_files_under", "find_plate_files",
-           "managed_repository", "open_inside", "plate_files", "relative_path", "repository_here", "resolve_inside",
-           "start_repository_lookup"]
+           "managed_repository", "on_a_thread", "open_inside", "plate_files", "relative_path", "repository_here",
+           "resolve_inside", "start_repository_lookup"]
