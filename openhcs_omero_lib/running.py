@@ -75,7 +75,7 @@ def run_pipeline(plate: Any, pipeline: Any, *, conn: Any = None, workers: int | 
     pipeline and its parameters, ValueError (an
     :class:`~.omero.plate.OmeroInputError` on OMERO) for the plate and choices.
     """
-    from openhcs_omero_lib.execution.executor import available_cores
+    from openhcs_omero_lib.execution.cores import available_cores
 
     spec = load_pipeline(pipeline)
     check_values(spec, params)

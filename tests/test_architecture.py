@@ -60,3 +60,15 @@ def test_the_engine_runs_without_omero():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_the_command_line_answers_help_without_the_engines_imports():
+    """Building the command's parser (``--help``, a mistyped option, ``status``) imports
+    none of numpy, scipy, scikit-image, pandas or omero: its ``--workers`` default needs
+    the number of cores only."""
+    code = ("import sys\nfrom openhcs_omero_lib.cli.app import build_parser\nbuild_parser()\n"
+            "print(','.join(sorted({m.split('.')[0] for m in sys.modules}"
+            " & {'numpy', 'scipy', 'skimage', 'pandas', 'omero', 'Ice'})))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

@@ -239,7 +239,7 @@ def _wait_until(condition, timeout: float, what: str, job: Job | None = None):
 
 
 def _two_cores():
-    from openhcs_omero_lib.execution.executor import available_cores
+    from openhcs_omero_lib.execution.cores import available_cores
 
     if available_cores() < 2:
         pytest.skip("the script caps Workers at the cores available: one core starts no worker process")

@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from openhcs_omero_lib.execution.executor import available_cores
+    from openhcs_omero_lib.execution.cores import available_cores
 
     parser = _Parser(prog="openhcs-omero", description=(
         "Run HCS image pipelines on ImageXpress plates (and, inside OMERO, on OMERO plates)."))

@@ -57,13 +57,6 @@ class UnitResult:
     by column prefix."""
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _run_one(compute: Unit, read: Reader, index: int, unit: SiteUnit, outlines: bool = False) -> UnitResult:
     start = time.perf_counter()
     try:

@@ -15,7 +15,8 @@ import Ice
 import omero
 
 from openhcs_omero_lib.execution.backend import ClusterError, open_backend
-from openhcs_omero_lib.execution.executor import Cancelled, available_cores
+from openhcs_omero_lib.execution.cores import available_cores
+from openhcs_omero_lib.execution.executor import Cancelled
 from openhcs_omero_lib.execution.progress import RunProgress
 from openhcs_omero_lib.execution.settings import SettingsError
 from openhcs_omero_lib.omero import annotations as A
