@@ -306,18 +306,22 @@ def relabel(labels: np.ndarray) -> np.ndarray:
 
 def filter_objects(labels: np.ndarray, min_area: int = 0, max_area: int | None = None,
                    exclude_border: bool = False) -> np.ndarray:
-    """Drop objects outside the area range, and those touching the border if asked."""
+    """Drop objects outside the area range, and those touching the border if asked;
+    the rest renumbered 1..N in the order of their labels (as :func:`relabel`)."""
     areas = np.bincount(labels.ravel())
-    keep = areas >= min_area
+    keep = areas >= max(min_area, 1)  # a label with no pixel is no object
     if max_area is not None:
         keep &= areas <= max_area
     keep[0] = False
-    out = np.where(np.take(keep, labels), labels, 0)
     if exclude_border:
         from skimage.segmentation import clear_border
 
-        out = clear_border(out)
-    return relabel(out)
+        return relabel(clear_border(np.where(np.take(keep, labels), labels, 0)))
+    # The kept objects are known from their areas: one lookup table drops the others
+    # and renumbers the rest, one pass over the image instead of four.
+    table = np.zeros(areas.size, dtype=np.int32)
+    table[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=np.int32)
+    return table[labels]
 
 
 def expand(labels: np.ndarray, distance: float) -> np.ndarray:
