@@ -297,10 +297,16 @@ def relabel(labels: np.ndarray) -> np.ndarray:
     """Non-negative labels renumbered 1..N in the order of their values, 0 staying
     background: ``skimage.segmentation.relabel_sequential``'s numbering, by one
     lookup table (it loads a module of its own on first use)."""
-    present = np.flatnonzero(np.bincount(labels.ravel()))
-    objects = present[present > 0]
-    table = np.zeros(int(present[-1]) + 1 if present.size else 1, dtype=np.int32)
-    table[objects] = np.arange(1, objects.size + 1, dtype=np.int32)
+    areas = np.bincount(labels.ravel(), minlength=1)
+    return _keep_renumbered(labels, areas > 0)
+
+
+def _keep_renumbered(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The labels where ``keep[label]`` (background never), renumbered 1..N in the
+    order of their values, the others 0: one lookup table, one pass over the image."""
+    table = np.zeros(keep.size, dtype=np.int32)
+    kept = np.flatnonzero(keep[1:]) + 1
+    table[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
     return table[labels]
 
 
@@ -308,7 +314,7 @@ def filter_objects(labels: np.ndarray, min_area: int = 0, max_area: int | None =
                    exclude_border: bool = False) -> np.ndarray:
     """Drop objects outside the area range, and those touching the border if asked;
     the rest renumbered 1..N in the order of their labels (as :func:`relabel`)."""
-    areas = np.bincount(labels.ravel())
+    areas = np.bincount(labels.ravel(), minlength=1)
     keep = areas >= max(min_area, 1)  # a label with no pixel is no object
     if max_area is not None:
         keep &= areas <= max_area
@@ -319,9 +325,7 @@ def filter_objects(labels: np.ndarray, min_area: int = 0, max_area: int | None =
         return relabel(clear_border(np.where(np.take(keep, labels), labels, 0)))
     # The kept objects are known from their areas: one lookup table drops the others
     # and renumbers the rest, one pass over the image instead of four.
-    table = np.zeros(areas.size, dtype=np.int32)
-    table[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=np.int32)
-    return table[labels]
+    return _keep_renumbered(labels, keep)
 
 
 def expand(labels: np.ndarray, distance: float) -> np.ndarray:
