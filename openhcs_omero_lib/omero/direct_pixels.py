@@ -358,14 +358,15 @@ def open_pixels(conn, plate: OmeroPlate, access: str = "auto",
                 looking = pool.submit(find_files_under, conn, plate, root)
                 theirs = _server_planes(server)
                 found = looking.result()
-            verified = verify(DirectPixelSource(plate, found.root, found.files, conn=conn), theirs)
+            direct = DirectPixelSource(plate, found.root, found.files, conn=conn)
+            verified = verify(direct, theirs)
     except SourceNotReady:
         server.close()
         raise
     except Exception as exc:
         return server, _refused(exc)  # its store stays open: the run reads through it
     server.close(wait=False)  # its store served the checks; the run opens another only if it needs one
-    return DirectPixelSource(plate, found.root, found.files, conn=conn), PixelAccess("direct", verified=verified)
+    return direct, PixelAccess("direct", verified=verified)
 
 
 __all__ = ["ACCESS_CHOICES", "DIRECT_KIND", "ChecksAhead", "DirectPixelSource", "PixelAccess", "access_after_run",
