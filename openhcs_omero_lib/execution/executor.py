@@ -325,9 +325,8 @@ class _SharedRun:
         # A first chunk each, queued behind: a worker starts on it as soon as it is
         # ready, not when this process next looks up from a unit of its own.
         for _ in range(self.helpers):
-            if not self.todo:
+            if not self.todo or not self._submit_next():
                 break
-            self._submit([self.todo.popleft() for _ in range(self._next_chunk_size())])
 
     def _worth_helpers(self, done_here: int, seconds_here: float, margin: float = 1.0) -> bool:
         """Whether the work left, at this process's pace so far, outlasts ``margin``
@@ -364,14 +363,15 @@ class _SharedRun:
                     self.add(batch)
         # Two chunks per ready worker: one computing, one waiting, so none idles.
         while self.todo and self.broken is None and len(self.running) < 2 * self.ready:
-            if not self._submit([self.todo.popleft() for _ in range(self._next_chunk_size())]):
+            if not self._submit_next():
                 break
         if len(self.results) > before:
             self._report()
 
-    def _submit(self, chunk: list[tuple[int, SiteUnit]]) -> bool:
-        """Hand ``chunk`` to the workers; False (the chunk back in the queue) when the
-        pool refuses it."""
+    def _submit_next(self) -> bool:
+        """Hand the next chunk of the queue to the workers; False (the chunk back in
+        the queue) when the pool refuses it."""
+        chunk = [self.todo.popleft() for _ in range(self._next_chunk_size())]
         try:
             future = self.pool.submit(_run_chunk, chunk)  # type: ignore[union-attr]
         except BrokenExecutor as exc:
